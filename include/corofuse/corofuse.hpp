@@ -1,0 +1,5 @@
+// The one include a filesystem author needs.
+#pragma once
+
+#include "corofuse/abi.hpp"
+#include "corofuse/io.hpp"

@@ -1,0 +1,120 @@
+#!/usr/bin/env python3
+"""Counts test cases from Bazel build-event files and prints "N passed, N failed".
+
+usage: count_results.py NAME=BEP_JSON_FILE [...]
+
+Each test target's log is read for its own counts: Catch2's summary ("All tests passed (A
+assertions in C test cases)" or "test cases: T | P passed | F failed"), or a plain
+"N passed, N failed" line from a script test. A target that did not build, did not run, crashed,
+timed out, or failed without a readable summary counts as one failed case, so no failure can
+hide. Exits 1 when anything failed or nothing ran.
+"""
+import json
+import re
+import sys
+from urllib.parse import unquote, urlparse
+
+CATCH_ALL = re.compile(r"All tests passed \((\d+) assertions? in (\d+) test cases?\)")
+CATCH_ROW = re.compile(r"^test cases:\s*(\d+)(.*)$", re.M)
+PLAIN = re.compile(r"^(?:\w+: )?(\d+) passed, (\d+) failed(?:, \d+ skipped)?$", re.M)
+
+
+def read_log(uri):
+    if not uri.startswith("file://"):
+        return None
+    try:
+        with open(unquote(urlparse(uri).path), encoding="utf-8", errors="replace") as f:
+            return f.read()
+    except OSError:
+        return None
+
+
+def counts_from_log(text):
+    """(passed, failed) from a test log, or None when it has no summary."""
+    m = None
+    for m in CATCH_ALL.finditer(text):
+        pass
+    if m:
+        return int(m.group(2)), 0
+    rows = list(CATCH_ROW.finditer(text))
+    if rows:
+        total = int(rows[-1].group(1))
+        rest = rows[-1].group(2)
+        failed = sum(int(x) for x in re.findall(r"(\d+) failed(?! as expected)", rest))
+        return total - failed, failed
+    plain = list(PLAIN.finditer(text))
+    if plain:
+        return int(plain[-1].group(1)), int(plain[-1].group(2))
+    if "No tests ran" in text:
+        return 0, 1
+    return None
+
+
+def summarize(name, path):
+    tests, results = [], {}
+    try:
+        with open(path, encoding="utf-8") as f:
+            lines = f.readlines()
+    except OSError as e:
+        print(f"[{name}] no build event file ({e}): the build did not start")
+        return 0, 1
+    for line in lines:
+        try:
+            ev = json.loads(line)
+        except ValueError:
+            continue
+        eid = ev.get("id", {})
+        if "targetConfigured" in eid:
+            kind = ev.get("configured", {}).get("targetKind", "")
+            if kind.endswith("_test rule"):
+                tests.append(eid["targetConfigured"]["label"])
+        elif "testResult" in eid:
+            label = eid["testResult"]["label"]
+            results[label] = ev.get("testResult", {})
+    passed = failed = 0
+    for label in sorted(set(tests)):
+        res = results.get(label)
+        if res is None:
+            print(f"[{name}] {label}: did not build or did not run -> 1 failed")
+            failed += 1
+            continue
+        status = res.get("status", "NO_STATUS")
+        log = None
+        for out in res.get("testActionOutput", []):
+            if out.get("name") == "test.log":
+                log = read_log(out.get("uri", ""))
+        got = counts_from_log(log) if log is not None else None
+        if got is None:
+            p, f = (1, 0) if status == "PASSED" else (0, 1)
+            how = "no summary in log"
+        else:
+            p, f = got
+            how = "cases"
+            if status != "PASSED" and f == 0:
+                f = 1  # crashed, leaked or timed out after its summary
+                how = "cases, then the binary failed"
+        print(f"[{name}] {label}: {status}: {p} passed, {f} failed ({how})")
+        passed += p
+        failed += f
+    if not tests:
+        print(f"[{name}] no test targets were configured")
+        failed += 1
+    return passed, failed
+
+
+def main(argv):
+    if not argv:
+        print(__doc__)
+        return 2
+    total_p = total_f = 0
+    for arg in argv:
+        name, _, path = arg.partition("=")
+        p, f = summarize(name, path)
+        total_p += p
+        total_f += f
+    print(f"{total_p} passed, {total_f} failed")
+    return 0 if total_f == 0 and total_p > 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
