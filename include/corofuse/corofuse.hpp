@@ -3,3 +3,4 @@
 
 #include "corofuse/abi.hpp"
 #include "corofuse/io.hpp"
+#include "corofuse/proto.hpp"
