@@ -241,7 +241,7 @@ inline auto cancel(ring& r, const op_id& id) {
   return detail::make(r, prep);
 }
 
-// Cancels every operation in flight on `f`: the count cancelled, or -ENOENT.
+// Cancels every operation in flight on `f`: completes with the number cancelled (0 if none).
 inline auto cancel_fd(ring& r, file_ref f) {
   return detail::make(r, [=](io_uring_sqe* s) {
     io_uring_prep_cancel_fd(s, f.fd, IORING_ASYNC_CANCEL_ALL | (f.fixed ? IORING_ASYNC_CANCEL_FD_FIXED : 0));
