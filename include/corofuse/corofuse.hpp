@@ -3,4 +3,6 @@
 
 #include "corofuse/abi.hpp"
 #include "corofuse/io.hpp"
+#include "corofuse/fs/result.hpp"
 #include "corofuse/proto.hpp"
+#include "corofuse/session.hpp"
