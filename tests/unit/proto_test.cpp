@@ -300,3 +300,31 @@ TEST_CASE("dirent_packer: READDIRPLUS records carry the entry", "[proto]") {
   proto::dirent_packer q(small, 1 << 20);
   CHECK_FALSE(q.add_plus("file", e, 8, 1));  // 160 bytes into 100
 }
+
+TEST_CASE("a zero-copy ring entry is refused by the copying parser", "[proto]") {
+  abi::write_in w{};
+  w.size = 4096;
+  message m(abi::opcode::write, &w, sizeof w, std::string(4096, 'x'));
+  ring_entry e(m, sizeof w);
+  e.hdr.ring_ent_in_out.flags = abi::uring_ent_zero_copy;
+  proto::request r;
+  CHECK(e.parse(r) == proto::parse_error::zero_copy_entry);
+  CHECK(r.data().empty());
+}
+
+TEST_CASE("INIT from a kernel before 7.36 (16-byte init_in) parses, the rest reads as zero", "[proto]") {
+  abi::init_in old{};
+  old.major = 7;
+  old.minor = 31;
+  old.max_readahead = 4096;
+  old.flags = 1;
+  message m(abi::opcode::init, &old, 16);
+  proto::request r;
+  REQUIRE(m.parse(r) == proto::parse_error::none);
+  auto in = r.op<abi::init_in>();
+  CHECK(in.minor == 31);
+  CHECK(in.flags == 1);
+  CHECK(in.flags2 == 0);
+  message cut(abi::opcode::init, &old, 12);
+  CHECK(cut.parse(r) == proto::parse_error::short_op_struct);
+}

@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Counts test cases from Bazel build-event files and prints "N passed, N failed".
 
-usage: count_results.py NAME=BEP_JSON_FILE [...]
+usage: count_results.py NAME=BEP_JSON_FILE[:BAZEL_EXIT_CODE] [...]
 
 Each test target's log is read for its own counts: Catch2's summary ("All tests passed (A
 assertions in C test cases)" or "test cases: T | P passed | F failed"), or a plain
 "N passed, N failed" line from a script test. A target that did not build, did not run, crashed,
 timed out, or failed without a readable summary counts as one failed case, so no failure can
-hide. Exits 1 when anything failed or nothing ran.
+hide. So does a target whose loading or analysis was aborted, and a Bazel run that failed (exit
+code other than 0 or 3, "tests failed") without any failure counted. Exits 1 when anything failed
+or nothing ran.
 """
 import json
 import re
@@ -50,8 +52,8 @@ def counts_from_log(text):
     return None
 
 
-def summarize(name, path):
-    tests, results = [], {}
+def summarize(name, path, bazel_rc=None):
+    tests, results, aborted = [], {}, []
     try:
         with open(path, encoding="utf-8") as f:
             lines = f.readlines()
@@ -71,6 +73,11 @@ def summarize(name, path):
         elif "testResult" in eid:
             label = eid["testResult"]["label"]
             results[label] = ev.get("testResult", {})
+        if "aborted" in ev:
+            label = next((v.get("label") for v in eid.values() if isinstance(v, dict) and v.get("label")), None)
+            reason = ev["aborted"].get("reason", "ABORTED")
+            if label and reason != "SKIPPED":
+                aborted.append((label, reason, ev["aborted"].get("description", "")))
     passed = failed = 0
     for label in sorted(set(tests)):
         res = results.get(label)
@@ -96,8 +103,17 @@ def summarize(name, path):
         print(f"[{name}] {label}: {status}: {p} passed, {f} failed ({how})")
         passed += p
         failed += f
+    seen = set(tests)
+    for label, reason, why in sorted(set(aborted)):
+        if label not in seen:  # a configured test that did not run is counted above already
+            seen.add(label)
+            print(f"[{name}] {label}: {reason} {why[:200]} -> 1 failed")
+            failed += 1
     if not tests:
         print(f"[{name}] no test targets were configured")
+        failed += 1
+    if bazel_rc not in (None, 0, 3) and failed == 0:
+        print(f"[{name}] bazel exited with code {bazel_rc} -> 1 failed")
         failed += 1
     return passed, failed
 
@@ -108,8 +124,11 @@ def main(argv):
         return 2
     total_p = total_f = 0
     for arg in argv:
-        name, _, path = arg.partition("=")
-        p, f = summarize(name, path)
+        name, _, spec = arg.partition("=")
+        path, sep, rc = spec.rpartition(":")
+        if not sep or not rc.lstrip("-").isdigit():
+            path, rc = spec, None
+        p, f = summarize(name, path, None if rc is None else int(rc))
         total_p += p
         total_f += f
     print(f"{total_p} passed, {total_f} failed")

@@ -77,8 +77,8 @@ class [[nodiscard]] operation {
     prepare(s);
     c_.waiter = h;
     c_.counted = true;
-    r_->track(s, c_);
-    if (id_) id_->user_data = reinterpret_cast<std::uintptr_t>(&c_);
+    std::uint64_t user_data = r_->track(s, c_);
+    if (id_) id_->user_data = user_data;
   }
   int await_resume() noexcept {
     if (id_) id_->user_data = 0;
@@ -234,10 +234,15 @@ inline auto uring_cmd(ring& r, file_ref f, std::uint32_t cmd_op, const void* cmd
 
 // Cancels the operation `id` names: 0 when it was cancelled (it then completes -ECANCELED),
 // -ENOENT when it is not (or no longer) in flight, -EALREADY when it is already running.
+// The id is read when the cancellation is queued, not when it is created; the tag in user_data
+// (ring::track) keeps a finished operation's reused address from matching.
 inline auto cancel(ring& r, const op_id& id) {
-  std::uint64_t target = id.user_data;
-  auto prep = [target](io_uring_sqe* s) { io_uring_prep_cancel64(s, target, 0); };
-  if (target == 0) return decltype(detail::make(r, prep))::ready(r, prep, -ENOENT);
+  const op_id* target = &id;
+  auto prep = [target](io_uring_sqe* s) {
+    // Not pending any more: a user_data no operation carries, so the kernel answers -ENOENT.
+    io_uring_prep_cancel64(s, target->pending() ? target->user_data : ~std::uint64_t{0}, 0);
+  };
+  if (!id.pending()) return decltype(detail::make(r, prep))::ready(r, prep, -ENOENT);
   return detail::make(r, prep);
 }
 

@@ -103,12 +103,21 @@ class ring {
 
   std::size_t sqe_size() const noexcept { return has_sqe128() ? 128 : 64; }
 
-  // Ties an SQE to its completion record; `count`: one more CQE is now expected.
-  void track(io_uring_sqe* s, completion& c, bool count = true) noexcept {
+  // Ties an SQE to its completion record; `count`: one more CQE is now expected. Returns the
+  // SQE's user_data: the record's address tagged with a generation in the top 16 bits, so that a
+  // record reused at the same address (frames are recycled) never matches an old cancellation.
+  std::uint64_t track(io_uring_sqe* s, completion& c, bool count = true) noexcept {
     c.done = false;
-    io_uring_sqe_set_data(s, &c);
+    std::uint64_t tag = static_cast<std::uint64_t>(++generation_ ? generation_ : ++generation_) << address_bits;
+    std::uint64_t user_data = reinterpret_cast<std::uintptr_t>(&c) | tag;
+    io_uring_sqe_set_data64(s, user_data);
     if (count) ++in_flight_;
+    return user_data;
   }
+
+  // user-space addresses fit in 48 bits on x86-64 and arm64 (4-level and 48-bit VA)
+  static constexpr unsigned address_bits = 48;
+  static constexpr std::uint64_t address_mask = (std::uint64_t{1} << address_bits) - 1;
 
   // Submits everything queued without waiting.
   int submit() {
@@ -243,7 +252,7 @@ class ring {
       completion* ready[64];
       unsigned nready = 0;
       for (unsigned i = 0; i < n; ++i) {
-        auto* c = static_cast<completion*>(io_uring_cqe_get_data(cqes[i]));
+        auto* c = reinterpret_cast<completion*>(static_cast<std::uintptr_t>(cqes[i]->user_data & address_mask));
         if (!c) continue;  // fire-and-forget operations carry no record
         c->res = cqes[i]->res;
         c->flags = cqes[i]->flags;
@@ -262,6 +271,7 @@ class ring {
   int first_error_ = 0;
   std::string fallback_reason_;
   std::size_t in_flight_ = 0;
+  std::uint16_t generation_ = 0;
 };
 
 }  // namespace corofuse::io

@@ -31,9 +31,15 @@ class scope {
 
   // Starts `t` at once; it runs until its first suspension before spawn returns.
   void spawn(task<void> t) {
-    ++active_;
+    ++active_;  // before starting: the root may finish (and count down) before run_root returns
     ++spawned_;
-    run_root(this, std::move(t));
+    try {
+      run_root(this, std::move(t));
+    } catch (...) {  // the root's frame could not be allocated: it never started
+      --active_;
+      --spawned_;
+      throw;
+    }
   }
 
   std::size_t active() const noexcept { return active_; }

@@ -34,6 +34,7 @@ enum class parse_error : std::uint8_t {
   missing_name,        // a name without its terminating NUL
   bad_data_size,       // the data length disagrees with the size the op struct declares
   payload_overflow,    // the ring entry's payload_sz exceeds the payload buffer
+  zero_copy_entry,     // a 7.46 zero-copy entry: its data is in the client's pages, not the payload
 };
 
 constexpr std::string_view describe(parse_error e) noexcept {
@@ -47,6 +48,7 @@ constexpr std::string_view describe(parse_error e) noexcept {
     case parse_error::missing_name: return "name without terminating NUL";
     case parse_error::bad_data_size: return "data length disagrees with the declared size";
     case parse_error::payload_overflow: return "ring payload size exceeds the payload buffer";
+    case parse_error::zero_copy_entry: return "zero-copy ring entry given to the copying parser";
   }
   return "?";
 }
@@ -169,9 +171,12 @@ inline parse_error parse_message(bytes msg, request& r, const layout_options& o 
   if (ext > body.size()) return parse_error::bad_extensions;
   r.ext_ = body.last(ext);
   body = body.first(body.size() - ext);
-  if (body.size() < l.op_size) return parse_error::short_op_struct;
-  r.op_ = body.first(l.op_size);
-  r.args_ = body.subspan(l.op_size);
+  std::size_t op_size = l.op_size;
+  // Kernels before protocol 7.36 send the 16-byte INIT of old; op<init_in>() zero-fills the rest.
+  if (r.opcode() == abi::opcode::init && body.size() < op_size && body.size() >= 16) op_size = body.size();
+  if (body.size() < op_size) return parse_error::short_op_struct;
+  r.op_ = body.first(op_size);
+  r.args_ = body.subspan(op_size);
   return finish_parse(r, o);
 }
 
@@ -182,6 +187,9 @@ inline parse_error parse_ring_entry(const abi::uring_req_header& hdr, bytes payl
                                     request& r, const layout_options& o = {}) noexcept {
   r = request{};
   std::memcpy(&r.header_, hdr.in_out, sizeof(abi::in_header));
+  // A zero-copy WRITE's payload_sz counts page bytes that are NOT in this buffer: reading them from
+  // here would hand stale bytes of an earlier request to the filesystem as data.
+  if (hdr.ring_ent_in_out.flags & abi::uring_ent_zero_copy) return parse_error::zero_copy_entry;
   const std::size_t payload_sz = hdr.ring_ent_in_out.payload_sz;
   if (payload_sz > payload_capacity || payload_sz > payload.size()) return parse_error::payload_overflow;
   const op_layout l = layout_of(r.opcode(), o);
