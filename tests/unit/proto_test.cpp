@@ -10,54 +10,11 @@
 namespace abi = corofuse::abi;
 namespace proto = corofuse::proto;
 
-namespace {
+#include "tests/unit/fake_request.hpp"
 
-// A /dev/fuse message: header, per-op struct, trailing bytes, extensions.
-struct message {
-  std::vector<std::byte> bytes;
-
-  message(abi::opcode op, const void* op_struct, std::size_t op_size, const std::string& rest = {},
-          std::size_t ext_bytes = 0) {
-    abi::in_header h{};
-    h.opcode = static_cast<std::uint32_t>(op);
-    h.unique = 42;
-    h.nodeid = 7;
-    h.uid = 1000;
-    h.gid = 100;
-    h.pid = 1234;
-    h.total_extlen = static_cast<std::uint16_t>(ext_bytes / 8);
-    h.len = static_cast<std::uint32_t>(sizeof h + op_size + rest.size() + ext_bytes);
-    append(&h, sizeof h);
-    append(op_struct, op_size);
-    append(rest.data(), rest.size());
-    bytes.resize(bytes.size() + ext_bytes, std::byte{0xee});
-  }
-  void append(const void* p, std::size_t n) {
-    auto* b = static_cast<const std::byte*>(p);
-    bytes.insert(bytes.end(), b, b + n);
-  }
-  abi::in_header& header() { return *reinterpret_cast<abi::in_header*>(bytes.data()); }
-  proto::parse_error parse(proto::request& r) const { return proto::parse_message(bytes, r); }
-};
-
-// The same request as an io_uring entry: header buffer + payload.
-struct ring_entry {
-  abi::uring_req_header hdr{};
-  std::vector<std::byte> payload = std::vector<std::byte>(4096);
-
-  explicit ring_entry(const message& m, std::size_t op_size) {
-    std::memcpy(hdr.in_out, m.bytes.data(), sizeof(abi::in_header));
-    std::memcpy(hdr.op_in, m.bytes.data() + sizeof(abi::in_header), op_size);
-    std::size_t rest = m.bytes.size() - sizeof(abi::in_header) - op_size;
-    std::memcpy(payload.data(), m.bytes.data() + sizeof(abi::in_header) + op_size, rest);
-    hdr.ring_ent_in_out.payload_sz = static_cast<std::uint32_t>(rest);
-  }
-  proto::parse_error parse(proto::request& r) const { return proto::parse_ring_entry(hdr, payload, payload.size(), r); }
-};
-
-std::string with_nul(std::string s) { return s.push_back('\0'), s; }
-
-}  // namespace
+using corofuse::testing::message;
+using corofuse::testing::ring_entry;
+using corofuse::testing::with_nul;
 
 TEST_CASE("every opcode of 7.46 has a layout; the gaps and CUSE do not", "[proto]") {
   for (std::uint32_t op = 1; op <= abi::max_opcode; ++op) {

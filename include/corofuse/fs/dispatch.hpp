@@ -1,0 +1,440 @@
+// From a parsed request to a filesystem's handler and back to reply bytes, chosen at compile time.
+//
+// A filesystem is any class. For each opcode the dispatcher looks for the matching member
+// function (the signatures are listed in README.md and examples/hello); a handler may return its
+// result directly or an io::task of it, which is awaited. An absent handler gets the answer the
+// kernel expects (ENOSYS, or success where the kernel treats the operation as optional). An
+// exception escaping a handler becomes EIO and a log line; it never reaches the transport.
+#pragma once
+
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <concepts>
+#include <cstdio>
+#include <cstring>
+#include <exception>
+#include <span>
+#include <string>
+#include <string_view>
+#include <type_traits>
+#include <utility>
+
+#include "corofuse/abi/flags.hpp"
+#include "corofuse/abi/protocol.hpp"
+#include "corofuse/abi/structs.hpp"
+#include "corofuse/fs/context.hpp"
+#include "corofuse/fs/result.hpp"
+#include "corofuse/fs/types.hpp"
+#include "corofuse/io/task.hpp"
+#include "corofuse/proto/reply.hpp"
+#include "corofuse/proto/request.hpp"
+
+namespace corofuse {
+
+// What SETATTR asks to change; only the fields whose has_* is true are meaningful.
+struct set_attr {
+  std::uint32_t valid = 0;  // abi::fattr bits, for anything not covered below
+  mode_t mode = 0;
+  uid_t uid = 0;
+  gid_t gid = 0;
+  off_t size = 0;
+  timespec atime{};  // tv_nsec == UTIME_NOW: set to now
+  timespec mtime{};
+  timespec ctime{};
+  bool has_mode() const noexcept { return valid & abi::fattr::mode; }
+  bool has_uid() const noexcept { return valid & abi::fattr::uid; }
+  bool has_gid() const noexcept { return valid & abi::fattr::gid; }
+  bool has_size() const noexcept { return valid & abi::fattr::size; }
+  bool has_atime() const noexcept { return valid & (abi::fattr::atime | abi::fattr::atime_now); }
+  bool has_mtime() const noexcept { return valid & (abi::fattr::mtime | abi::fattr::mtime_now); }
+  bool has_ctime() const noexcept { return valid & abi::fattr::ctime; }
+  bool kill_suidgid() const noexcept { return valid & abi::fattr::kill_suidgid; }
+};
+
+// CREATE's reply: the new entry and the open file.
+struct created {
+  entry e;
+  open_reply open;
+};
+
+// How a request ends: reply with `error` (0: the arguments written to the reply buffer), or not at all.
+struct reply_status {
+  int error = 0;
+  bool no_reply = false;
+};
+
+namespace detail {
+
+template <typename T>
+struct is_task : std::false_type {};
+template <typename T>
+struct is_task<io::task<T>> : std::true_type {};
+
+// A value already at hand, awaitable like a task that is done.
+template <typename T>
+struct ready_value {
+  T value;
+  bool await_ready() const noexcept { return true; }
+  void await_suspend(std::coroutine_handle<>) const noexcept {}
+  T await_resume() { return std::move(value); }
+};
+
+// co_await handled(fs.op(...)): awaits a task, passes a plain result through.
+template <typename R>
+auto handled(R&& r) {
+  if constexpr (is_task<std::remove_cvref_t<R>>::value) {
+    return std::forward<R>(r);
+  } else {
+    return ready_value<std::remove_cvref_t<R>>{std::forward<R>(r)};
+  }
+}
+
+inline void log_exception(abi::opcode op, const char* what) noexcept {
+  std::fprintf(stderr, "corofuse: %.*s handler threw: %s (answered EIO)\n", static_cast<int>(abi::opcode_name(op).size()),
+               abi::opcode_name(op).data(), what);
+}
+
+inline file_info file_from(std::uint64_t fh, std::uint32_t flags = 0, std::uint64_t lock_owner = 0) noexcept {
+  return file_info{fh, flags, lock_owner};
+}
+
+inline timespec time_from(std::uint64_t sec, std::uint32_t nsec, bool now) noexcept {
+  timespec t{};
+  t.tv_sec = static_cast<time_t>(sec);
+  t.tv_nsec = now ? UTIME_NOW : static_cast<long>(nsec);
+  return t;
+}
+
+inline reply_status put_or_overflow(bool ok) noexcept { return {ok ? 0 : ERANGE, false}; }
+
+template <typename T>
+reply_status error_of(const result<T>& r) noexcept {
+  return {r.error_code(), false};
+}
+
+// Default STATFS when the filesystem has none: what libfuse answers, so `df` works.
+inline abi::statfs_out default_statfs() noexcept {
+  abi::statfs_out s{};
+  s.st.namelen = 255;
+  s.st.bsize = 512;
+  return s;
+}
+
+inline abi::statfs_out to_wire(const struct statvfs& v) noexcept {
+  abi::statfs_out s{};
+  s.st.blocks = v.f_blocks;
+  s.st.bfree = v.f_bfree;
+  s.st.bavail = v.f_bavail;
+  s.st.files = v.f_files;
+  s.st.ffree = v.f_ffree;
+  s.st.bsize = static_cast<std::uint32_t>(v.f_bsize);
+  s.st.namelen = static_cast<std::uint32_t>(v.f_namemax);
+  s.st.frsize = static_cast<std::uint32_t>(v.f_frsize);
+  return s;
+}
+
+}  // namespace detail
+
+// Runs the handler for `req` and writes the reply's arguments into `out`.
+template <typename Fs>
+io::task<reply_status> dispatch(Fs& fs, context& ctx, const proto::request& req, proto::reply_buffer& out) {
+  using abi::opcode;
+  const opcode op = req.opcode();
+  const ino node = req.nodeid();
+  ctx.begin(req.header());
+  const cache_defaults& d = ctx.defaults();
+  try {
+    switch (op) {
+      case opcode::lookup:
+        if constexpr (requires { fs.lookup(ctx, node, req.name()); }) {
+          result<entry> r = co_await detail::handled(fs.lookup(ctx, node, req.name()));
+          if (!r) co_return detail::error_of(r);
+          co_return detail::put_or_overflow(out.put(to_wire(*r, d)));
+        }
+        break;
+
+      case opcode::forget:
+        if constexpr (requires { fs.forget(ctx, node, std::uint64_t{}); }) {
+          fs.forget(ctx, node, req.op<abi::forget_in>().nlookup);
+        }
+        co_return reply_status{0, true};
+
+      case opcode::batch_forget:
+        if constexpr (requires { fs.forget(ctx, node, std::uint64_t{}); }) {
+          const auto items = req.data();
+          for (std::size_t i = 0; i + sizeof(abi::forget_one) <= items.size(); i += sizeof(abi::forget_one)) {
+            abi::forget_one f;
+            std::memcpy(&f, items.data() + i, sizeof f);
+            fs.forget(ctx, f.nodeid, f.nlookup);
+          }
+        }
+        co_return reply_status{0, true};
+
+      case opcode::getattr:
+        if constexpr (requires { fs.getattr(ctx, node, static_cast<const file_info*>(nullptr)); }) {
+          auto in = req.op<abi::getattr_in>();
+          file_info fi = detail::file_from(in.fh);
+          const file_info* pfi = (in.getattr_flags & abi::getattr_flag::fh) ? &fi : nullptr;
+          result<attr> r = co_await detail::handled(fs.getattr(ctx, node, pfi));
+          if (!r) co_return detail::error_of(r);
+          co_return detail::put_or_overflow(out.put(to_wire(*r, d)));
+        }
+        break;
+
+      case opcode::setattr:
+        if constexpr (requires { fs.setattr(ctx, node, set_attr{}, static_cast<const file_info*>(nullptr)); }) {
+          auto in = req.op<abi::setattr_in>();
+          set_attr s;
+          s.valid = in.valid;
+          s.mode = in.mode;
+          s.uid = in.uid;
+          s.gid = in.gid;
+          s.size = static_cast<off_t>(in.size);
+          s.atime = detail::time_from(in.atime, in.atimensec, in.valid & abi::fattr::atime_now);
+          s.mtime = detail::time_from(in.mtime, in.mtimensec, in.valid & abi::fattr::mtime_now);
+          s.ctime = detail::time_from(in.ctime, in.ctimensec, false);
+          file_info fi = detail::file_from(in.fh, 0, in.lock_owner);
+          const file_info* pfi = (in.valid & abi::fattr::fh) ? &fi : nullptr;
+          result<attr> r = co_await detail::handled(fs.setattr(ctx, node, s, pfi));
+          if (!r) co_return detail::error_of(r);
+          co_return detail::put_or_overflow(out.put(to_wire(*r, d)));
+        }
+        break;
+
+      case opcode::readlink:
+        if constexpr (requires { fs.readlink(ctx, node); }) {
+          result<std::string> r = co_await detail::handled(fs.readlink(ctx, node));
+          if (!r) co_return detail::error_of(r);
+          co_return detail::put_or_overflow(out.append(r->data(), r->size()));
+        }
+        break;
+
+      case opcode::mknod:
+        if constexpr (requires { fs.mknod(ctx, node, req.name(), mode_t{}, dev_t{}, mode_t{}); }) {
+          auto in = req.op<abi::mknod_in>();
+          result<entry> r = co_await detail::handled(fs.mknod(ctx, node, req.name(), in.mode, in.rdev, in.umask));
+          if (!r) co_return detail::error_of(r);
+          co_return detail::put_or_overflow(out.put(to_wire(*r, d)));
+        }
+        break;
+
+      case opcode::mkdir:
+        if constexpr (requires { fs.mkdir(ctx, node, req.name(), mode_t{}, mode_t{}); }) {
+          auto in = req.op<abi::mkdir_in>();
+          result<entry> r = co_await detail::handled(fs.mkdir(ctx, node, req.name(), in.mode, in.umask));
+          if (!r) co_return detail::error_of(r);
+          co_return detail::put_or_overflow(out.put(to_wire(*r, d)));
+        }
+        break;
+
+      case opcode::symlink:
+        if constexpr (requires { fs.symlink(ctx, node, req.name(), req.second_name()); }) {
+          result<entry> r = co_await detail::handled(fs.symlink(ctx, node, req.name(), req.second_name()));
+          if (!r) co_return detail::error_of(r);
+          co_return detail::put_or_overflow(out.put(to_wire(*r, d)));
+        }
+        break;
+
+      case opcode::unlink:
+        if constexpr (requires { fs.unlink(ctx, node, req.name()); }) {
+          result<> r = co_await detail::handled(fs.unlink(ctx, node, req.name()));
+          co_return detail::error_of(r);
+        }
+        break;
+
+      case opcode::rmdir:
+        if constexpr (requires { fs.rmdir(ctx, node, req.name()); }) {
+          result<> r = co_await detail::handled(fs.rmdir(ctx, node, req.name()));
+          co_return detail::error_of(r);
+        }
+        break;
+
+      case opcode::rename:
+      case opcode::rename2:
+        if constexpr (requires { fs.rename(ctx, node, req.name(), ino{}, req.second_name(), 0u); }) {
+          ino newdir = 0;
+          unsigned flags = 0;
+          if (op == opcode::rename2) {
+            auto in = req.op<abi::rename2_in>();
+            newdir = in.newdir;
+            flags = in.flags;
+          } else {
+            newdir = req.op<abi::rename_in>().newdir;
+          }
+          result<> r = co_await detail::handled(fs.rename(ctx, node, req.name(), newdir, req.second_name(), flags));
+          co_return detail::error_of(r);
+        }
+        break;
+
+      case opcode::link:
+        if constexpr (requires { fs.link(ctx, ino{}, node, req.name()); }) {
+          auto in = req.op<abi::link_in>();
+          result<entry> r = co_await detail::handled(fs.link(ctx, in.oldnodeid, node, req.name()));
+          if (!r) co_return detail::error_of(r);
+          co_return detail::put_or_overflow(out.put(to_wire(*r, d)));
+        }
+        break;
+
+      case opcode::open:
+      case opcode::opendir: {
+        auto in = req.op<abi::open_in>();
+        if (op == opcode::open) {
+          if constexpr (requires { fs.open(ctx, node, 0); }) {
+            result<open_reply> r = co_await detail::handled(fs.open(ctx, node, static_cast<int>(in.flags)));
+            if (!r) co_return detail::error_of(r);
+            co_return detail::put_or_overflow(out.put(to_wire(*r)));
+          }
+        } else {
+          if constexpr (requires { fs.opendir(ctx, node, 0); }) {
+            result<open_reply> r = co_await detail::handled(fs.opendir(ctx, node, static_cast<int>(in.flags)));
+            if (!r) co_return detail::error_of(r);
+            co_return detail::put_or_overflow(out.put(to_wire(*r)));
+          }
+        }
+        // No handler: opening always succeeds, with handle 0 (as the kernel expects).
+        co_return detail::put_or_overflow(out.put(abi::open_out{}));
+      }
+
+      case opcode::read:
+        if constexpr (requires(std::span<std::byte> b, file_info& fi) { fs.read(ctx, node, fi, b, off_t{}); }) {
+          auto in = req.op<abi::read_in>();
+          file_info fi = detail::file_from(in.fh, in.flags, in.lock_owner);
+          // The handler fills the reply buffer in place: on the ring that is the entry's payload.
+          std::span<std::byte> buf = out.tail().first(std::min<std::size_t>(in.size, out.room()));
+          result<std::size_t> r = co_await detail::handled(fs.read(ctx, node, fi, buf, static_cast<off_t>(in.offset)));
+          if (!r) co_return detail::error_of(r);
+          if (*r > buf.size()) {
+            detail::log_exception(op, "read handler reported more bytes than its buffer holds");
+            co_return reply_status{EIO, false};
+          }
+          out.commit(*r);
+          co_return reply_status{};
+        }
+        break;
+
+      case opcode::write:
+        if constexpr (requires(std::span<const std::byte> b, file_info& fi) { fs.write(ctx, node, fi, b, off_t{}); }) {
+          auto in = req.op<abi::write_in>();
+          file_info fi = detail::file_from(in.fh, in.flags, in.lock_owner);
+          result<std::size_t> r = co_await detail::handled(fs.write(ctx, node, fi, req.data(), static_cast<off_t>(in.offset)));
+          if (!r) co_return detail::error_of(r);
+          if (*r > req.data().size()) {
+            detail::log_exception(op, "write handler reported more bytes than it was given");
+            co_return reply_status{EIO, false};
+          }
+          co_return detail::put_or_overflow(out.put(abi::write_out{static_cast<std::uint32_t>(*r), 0}));
+        }
+        break;
+
+      case opcode::statfs:
+        if constexpr (requires { fs.statfs(ctx, node); }) {
+          result<struct statvfs> r = co_await detail::handled(fs.statfs(ctx, node));
+          if (!r) co_return detail::error_of(r);
+          co_return detail::put_or_overflow(out.put(detail::to_wire(*r)));
+        }
+        co_return detail::put_or_overflow(out.put(detail::default_statfs()));
+
+      case opcode::release:
+      case opcode::releasedir: {
+        auto in = req.op<abi::release_in>();
+        file_info fi = detail::file_from(in.fh, in.flags, in.lock_owner);
+        if (op == opcode::release) {
+          if constexpr (requires(file_info& f) { fs.release(ctx, node, f); }) {
+            result<> r = co_await detail::handled(fs.release(ctx, node, fi));
+            co_return detail::error_of(r);
+          }
+        } else {
+          if constexpr (requires(file_info& f) { fs.releasedir(ctx, node, f); }) {
+            result<> r = co_await detail::handled(fs.releasedir(ctx, node, fi));
+            co_return detail::error_of(r);
+          }
+        }
+        co_return reply_status{};  // nothing to release
+      }
+
+      case opcode::flush:
+        if constexpr (requires(file_info& f) { fs.flush(ctx, node, f); }) {
+          auto in = req.op<abi::flush_in>();
+          file_info fi = detail::file_from(in.fh, 0, in.lock_owner);
+          result<> r = co_await detail::handled(fs.flush(ctx, node, fi));
+          co_return detail::error_of(r);
+        }
+        co_return reply_status{};  // nothing buffered
+
+      case opcode::fsync:
+      case opcode::fsyncdir: {
+        auto in = req.op<abi::fsync_in>();
+        file_info fi = detail::file_from(in.fh);
+        const bool datasync = in.fsync_flags & abi::fsync_flag::fdatasync;
+        if (op == opcode::fsync) {
+          if constexpr (requires(file_info& f) { fs.fsync(ctx, node, f, true); }) {
+            result<> r = co_await detail::handled(fs.fsync(ctx, node, fi, datasync));
+            co_return detail::error_of(r);
+          }
+        } else {
+          if constexpr (requires(file_info& f) { fs.fsyncdir(ctx, node, f, true); }) {
+            result<> r = co_await detail::handled(fs.fsyncdir(ctx, node, fi, datasync));
+            co_return detail::error_of(r);
+          }
+        }
+        break;
+      }
+
+      case opcode::readdir:
+        if constexpr (requires(file_info& f) { fs.readdir(ctx, node, f, off_t{}); }) {
+          auto in = req.op<abi::read_in>();
+          file_info fi = detail::file_from(in.fh, in.flags, in.lock_owner);
+          auto r = co_await detail::handled(fs.readdir(ctx, node, fi, static_cast<off_t>(in.offset)));
+          if (!r) co_return detail::error_of(r);
+          proto::dirent_packer pack(out, in.size);
+          for (const dir_entry& e : *r) {
+            if (!pack.add(e.name, e.ino, e.type, e.next_offset)) break;  // full: resumes at e
+          }
+          co_return reply_status{};
+        }
+        break;
+
+      case opcode::access:
+        if constexpr (requires { fs.access(ctx, node, 0); }) {
+          result<> r = co_await detail::handled(fs.access(ctx, node, static_cast<int>(req.op<abi::access_in>().mask)));
+          co_return detail::error_of(r);
+        }
+        break;
+
+      case opcode::create:
+        if constexpr (requires { fs.create(ctx, node, req.name(), mode_t{}, mode_t{}, 0); }) {
+          auto in = req.op<abi::create_in>();
+          result<created> r = co_await detail::handled(
+              fs.create(ctx, node, req.name(), in.mode, in.umask, static_cast<int>(in.flags)));
+          if (!r) co_return detail::error_of(r);
+          bool ok = out.put(to_wire(r->e, d)) && out.put(to_wire(r->open));
+          co_return detail::put_or_overflow(ok);
+        }
+        break;
+
+      case opcode::interrupt:     // cancellation of handlers comes with the interrupt work
+      case opcode::notify_reply:  // only meaningful to a server that sent RETRIEVE
+        co_return reply_status{0, true};
+
+      case opcode::destroy:
+        if constexpr (requires { fs.destroy(ctx); }) fs.destroy(ctx);
+        co_return reply_status{};
+
+      case opcode::init:  // the session answers INIT before any dispatch
+      default:
+        break;
+    }
+  } catch (const std::exception& e) {
+    detail::log_exception(op, e.what());
+    co_return reply_status{EIO, false};
+  } catch (...) {
+    detail::log_exception(op, "unknown exception");
+    co_return reply_status{EIO, false};
+  }
+  co_return reply_status{ENOSYS, false};
+}
+
+}  // namespace corofuse

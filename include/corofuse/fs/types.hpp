@@ -1,0 +1,126 @@
+// The values a filesystem's handlers take and return, in the terms filesystem authors know
+// (struct stat, open flags, seconds), converted to and from the wire by the dispatcher.
+#pragma once
+
+#include <sys/stat.h>
+
+#include <cstdint>
+#include <string_view>
+
+#include "corofuse/abi/structs.hpp"
+
+namespace corofuse {
+
+using ino = std::uint64_t;
+inline constexpr ino root_ino = 1;
+
+// Attributes, with how long the kernel may cache them (seconds; negative: the mount's default).
+struct attr {
+  struct stat st {};
+  double timeout = -1;
+};
+
+// A name's lookup: the inode it names, its attributes, and the cache times. Every successful
+// lookup (and create, mkdir, mknod, symlink, link) counts one reference the kernel later returns
+// with FORGET. ino 0 is a negative entry: "no such name", cacheable for entry_timeout.
+struct entry {
+  corofuse::ino ino = 0;
+  std::uint64_t generation = 0;  // (ino, generation) must never repeat for the filesystem's lifetime
+  struct stat attr {};
+  double entry_timeout = -1;
+  double attr_timeout = -1;
+};
+
+// What OPEN, OPENDIR and CREATE reply: the handle the kernel passes back, and how to treat the file.
+struct open_reply {
+  std::uint64_t fh = 0;
+  bool direct_io = false;    // bypass the page cache
+  bool keep_cache = false;   // keep cached pages from an earlier open
+  bool nonseekable = false;
+  bool cache_dir = false;    // OPENDIR: let the kernel cache the listing
+  std::uint32_t extra_open_flags = 0;  // further abi::fopen bits
+};
+
+// An open file as the kernel names it in READ, WRITE, FLUSH, RELEASE, FSYNC, ...
+struct file_info {
+  std::uint64_t fh = 0;
+  std::uint32_t flags = 0;       // the open(2) flags
+  std::uint64_t lock_owner = 0;
+};
+
+// One directory entry of a listing. `next_offset` resumes the listing after this entry: it must
+// stay valid while the directory changes (an index into a stable order, not a position).
+struct dir_entry {
+  std::string_view name;
+  corofuse::ino ino = 0;
+  std::uint32_t type = 0;  // DT_* (mode >> 12)
+  std::uint64_t next_offset = 0;
+};
+
+// The cache times a mount uses when a handler does not give its own.
+struct cache_defaults {
+  double entry_timeout = 1.0;
+  double attr_timeout = 1.0;
+};
+
+namespace detail {
+inline void split_seconds(double s, std::uint64_t& sec, std::uint32_t& nsec) noexcept {
+  if (!(s > 0)) {  // also catches NaN
+    sec = 0;
+    nsec = 0;
+    return;
+  }
+  if (s > 1e18) s = 1e18;
+  sec = static_cast<std::uint64_t>(s);
+  nsec = static_cast<std::uint32_t>((s - static_cast<double>(sec)) * 1e9);
+  if (nsec >= 1000000000u) nsec = 999999999u;
+}
+}  // namespace detail
+
+inline abi::attr to_wire(const struct stat& st) noexcept {
+  abi::attr a{};
+  a.ino = st.st_ino;
+  a.size = static_cast<std::uint64_t>(st.st_size);
+  a.blocks = static_cast<std::uint64_t>(st.st_blocks);
+  a.atime = static_cast<std::uint64_t>(st.st_atim.tv_sec);
+  a.mtime = static_cast<std::uint64_t>(st.st_mtim.tv_sec);
+  a.ctime = static_cast<std::uint64_t>(st.st_ctim.tv_sec);
+  a.atimensec = static_cast<std::uint32_t>(st.st_atim.tv_nsec);
+  a.mtimensec = static_cast<std::uint32_t>(st.st_mtim.tv_nsec);
+  a.ctimensec = static_cast<std::uint32_t>(st.st_ctim.tv_nsec);
+  a.mode = st.st_mode;
+  a.nlink = static_cast<std::uint32_t>(st.st_nlink);
+  a.uid = st.st_uid;
+  a.gid = st.st_gid;
+  a.rdev = static_cast<std::uint32_t>(st.st_rdev);
+  a.blksize = static_cast<std::uint32_t>(st.st_blksize);
+  return a;
+}
+
+inline abi::attr_out to_wire(const attr& a, const cache_defaults& d) noexcept {
+  abi::attr_out o{};
+  detail::split_seconds(a.timeout < 0 ? d.attr_timeout : a.timeout, o.attr_valid, o.attr_valid_nsec);
+  o.attr = to_wire(a.st);
+  return o;
+}
+
+inline abi::entry_out to_wire(const entry& e, const cache_defaults& d) noexcept {
+  abi::entry_out o{};
+  o.nodeid = e.ino;
+  o.generation = e.generation;
+  detail::split_seconds(e.entry_timeout < 0 ? d.entry_timeout : e.entry_timeout, o.entry_valid, o.entry_valid_nsec);
+  detail::split_seconds(e.attr_timeout < 0 ? d.attr_timeout : e.attr_timeout, o.attr_valid, o.attr_valid_nsec);
+  o.attr = to_wire(e.attr);
+  if (o.attr.ino == 0) o.attr.ino = e.ino;
+  return o;
+}
+
+inline abi::open_out to_wire(const open_reply& r) noexcept {
+  abi::open_out o{};
+  o.fh = r.fh;
+  o.open_flags = r.extra_open_flags | (r.direct_io ? abi::fopen::direct_io : 0) | (r.keep_cache ? abi::fopen::keep_cache : 0) |
+                 (r.nonseekable ? abi::fopen::nonseekable : 0) | (r.cache_dir ? abi::fopen::cache_dir : 0);
+  return o;
+}
+
+}  // namespace corofuse

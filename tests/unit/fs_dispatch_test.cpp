@@ -1,0 +1,391 @@
+// Dispatch over an in-memory transport: every opcode the dispatcher handles, through a handler
+// that returns values and one that returns tasks, the defaults of absent handlers, and the
+// exception barrier.
+#include <catch2/catch.hpp>
+
+#include <dirent.h>
+#include <fcntl.h>
+
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+#include "corofuse/corofuse.hpp"
+#include "corofuse/fs/dispatch.hpp"
+#include "tests/unit/fake_request.hpp"
+
+namespace abi = corofuse::abi;
+namespace cf = corofuse;
+namespace io = corofuse::io;
+namespace proto = corofuse::proto;
+using corofuse::testing::message;
+using corofuse::testing::with_nul;
+
+namespace {
+
+// Records what reached it; answers from small fixed data.
+struct recording_fs {
+  std::vector<std::string> calls;
+  std::map<cf::ino, std::uint64_t> forgotten;
+  std::vector<std::string> names = {"a", "bb", "ccc", "dddd"};
+
+  static cf::entry entry_for(cf::ino i, mode_t mode) {
+    cf::entry e;
+    e.ino = i;
+    e.generation = 3;
+    e.attr.st_ino = i;
+    e.attr.st_mode = mode;
+    e.attr.st_nlink = 1;
+    e.entry_timeout = 2.5;
+    return e;
+  }
+
+  cf::result<cf::entry> lookup(cf::context& c, cf::ino parent, std::string_view name) {
+    calls.push_back("lookup " + std::to_string(parent) + " " + std::string(name) + " uid=" + std::to_string(c.uid()));
+    if (name == "missing") return cf::error(ENOENT);
+    if (name == "throw") throw std::runtime_error("boom");
+    return entry_for(10, S_IFREG | 0644);
+  }
+  void forget(cf::context&, cf::ino i, std::uint64_t n) { forgotten[i] += n; }
+  cf::result<cf::attr> getattr(cf::context&, cf::ino i, const cf::file_info* fi) {
+    calls.push_back("getattr " + std::to_string(i) + (fi ? " fh=" + std::to_string(fi->fh) : ""));
+    cf::attr a;
+    a.st.st_ino = i;
+    a.st.st_mode = S_IFDIR | 0755;
+    a.st.st_size = 4096;
+    a.timeout = 0.5;
+    return a;
+  }
+  cf::result<cf::attr> setattr(cf::context&, cf::ino i, const cf::set_attr& s, const cf::file_info*) {
+    calls.push_back("setattr " + std::to_string(i) + (s.has_size() ? " size=" + std::to_string(s.size) : "") +
+                    (s.has_mode() ? " mode" : "") + (s.atime.tv_nsec == UTIME_NOW ? " atime=now" : ""));
+    cf::attr a;
+    a.st.st_ino = i;
+    a.st.st_size = s.size;
+    return a;
+  }
+  cf::result<std::string> readlink(cf::context&, cf::ino) { return std::string("target/path"); }
+  cf::result<cf::entry> mknod(cf::context&, cf::ino, std::string_view n, mode_t m, dev_t rdev, mode_t umask) {
+    calls.push_back("mknod " + std::string(n) + " " + std::to_string(m) + " " + std::to_string(rdev) + " " + std::to_string(umask));
+    return entry_for(11, m);
+  }
+  cf::result<cf::entry> mkdir(cf::context&, cf::ino, std::string_view n, mode_t m, mode_t umask) {
+    calls.push_back("mkdir " + std::string(n) + " " + std::to_string(m) + " " + std::to_string(umask));
+    return entry_for(12, S_IFDIR | m);
+  }
+  cf::result<cf::entry> symlink(cf::context&, cf::ino, std::string_view n, std::string_view target) {
+    calls.push_back("symlink " + std::string(n) + " -> " + std::string(target));
+    return entry_for(13, S_IFLNK | 0777);
+  }
+  cf::result<> unlink(cf::context&, cf::ino, std::string_view n) {
+    calls.push_back("unlink " + std::string(n));
+    return cf::ok();
+  }
+  cf::result<> rmdir(cf::context&, cf::ino, std::string_view n) {
+    calls.push_back("rmdir " + std::string(n));
+    return cf::error(ENOTEMPTY);
+  }
+  cf::result<> rename(cf::context&, cf::ino p, std::string_view n, cf::ino np, std::string_view nn, unsigned flags) {
+    calls.push_back("rename " + std::to_string(p) + "/" + std::string(n) + " " + std::to_string(np) + "/" + std::string(nn) +
+                    " " + std::to_string(flags));
+    return cf::ok();
+  }
+  cf::result<cf::entry> link(cf::context&, cf::ino old, cf::ino np, std::string_view n) {
+    calls.push_back("link " + std::to_string(old) + " " + std::to_string(np) + "/" + std::string(n));
+    return entry_for(old, S_IFREG | 0644);
+  }
+  cf::result<cf::open_reply> open(cf::context&, cf::ino, int flags) {
+    calls.push_back("open " + std::to_string(flags));
+    cf::open_reply r;
+    r.fh = 99;
+    r.keep_cache = true;
+    return r;
+  }
+  // A task-returning handler: awaits a nop on the queue's ring before answering.
+  io::task<cf::result<std::size_t>> read(cf::context& c, cf::ino, cf::file_info& fi, std::span<std::byte> buf, off_t off) {
+    co_await io::nop(c.ring());
+    calls.push_back("read fh=" + std::to_string(fi.fh) + " off=" + std::to_string(off) + " size=" + std::to_string(buf.size()));
+    const std::string text = "hello, world\n";
+    std::size_t n = 0;
+    for (; n < buf.size() && off + static_cast<off_t>(n) < static_cast<off_t>(text.size()); ++n)
+      buf[n] = static_cast<std::byte>(text[static_cast<std::size_t>(off) + n]);
+    co_return n;
+  }
+  io::task<cf::result<std::size_t>> write(cf::context& c, cf::ino, cf::file_info&, std::span<const std::byte> data, off_t off) {
+    co_await io::nop(c.ring());
+    calls.push_back("write " + std::string(reinterpret_cast<const char*>(data.data()), data.size()) + " @" + std::to_string(off));
+    co_return data.size();
+  }
+  cf::result<struct statvfs> statfs(cf::context&, cf::ino) {
+    struct statvfs v {};
+    v.f_blocks = 1000;
+    v.f_bsize = 4096;
+    v.f_namemax = 255;
+    return v;
+  }
+  cf::result<> release(cf::context&, cf::ino, cf::file_info& fi) {
+    calls.push_back("release " + std::to_string(fi.fh));
+    return cf::ok();
+  }
+  cf::result<> flush(cf::context&, cf::ino, cf::file_info& fi) {
+    calls.push_back("flush " + std::to_string(fi.fh));
+    return cf::ok();
+  }
+  cf::result<> fsync(cf::context&, cf::ino, cf::file_info&, bool datasync) {
+    calls.push_back(std::string("fsync ") + (datasync ? "data" : "all"));
+    return cf::ok();
+  }
+  cf::result<std::vector<cf::dir_entry>> readdir(cf::context&, cf::ino, cf::file_info&, off_t off) {
+    std::vector<cf::dir_entry> out;
+    for (std::size_t i = static_cast<std::size_t>(off); i < names.size(); ++i)
+      out.push_back({names[i], 100 + i, DT_REG, i + 1});
+    return out;
+  }
+  cf::result<> access(cf::context&, cf::ino, int mask) {
+    return mask & W_OK ? cf::result<>(cf::error(EACCES)) : cf::ok();
+  }
+  cf::result<cf::created> create(cf::context&, cf::ino, std::string_view n, mode_t m, mode_t, int flags) {
+    calls.push_back("create " + std::string(n) + " " + std::to_string(flags));
+    cf::created c;
+    c.e = entry_for(14, S_IFREG | m);
+    c.open.fh = 7;
+    return c;
+  }
+};
+
+// A filesystem with no handlers at all.
+struct empty_fs {};
+
+struct harness {
+  io::ring ring;
+  cf::cache_defaults defaults;
+  cf::context ctx{&ring, defaults};
+  std::vector<std::byte> space = std::vector<std::byte>(64 * 1024);
+  proto::reply_buffer out{space};
+
+  template <typename Fs>
+  cf::reply_status run(Fs& fs, const message& m) {
+    proto::request req;
+    REQUIRE(proto::parse_message(m.bytes, req) == proto::parse_error::none);
+    out.clear();
+    return io::sync_wait(ring, cf::dispatch(fs, ctx, req, out));
+  }
+  template <typename T>
+  T reply_as() const {
+    REQUIRE(out.size() >= sizeof(T));
+    T v;
+    std::memcpy(&v, space.data(), sizeof v);
+    return v;
+  }
+};
+
+}  // namespace
+
+TEST_CASE("dispatch: LOOKUP replies an entry_out with the handler's values and the caller in the context", "[fs][dispatch]") {
+  harness h;
+  recording_fs fs;
+  message m(abi::opcode::lookup, nullptr, 0, with_nul("file"));
+  auto st = h.run(fs, m);
+  CHECK(st.error == 0);
+  CHECK_FALSE(st.no_reply);
+  REQUIRE(h.out.size() == sizeof(abi::entry_out));
+  auto e = h.reply_as<abi::entry_out>();
+  CHECK(e.nodeid == 10);
+  CHECK(e.generation == 3);
+  CHECK(e.entry_valid == 2);
+  CHECK(e.entry_valid_nsec == 500000000u);
+  CHECK(e.attr_valid == 1);  // the mount default
+  CHECK(e.attr.mode == (S_IFREG | 0644));
+  CHECK(fs.calls.back() == "lookup 7 file uid=1000");
+}
+
+TEST_CASE("dispatch: errors and exceptions", "[fs][dispatch]") {
+  harness h;
+  recording_fs fs;
+  CHECK(h.run(fs, message(abi::opcode::lookup, nullptr, 0, with_nul("missing"))).error == ENOENT);
+  CHECK(h.run(fs, message(abi::opcode::lookup, nullptr, 0, with_nul("throw"))).error == EIO);
+  CHECK(h.out.size() == 0);
+  CHECK(h.run(fs, message(abi::opcode::rmdir, nullptr, 0, with_nul("d"))).error == ENOTEMPTY);
+}
+
+TEST_CASE("dispatch: FORGET and BATCH_FORGET reach forget() and are never answered", "[fs][dispatch]") {
+  harness h;
+  recording_fs fs;
+  abi::forget_in f{5};
+  auto st = h.run(fs, message(abi::opcode::forget, &f, sizeof f));
+  CHECK(st.no_reply);
+  CHECK(fs.forgotten[7] == 5);
+  abi::batch_forget_in b{2, 0};
+  abi::forget_one items[2] = {{20, 1}, {21, 2}};
+  st = h.run(fs, message(abi::opcode::batch_forget, &b, sizeof b, std::string(reinterpret_cast<char*>(items), sizeof items)));
+  CHECK(st.no_reply);
+  CHECK(fs.forgotten[20] == 1);
+  CHECK(fs.forgotten[21] == 2);
+}
+
+TEST_CASE("dispatch: GETATTR with and without a file handle; SETATTR fields", "[fs][dispatch]") {
+  harness h;
+  recording_fs fs;
+  abi::getattr_in g{};
+  CHECK(h.run(fs, message(abi::opcode::getattr, &g, sizeof g)).error == 0);
+  CHECK(fs.calls.back() == "getattr 7");
+  auto a = h.reply_as<abi::attr_out>();
+  CHECK(a.attr_valid == 0);
+  CHECK(a.attr_valid_nsec == 500000000u);
+  CHECK(a.attr.size == 4096);
+  g.getattr_flags = abi::getattr_flag::fh;
+  g.fh = 44;
+  h.run(fs, message(abi::opcode::getattr, &g, sizeof g));
+  CHECK(fs.calls.back() == "getattr 7 fh=44");
+
+  abi::setattr_in s{};
+  s.valid = abi::fattr::size | abi::fattr::atime_now | abi::fattr::mode;
+  s.size = 123;
+  CHECK(h.run(fs, message(abi::opcode::setattr, &s, sizeof s)).error == 0);
+  CHECK(fs.calls.back() == "setattr 7 size=123 mode atime=now");
+  CHECK(h.reply_as<abi::attr_out>().attr.size == 123);
+}
+
+TEST_CASE("dispatch: READLINK, MKNOD, MKDIR, SYMLINK, UNLINK, RENAME, RENAME2, LINK", "[fs][dispatch]") {
+  harness h;
+  recording_fs fs;
+  CHECK(h.run(fs, message(abi::opcode::readlink, nullptr, 0)).error == 0);
+  CHECK(std::string(reinterpret_cast<const char*>(h.space.data()), h.out.size()) == "target/path");
+
+  abi::mknod_in mn{S_IFIFO | 0600, 0, 022, 0};
+  CHECK(h.run(fs, message(abi::opcode::mknod, &mn, sizeof mn, with_nul("fifo"))).error == 0);
+  CHECK(fs.calls.back() == "mknod fifo " + std::to_string(S_IFIFO | 0600) + " 0 18");
+  CHECK(h.reply_as<abi::entry_out>().nodeid == 11);
+
+  abi::mkdir_in mk{0755, 022};
+  CHECK(h.run(fs, message(abi::opcode::mkdir, &mk, sizeof mk, with_nul("dir"))).error == 0);
+  CHECK(fs.calls.back() == "mkdir dir 493 18");
+  CHECK(h.reply_as<abi::entry_out>().attr.mode == (S_IFDIR | 0755));
+
+  CHECK(h.run(fs, message(abi::opcode::symlink, nullptr, 0, with_nul("ln") + with_nul("/t"))).error == 0);
+  CHECK(fs.calls.back() == "symlink ln -> /t");
+
+  CHECK(h.run(fs, message(abi::opcode::unlink, nullptr, 0, with_nul("gone"))).error == 0);
+  CHECK(fs.calls.back() == "unlink gone");
+  CHECK(h.out.size() == 0);
+
+  abi::rename_in rn{9};
+  CHECK(h.run(fs, message(abi::opcode::rename, &rn, sizeof rn, with_nul("a") + with_nul("b"))).error == 0);
+  CHECK(fs.calls.back() == "rename 7/a 9/b 0");
+  abi::rename2_in rn2{9, 1, 0};
+  CHECK(h.run(fs, message(abi::opcode::rename2, &rn2, sizeof rn2, with_nul("a") + with_nul("b"))).error == 0);
+  CHECK(fs.calls.back() == "rename 7/a 9/b 1");
+
+  abi::link_in ln{10};
+  CHECK(h.run(fs, message(abi::opcode::link, &ln, sizeof ln, with_nul("hard"))).error == 0);
+  CHECK(fs.calls.back() == "link 10 7/hard");
+  CHECK(h.reply_as<abi::entry_out>().nodeid == 10);
+}
+
+TEST_CASE("dispatch: OPEN, READ (a task, in place), WRITE (a task), FLUSH, FSYNC, RELEASE", "[fs][dispatch]") {
+  harness h;
+  recording_fs fs;
+  abi::open_in o{O_RDWR, 0};
+  CHECK(h.run(fs, message(abi::opcode::open, &o, sizeof o)).error == 0);
+  auto oo = h.reply_as<abi::open_out>();
+  CHECK(oo.fh == 99);
+  CHECK(oo.open_flags == abi::fopen::keep_cache);
+
+  abi::read_in r{};
+  r.fh = 99;
+  r.offset = 7;
+  r.size = 100;
+  CHECK(h.run(fs, message(abi::opcode::read, &r, sizeof r)).error == 0);
+  CHECK(fs.calls.back() == "read fh=99 off=7 size=100");
+  CHECK(std::string(reinterpret_cast<const char*>(h.space.data()), h.out.size()) == "world\n");
+
+  abi::write_in w{};
+  w.size = 3;
+  w.offset = 1ull << 32;
+  CHECK(h.run(fs, message(abi::opcode::write, &w, sizeof w, "xyz")).error == 0);
+  CHECK(fs.calls.back() == "write xyz @4294967296");
+  CHECK(h.reply_as<abi::write_out>().size == 3);
+
+  abi::flush_in f{};
+  f.fh = 99;
+  CHECK(h.run(fs, message(abi::opcode::flush, &f, sizeof f)).error == 0);
+  CHECK(fs.calls.back() == "flush 99");
+  abi::fsync_in fs_in{99, abi::fsync_flag::fdatasync, 0};
+  CHECK(h.run(fs, message(abi::opcode::fsync, &fs_in, sizeof fs_in)).error == 0);
+  CHECK(fs.calls.back() == "fsync data");
+  abi::release_in rel{};
+  rel.fh = 99;
+  CHECK(h.run(fs, message(abi::opcode::release, &rel, sizeof rel)).error == 0);
+  CHECK(fs.calls.back() == "release 99");
+}
+
+TEST_CASE("dispatch: READDIR packs what fits and resumes at the next offset", "[fs][dispatch]") {
+  harness h;
+  recording_fs fs;
+  abi::read_in r{};
+  r.size = 64;  // two 32-byte records: "a" and "bb"
+  CHECK(h.run(fs, message(abi::opcode::readdir, &r, sizeof r)).error == 0);
+  REQUIRE(h.out.size() == 64);
+  abi::dirent d{};
+  std::memcpy(&d, h.space.data() + 32, sizeof d);
+  CHECK(d.ino == 101);
+  CHECK(d.off == 2);
+  r.offset = d.off;  // the kernel continues from the last record's offset
+  r.size = 4096;
+  CHECK(h.run(fs, message(abi::opcode::readdir, &r, sizeof r)).error == 0);
+  CHECK(h.out.size() == 32 + 32);  // "ccc" and "dddd"
+  std::memcpy(&d, h.space.data(), sizeof d);
+  CHECK(d.namelen == 3);
+  r.offset = 4;
+  CHECK(h.run(fs, message(abi::opcode::readdir, &r, sizeof r)).error == 0);
+  CHECK(h.out.size() == 0);  // the end of the listing
+}
+
+TEST_CASE("dispatch: STATFS, ACCESS, CREATE", "[fs][dispatch]") {
+  harness h;
+  recording_fs fs;
+  CHECK(h.run(fs, message(abi::opcode::statfs, nullptr, 0)).error == 0);
+  auto s = h.reply_as<abi::statfs_out>();
+  CHECK(s.st.blocks == 1000);
+  CHECK(s.st.bsize == 4096);
+  abi::access_in a{R_OK, 0};
+  CHECK(h.run(fs, message(abi::opcode::access, &a, sizeof a)).error == 0);
+  a.mask = W_OK;
+  CHECK(h.run(fs, message(abi::opcode::access, &a, sizeof a)).error == EACCES);
+  abi::create_in c{O_CREAT | O_WRONLY, 0644, 022, 0};
+  CHECK(h.run(fs, message(abi::opcode::create, &c, sizeof c, with_nul("new"))).error == 0);
+  REQUIRE(h.out.size() == sizeof(abi::entry_out) + sizeof(abi::open_out));
+  abi::open_out oo;
+  std::memcpy(&oo, h.space.data() + sizeof(abi::entry_out), sizeof oo);
+  CHECK(oo.fh == 7);
+  CHECK(h.reply_as<abi::entry_out>().nodeid == 14);
+}
+
+TEST_CASE("dispatch: absent handlers get the kernel's expected defaults", "[fs][dispatch]") {
+  harness h;
+  empty_fs fs;
+  CHECK(h.run(fs, message(abi::opcode::lookup, nullptr, 0, with_nul("x"))).error == ENOSYS);
+  abi::getattr_in g{};
+  CHECK(h.run(fs, message(abi::opcode::getattr, &g, sizeof g)).error == ENOSYS);
+  abi::open_in o{O_RDONLY, 0};
+  CHECK(h.run(fs, message(abi::opcode::open, &o, sizeof o)).error == 0);  // opening always works
+  CHECK(h.reply_as<abi::open_out>().fh == 0);
+  CHECK(h.run(fs, message(abi::opcode::opendir, &o, sizeof o)).error == 0);
+  abi::release_in rel{};
+  CHECK(h.run(fs, message(abi::opcode::release, &rel, sizeof rel)).error == 0);
+  CHECK(h.run(fs, message(abi::opcode::releasedir, &rel, sizeof rel)).error == 0);
+  abi::flush_in f{};
+  CHECK(h.run(fs, message(abi::opcode::flush, &f, sizeof f)).error == 0);
+  CHECK(h.run(fs, message(abi::opcode::statfs, nullptr, 0)).error == 0);  // df still works
+  CHECK(h.reply_as<abi::statfs_out>().st.namelen == 255);
+  abi::fsync_in fsy{};
+  CHECK(h.run(fs, message(abi::opcode::fsync, &fsy, sizeof fsy)).error == ENOSYS);
+  abi::statx_in sx{};
+  CHECK(h.run(fs, message(abi::opcode::statx, &sx, sizeof sx)).error == ENOSYS);  // the kernel falls back to GETATTR
+  abi::forget_in fg{1};
+  CHECK(h.run(fs, message(abi::opcode::forget, &fg, sizeof fg)).no_reply);
+  abi::interrupt_in in{1};
+  CHECK(h.run(fs, message(abi::opcode::interrupt, &in, sizeof in)).no_reply);
+  CHECK(h.run(fs, message(abi::opcode::destroy, nullptr, 0)).error == 0);
+}
