@@ -96,7 +96,7 @@ class fuse_mount {
       ::close(fd_);
       fd_ = -1;
       std::string msg = "mount " + mountpoint_ + ": " + std::strerror(e);
-      if (e == EPERM) msg += " (mounting with mount(2) needs root; without root use fusermount3)";
+      if (e == EPERM) msg += " (mounting needs root: this version mounts with mount(2) only, fusermount3 support comes later)";
       if (e == ENODEV) msg += " (the kernel has no FUSE: modprobe fuse)";
       throw mount_error(e, msg);
     }

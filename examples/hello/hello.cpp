@@ -1,0 +1,158 @@
+// hello: the smallest useful corofuse filesystem.
+//
+//   /hello   read-only, "Hello, World!\n"
+//   /notes   readable and writable, kept in memory (up to 1 MiB)
+//
+// Each handler is an ordinary member function; the dispatcher finds them at compile time. READ
+// fills the reply buffer the transport hands it, in place.
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <time.h>
+
+#include <algorithm>
+#include <array>
+#include <cerrno>
+#include <cstring>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "corofuse/corofuse.hpp"
+#include "corofuse/session/serve.hpp"
+
+namespace cf = corofuse;
+
+class hello_fs {
+ public:
+  static constexpr cf::ino hello_ino = 2;
+  static constexpr cf::ino notes_ino = 3;
+  static constexpr std::size_t notes_limit = 1 << 20;
+
+  hello_fs() {
+    clock_gettime(CLOCK_REALTIME, &start_);
+    notes_mode_ = S_IFREG | 0644;
+    notes_mtime_ = start_;
+  }
+
+  cf::result<cf::entry> lookup(cf::context&, cf::ino parent, std::string_view name) {
+    if (parent != cf::root_ino) return cf::error(ENOTDIR);
+    cf::entry e;
+    if (name == "hello") e.ino = hello_ino;
+    else if (name == "notes") e.ino = notes_ino;
+    else return cf::error(ENOENT);
+    e.attr = stat_of(e.ino);
+    return e;
+  }
+
+  cf::result<cf::attr> getattr(cf::context&, cf::ino i, const cf::file_info*) {
+    if (i != cf::root_ino && i != hello_ino && i != notes_ino) return cf::error(ENOENT);
+    return cf::attr{stat_of(i)};
+  }
+
+  // Only /notes changes: its size (truncate) and mode; its times follow.
+  cf::result<cf::attr> setattr(cf::context&, cf::ino i, const cf::set_attr& s, const cf::file_info*) {
+    if (i != notes_ino) return cf::error(EPERM);
+    if (s.has_uid() || s.has_gid()) return cf::error(EPERM);
+    if (s.has_size()) {
+      if (s.size < 0) return cf::error(EINVAL);
+      if (static_cast<std::size_t>(s.size) > notes_limit) return cf::error(EFBIG);
+      notes_.resize(static_cast<std::size_t>(s.size));
+      touch();
+    }
+    if (s.has_mode()) notes_mode_ = S_IFREG | (s.mode & 07777);
+    if (s.has_mtime()) notes_mtime_ = s.mtime.tv_nsec == UTIME_NOW ? now() : s.mtime;
+    return cf::attr{stat_of(i)};
+  }
+
+  cf::result<cf::open_reply> open(cf::context&, cf::ino i, int flags) {
+    if (i == hello_ino && (flags & O_ACCMODE) != O_RDONLY) return cf::error(EACCES);
+    if (i != hello_ino && i != notes_ino) return cf::error(EISDIR);
+    if (i == notes_ino && (flags & O_TRUNC)) {
+      notes_.clear();
+      touch();
+    }
+    return cf::open_reply{};
+  }
+
+  cf::result<std::size_t> read(cf::context&, cf::ino i, cf::file_info&, std::span<std::byte> out, off_t off) {
+    std::string_view data = i == hello_ino ? std::string_view(greeting) : std::string_view(notes_.data(), notes_.size());
+    if (i != hello_ino && i != notes_ino) return cf::error(EISDIR);
+    if (off < 0) return cf::error(EINVAL);
+    if (static_cast<std::size_t>(off) >= data.size()) return std::size_t{0};
+    std::size_t n = std::min(out.size(), data.size() - static_cast<std::size_t>(off));
+    std::memcpy(out.data(), data.data() + off, n);
+    return n;
+  }
+
+  cf::result<std::size_t> write(cf::context&, cf::ino i, cf::file_info& fi, std::span<const std::byte> in, off_t off) {
+    if (i != notes_ino) return cf::error(EBADF);
+    if (fi.flags & O_APPEND) off = static_cast<off_t>(notes_.size());
+    if (off < 0) return cf::error(EINVAL);
+    std::size_t end = static_cast<std::size_t>(off) + in.size();
+    if (end > notes_limit) return cf::error(EFBIG);
+    if (end > notes_.size()) notes_.resize(end);
+    std::memcpy(notes_.data() + off, in.data(), in.size());
+    touch();
+    return in.size();
+  }
+
+  cf::result<std::vector<cf::dir_entry>> readdir(cf::context&, cf::ino i, cf::file_info&, off_t off) {
+    if (i != cf::root_ino) return cf::error(ENOTDIR);
+    static constexpr std::array<cf::dir_entry, 4> all = {{
+        {".", cf::root_ino, DT_DIR, 1},
+        {"..", cf::root_ino, DT_DIR, 2},
+        {"hello", hello_ino, DT_REG, 3},
+        {"notes", notes_ino, DT_REG, 4},
+    }};
+    std::vector<cf::dir_entry> out;
+    for (std::size_t k = static_cast<std::size_t>(std::max<off_t>(off, 0)); k < all.size(); ++k) out.push_back(all[k]);
+    return out;
+  }
+
+ private:
+  static constexpr std::string_view greeting = "Hello, World!\n";
+
+  static timespec now() {
+    timespec t{};
+    clock_gettime(CLOCK_REALTIME, &t);
+    return t;
+  }
+  void touch() { notes_mtime_ = now(); }
+
+  struct stat stat_of(cf::ino i) const {
+    struct stat st {};
+    st.st_ino = i;
+    st.st_uid = 0;
+    st.st_gid = 0;
+    st.st_atim = st.st_mtim = st.st_ctim = start_;
+    st.st_blksize = 4096;
+    if (i == cf::root_ino) {
+      st.st_mode = S_IFDIR | 0755;
+      st.st_nlink = 2;
+    } else if (i == hello_ino) {
+      st.st_mode = S_IFREG | 0444;
+      st.st_nlink = 1;
+      st.st_size = static_cast<off_t>(greeting.size());
+    } else {
+      st.st_mode = notes_mode_;
+      st.st_nlink = 1;
+      st.st_size = static_cast<off_t>(notes_.size());
+      st.st_mtim = st.st_ctim = notes_mtime_;
+    }
+    st.st_blocks = (st.st_size + 511) / 512;
+    return st;
+  }
+
+  timespec start_{};
+  mode_t notes_mode_;
+  timespec notes_mtime_{};
+  std::vector<char> notes_;
+};
+
+int main(int argc, char** argv) {
+  hello_fs fs;
+  return corofuse::session::main(fs, argc, argv,
+                                 "hello: a corofuse example filesystem with a read-only /hello and a writable "
+                                 "in-memory /notes (up to 1 MiB)");
+}

@@ -1,0 +1,195 @@
+// The command line every corofuse filesystem shares, in the shape libfuse's examples made familiar:
+//   NAME MOUNTPOINT [-o opt[,opt...]] [-f] [-d] [--transport auto|dev] [--depth N] [--help]
+#pragma once
+
+#include <cerrno>
+#include <cstdint>
+#include <cstdlib>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "corofuse/fs/types.hpp"
+#include "corofuse/session/mount.hpp"
+
+namespace corofuse::session {
+
+enum class transport_choice { automatic, dev_fuse };
+
+struct options {
+  std::string mountpoint;
+  mount_options mount;
+  bool foreground = false;  // -f (corofuse never forks: accepted for libfuse compatibility)
+  bool debug = false;       // -d: log each request's opcode and print the counters at exit
+  transport_choice transport = transport_choice::automatic;
+  unsigned depth = 4;                 // requests in service at once per queue
+  std::uint32_t max_write = 1u << 20;
+  std::uint32_t max_pages = 256;
+  cache_defaults cache;
+  bool writeback_cache = false;
+  bool async_read = true;
+  double shutdown_grace = 5.0;  // seconds between the lazy unmount and aborting the connection
+};
+
+inline constexpr std::string_view common_usage =
+    "  -o opt[,opt...]        mount options:\n"
+    "       allow_other          let other users access the mount (needs user_allow_other for non-root)\n"
+    "       default_permissions  the kernel checks permissions from the mode bits (default)\n"
+    "       no_default_permissions  leave permission checks to the filesystem\n"
+    "       ro, rw               read-only or read-write mount\n"
+    "       fsname=NAME          the source shown in /proc/mounts\n"
+    "       subtype=NAME         the type becomes fuse.NAME\n"
+    "       max_write=N          largest WRITE in bytes (default 1048576, at most max_pages*4096)\n"
+    "       max_pages=N          largest request in pages (default 256)\n"
+    "       attr_timeout=S       seconds the kernel caches attributes (default 1)\n"
+    "       entry_timeout=S      seconds the kernel caches names (default 1)\n"
+    "       writeback_cache      let the kernel cache writes\n"
+    "       async_read / sync_read  allow (default) or forbid parallel reads of one file\n"
+    "  -f                     stay in the foreground (corofuse always does)\n"
+    "  -d                     debug: log requests, print per-opcode counters at exit (implies -f)\n"
+    "  --transport auto|dev   auto: the best the kernel offers; dev: classic /dev/fuse.\n"
+    "                         (this version serves /dev/fuse only; the io_uring ring comes next)\n"
+    "  --depth N              requests in service at once (default 4, 1..1024)\n"
+    "  --shutdown-grace S     after SIGINT/SIGTERM and the lazy unmount, seconds to wait for open\n"
+    "                         files to close before aborting the connection (default 5)\n"
+    "  -h, --help             this text\n";
+
+struct parse_outcome {
+  enum class kind { run, help, error } what = kind::run;
+  std::string error;
+};
+
+namespace detail {
+inline bool parse_unsigned(std::string_view s, unsigned long long max, unsigned long long& out) {
+  if (s.empty() || s.size() > 19) return false;
+  unsigned long long v = 0;
+  for (char c : s) {
+    if (c < '0' || c > '9') return false;
+    v = v * 10 + static_cast<unsigned>(c - '0');
+  }
+  if (v > max) return false;
+  out = v;
+  return true;
+}
+inline bool parse_seconds(std::string_view s, double& out) {
+  std::string tmp(s);
+  char* end = nullptr;
+  errno = 0;
+  double v = std::strtod(tmp.c_str(), &end);
+  if (tmp.empty() || errno != 0 || end != tmp.c_str() + tmp.size() || !(v >= 0) || v > 1e9) return false;
+  out = v;
+  return true;
+}
+}  // namespace detail
+
+// Applies one -o option; an error message when it is unknown or its value is bad.
+inline std::string apply_mount_option(options& o, std::string_view opt) {
+  auto eq = opt.find('=');
+  std::string_view key = opt.substr(0, eq);
+  std::string_view val = eq == std::string_view::npos ? std::string_view{} : opt.substr(eq + 1);
+  const bool has_val = eq != std::string_view::npos;
+  auto bad = [&](const char* what) { return "bad value for -o " + std::string(key) + ": '" + std::string(val) + "' (" + what + ")"; };
+  unsigned long long n = 0;
+  if (!has_val) {
+    if (key == "allow_other") return o.mount.allow_other = true, "";
+    if (key == "default_permissions") return o.mount.default_permissions = true, "";
+    if (key == "no_default_permissions") return o.mount.default_permissions = false, "";
+    if (key == "ro") return o.mount.read_only = true, "";
+    if (key == "rw") return o.mount.read_only = false, "";
+    if (key == "writeback_cache") return o.writeback_cache = true, "";
+    if (key == "async_read") return o.async_read = true, "";
+    if (key == "sync_read") return o.async_read = false, "";
+  } else {
+    if (key == "fsname" || key == "subtype") {
+      if (val.empty() || val.find_first_of(", \t\n") != std::string_view::npos) return bad("no commas or spaces");
+      (key == "fsname" ? o.mount.fsname : o.mount.subtype) = std::string(val);
+      return "";
+    }
+    if (key == "max_write") {
+      if (!detail::parse_unsigned(val, 1u << 24, n) || n < 4096) return bad("a byte count from 4096 to 16777216");
+      o.max_write = static_cast<std::uint32_t>(n);
+      return "";
+    }
+    if (key == "max_pages") {
+      if (!detail::parse_unsigned(val, 4096, n) || n < 1) return bad("1 to 4096 pages");
+      o.max_pages = static_cast<std::uint32_t>(n);
+      return "";
+    }
+    if (key == "attr_timeout" || key == "entry_timeout") {
+      double s = 0;
+      if (!detail::parse_seconds(val, s)) return bad("seconds, >= 0");
+      (key == "attr_timeout" ? o.cache.attr_timeout : o.cache.entry_timeout) = s;
+      return "";
+    }
+  }
+  return "unknown mount option -o " + std::string(opt);
+}
+
+inline parse_outcome parse_command_line(int argc, char** argv, options& o) {
+  parse_outcome r;
+  auto fail = [&](std::string msg) {
+    r.what = parse_outcome::kind::error;
+    r.error = std::move(msg);
+    return r;
+  };
+  std::vector<std::string_view> args(argv + 1, argv + argc);
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    std::string_view a = args[i];
+    auto value = [&](std::string_view name) -> std::string_view {
+      if (i + 1 >= args.size()) return {};
+      (void)name;
+      return args[++i];
+    };
+    if (a == "-h" || a == "--help") {
+      r.what = parse_outcome::kind::help;
+      return r;
+    } else if (a == "-f") {
+      o.foreground = true;
+    } else if (a == "-d") {
+      o.debug = true;
+      o.foreground = true;
+    } else if (a == "-o" || (a.size() > 2 && a.substr(0, 2) == "-o")) {
+      std::string_view list = a == "-o" ? value("-o") : a.substr(2);
+      if (list.empty()) return fail("-o needs a list of options");
+      while (!list.empty()) {
+        auto comma = list.find(',');
+        std::string_view one = list.substr(0, comma);
+        if (!one.empty()) {
+          std::string err = apply_mount_option(o, one);
+          if (!err.empty()) return fail(err);
+        }
+        if (comma == std::string_view::npos) break;
+        list.remove_prefix(comma + 1);
+      }
+    } else if (a == "--transport") {
+      std::string_view v = value(a);
+      if (v == "auto") {
+        o.transport = transport_choice::automatic;
+      } else if (v == "dev") {
+        o.transport = transport_choice::dev_fuse;
+      } else {
+        return fail("--transport takes auto or dev, not '" + std::string(v) + "'");
+      }
+    } else if (a == "--depth") {
+      std::string_view v = value(a);
+      unsigned long long n = 0;
+      if (!detail::parse_unsigned(v, 1024, n) || n == 0) return fail("--depth takes a number from 1 to 1024, not '" + std::string(v) + "'");
+      o.depth = static_cast<unsigned>(n);
+    } else if (a == "--shutdown-grace") {
+      std::string_view v = value(a);
+      if (!detail::parse_seconds(v, o.shutdown_grace) || o.shutdown_grace > 3600)
+        return fail("--shutdown-grace takes seconds from 0 to 3600, not '" + std::string(v) + "'");
+    } else if (!a.empty() && a[0] == '-') {
+      return fail("unknown option " + std::string(a));
+    } else if (o.mountpoint.empty()) {
+      o.mountpoint = std::string(a);
+    } else {
+      return fail("more than one mount point: '" + o.mountpoint + "' and '" + std::string(a) + "'");
+    }
+  }
+  if (o.mountpoint.empty()) return fail("missing mount point");
+  if (o.max_write > o.max_pages * 4096u) o.max_write = o.max_pages * 4096u;
+  return r;
+}
+
+}  // namespace corofuse::session

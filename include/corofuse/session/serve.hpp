@@ -1,0 +1,252 @@
+// A mounted filesystem, served until it is unmounted or the process is told to stop.
+//
+//   mount -> INIT negotiated on /dev/fuse -> readers serve -> SIGINT/SIGTERM or an outside umount
+//   -> lazy unmount (never a stat) -> readers see ENODEV and end -> after a grace period a
+//   connection the kernel still keeps (open files, a cwd inside) is aborted through fusectl.
+#pragma once
+
+#include <poll.h>
+#include <signal.h>
+#include <sys/signalfd.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <chrono>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "corofuse/abi/flags.hpp"
+#include "corofuse/fs/dispatch.hpp"
+#include "corofuse/io/operations.hpp"
+#include "corofuse/io/ring.hpp"
+#include "corofuse/io/scope.hpp"
+#include "corofuse/io/sync_wait.hpp"
+#include "corofuse/proto/request.hpp"
+#include "corofuse/session/counters.hpp"
+#include "corofuse/session/init.hpp"
+#include "corofuse/session/mount.hpp"
+#include "corofuse/session/options.hpp"
+#include "corofuse/transport/dev_fuse.hpp"
+
+namespace corofuse::session {
+
+// What the filesystem class asks of INIT, from its optional `init_flags()` member.
+template <typename Fs>
+std::uint64_t wanted_flags(const Fs& fs, const options& o) {
+  std::uint64_t f = abi::init_flag::big_writes | abi::init_flag::max_pages | abi::init_flag::parallel_dirops |
+                    abi::init_flag::atomic_o_trunc;
+  if (o.async_read) f |= abi::init_flag::async_read;
+  if (o.writeback_cache) f |= abi::init_flag::writeback_cache;
+  if constexpr (requires { fs.init_flags(); }) f |= fs.init_flags();
+  return f;
+}
+
+class server_log {
+ public:
+  explicit server_log(bool debug) : debug_(debug) {}
+  template <typename... A>
+  void info(const char* fmt, A... a) const {
+    std::fprintf(stderr, "corofuse: ");
+    std::fprintf(stderr, fmt, a...);
+    std::fputc('\n', stderr);
+  }
+  bool debug() const noexcept { return debug_; }
+
+ private:
+  bool debug_;
+};
+
+// State shared by the readers and the shutdown watcher of one serving loop.
+struct serve_state {
+  fuse_mount* mount = nullptr;
+  int live_readers = 0;
+  bool read_failed = false;
+  io::op_id watcher_op;  // the watcher's pending signal read or grace timeout
+};
+
+template <typename Fs>
+io::task<void> run_reader(Fs& fs, io::ring& r, serve_state& st, const cache_defaults& cache, transport::dev_buffers& buf,
+                          counters& stats, proto::layout_options layout) {
+  transport::reader_end end = co_await transport::serve_dev_fuse(fs, r, st.mount->fd(), cache, buf, stats, layout);
+  if (end == transport::reader_end::read_failed) st.read_failed = true;
+  if (--st.live_readers == 0 && st.watcher_op.pending()) co_await io::cancel(r, st.watcher_op);  // nothing left to watch
+}
+
+// Waits for SIGINT/SIGTERM; then unmounts lazily and, if the connection outlives the grace
+// period, aborts it. Ends early when every reader has ended (an outside umount).
+inline io::task<void> watch_for_stop(io::ring& r, serve_state& st, int sigfd, double grace, const server_log& log) {
+  signalfd_siginfo si{};
+  int n = co_await io::read(r, sigfd, std::span(reinterpret_cast<std::byte*>(&si), sizeof si), static_cast<std::uint64_t>(-1))
+              .track(st.watcher_op);
+  if (n != static_cast<int>(sizeof si)) co_return;  // cancelled: the readers ended first
+  log.info("%s: unmounting %s", strsignal(static_cast<int>(si.ssi_signo)), st.mount->mountpoint().c_str());
+  st.mount->detach();
+  if (st.live_readers == 0) co_return;
+  int t = co_await io::timeout(r, std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(grace)))
+              .track(st.watcher_op);
+  if (t == -ETIME && st.live_readers > 0) {
+    log.info("the kernel still holds the connection after %.1f s (open files or a cwd inside): aborting it", grace);
+    if (!st.mount->abort()) log.info("could not abort the connection through /sys/fs/fuse/connections (is fusectl mounted?)");
+  }
+}
+
+// Reads and answers INIT. Returns the agreed terms, or nothing (logged) when the kernel was refused.
+inline bool negotiate(io::ring& r, fuse_mount& m, transport::dev_buffers& buf, const init_wishes& w, init_terms& terms,
+                      const server_log& log) {
+  for (;;) {
+    auto read_one = [&]() -> io::task<int> { co_return co_await io::read(r, m.fd(), buf.request(), static_cast<std::uint64_t>(-1)); };
+    int n = io::sync_wait(r, read_one());
+    if (n == -EINTR || n == -EAGAIN) continue;
+    if (n < 0) {
+      log.info("reading INIT from /dev/fuse failed: %s", std::strerror(-n));
+      return false;
+    }
+    proto::request req;
+    auto e = proto::parse_message(buf.request().first(static_cast<std::size_t>(n)), req);
+    if (e != proto::parse_error::none || req.opcode() != abi::opcode::init) {
+      log.info("expected INIT as the first request, got opcode %u (%s)", req.header().opcode, proto::describe(e).data());
+      return false;
+    }
+    init_outcome out = negotiate_init(req.op<abi::init_in>(), w);
+    auto reply = [&](int error, const void* p, std::size_t len) {
+      auto send = [&]() -> io::task<int> {
+        co_return co_await transport::send_dev_reply(r, m.fd(), req.unique(), error,
+                                                     std::span(static_cast<const std::byte*>(p), len));
+      };
+      return io::sync_wait(r, send());
+    };
+    if (out.what == init_outcome::kind::refused) {
+      log.info("%s", out.why.c_str());
+      reply(EPROTO, nullptr, 0);
+      return false;
+    }
+    if (out.what == init_outcome::kind::retry_major) {
+      // The kernel speaks a newer major: tell it ours (the short, old-style reply) and it asks again.
+      reply(0, &out.reply, abi::compat_init_out_size);
+      continue;
+    }
+    if (reply(0, &out.reply, sizeof out.reply) < 0) {
+      log.info("the kernel refused our INIT reply");
+      return false;
+    }
+    terms = out.terms;
+    return true;
+  }
+}
+
+// Mounts `fs` on o.mountpoint and serves it; returns the process exit status.
+template <typename Fs>
+int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
+  server_log log(o.debug);
+  counters own_stats;
+  counters& stats = external_stats ? *external_stats : own_stats;
+
+  // Signals go to a signalfd watched on the ring; block them before anything else runs.
+  sigset_t stop_signals;
+  sigemptyset(&stop_signals);
+  sigaddset(&stop_signals, SIGINT);
+  sigaddset(&stop_signals, SIGTERM);
+  sigaddset(&stop_signals, SIGHUP);
+  sigset_t old_mask;
+  pthread_sigmask(SIG_BLOCK, &stop_signals, &old_mask);
+  int sigfd = signalfd(-1, &stop_signals, SFD_CLOEXEC);
+  if (sigfd < 0) {
+    log.info("signalfd: %s", std::strerror(errno));
+    return 1;
+  }
+  struct restore {
+    int fd;
+    sigset_t mask;
+    ~restore() {
+      ::close(fd);
+      pthread_sigmask(SIG_SETMASK, &mask, nullptr);
+    }
+  } restore_signals{sigfd, old_mask};
+
+  std::unique_ptr<fuse_mount> m;
+  try {
+    m = std::make_unique<fuse_mount>(o.mountpoint, o.mount);
+  } catch (const mount_error& e) {
+    log.info("%s", e.what());
+    return 1;
+  }
+  std::unique_ptr<io::ring> ring;
+  try {
+    io::ring_options ro;
+    ro.entries = std::max(64u, 4 * o.depth + 8);
+    ring = std::make_unique<io::ring>(ro);
+  } catch (const std::exception& e) {
+    log.info("%s", e.what());
+    return 1;
+  }
+  io::ring& r = *ring;
+  if (!r.fallback_reason().empty()) log.info("%s", r.fallback_reason().c_str());
+
+  const std::size_t max_payload = std::size_t{o.max_pages} * 4096;
+  std::vector<std::unique_ptr<transport::dev_buffers>> buffers;
+  for (unsigned i = 0; i < o.depth; ++i) buffers.push_back(std::make_unique<transport::dev_buffers>(max_payload));
+
+  init_wishes w;
+  w.flags = wanted_flags(fs, o);
+  w.max_write = o.max_write;
+  w.max_pages = o.max_pages;
+  init_terms terms;
+  if (!negotiate(r, *m, *buffers[0], w, terms, log)) return 1;
+  if (terms.offers(abi::init_flag::over_io_uring))
+    log.info("the kernel offers FUSE-over-io_uring; this version serves /dev/fuse");
+  else if (o.transport == transport_choice::automatic)
+    log.info("serving /dev/fuse (the kernel does not offer FUSE-over-io_uring: needs Linux 6.14+ and enable_uring=Y)");
+  if (o.debug)
+    log.info("mounted %s: protocol 7.%u, max_write %u, flags 0x%llx", m->mountpoint().c_str(), terms.minor, terms.max_write,
+             static_cast<unsigned long long>(terms.flags));
+
+  proto::layout_options layout;
+  layout.setxattr_ext = terms.has(abi::init_flag::setxattr_ext);
+  serve_state st;
+  st.mount = m.get();
+  st.live_readers = static_cast<int>(o.depth);
+  {
+    io::scope s;
+    for (unsigned i = 0; i < o.depth; ++i) s.spawn(run_reader(fs, r, st, o.cache, *buffers[i], stats, layout));
+    s.spawn(watch_for_stop(r, st, sigfd, o.shutdown_grace, log));
+    r.run_until([&] { return s.active() == 0; });
+    if (s.failed()) {
+      try {
+        s.rethrow_if_failed();
+      } catch (const std::exception& e) {
+        log.info("a serving coroutine failed: %s", e.what());
+      }
+    }
+  }
+  m->detach();
+  if (o.debug) stats.print(stderr);
+  return st.read_failed ? 1 : 0;
+}
+
+// The whole program of a filesystem: parse the command line, mount, serve, exit.
+//   int main(int argc, char** argv) { my_fs fs; return corofuse::session::main(fs, argc, argv, "my_fs: ..."); }
+template <typename Fs>
+int main(Fs& fs, int argc, char** argv, std::string_view about) {
+  options o;
+  parse_outcome p = parse_command_line(argc, argv, o);
+  const char* name = argc > 0 ? argv[0] : "corofuse";
+  if (p.what == parse_outcome::kind::help) {
+    std::printf("%.*s\n\nusage: %s MOUNTPOINT [options]\n\n%.*s", static_cast<int>(about.size()), about.data(), name,
+                static_cast<int>(common_usage.size()), common_usage.data());
+    return 0;
+  }
+  if (p.what == parse_outcome::kind::error) {
+    std::fprintf(stderr, "%s: %s (try --help)\n", name, p.error.c_str());
+    return 2;
+  }
+  if (o.mount.subtype.empty()) {
+    std::string base(name);
+    o.mount.subtype = base.substr(base.find_last_of('/') + 1);
+  }
+  return serve(fs, o);
+}
+
+}  // namespace corofuse::session

@@ -1,0 +1,107 @@
+// The classic transport: requests read from /dev/fuse, replies written back, all through the
+// queue's io_uring. Every kernel has it, and a server always keeps one reader on it (FORGET,
+// INTERRUPT and requests made before the ring is ready arrive there).
+//
+// A reader is a coroutine with its own request and reply buffers; several readers on one ring
+// keep several requests in service at once, so a handler waiting for I/O does not hold up the
+// others.
+#pragma once
+
+#include <sys/uio.h>
+
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <cstdio>
+#include <cstring>
+#include <memory>
+#include <span>
+
+#include "corofuse/abi/protocol.hpp"
+#include "corofuse/abi/structs.hpp"
+#include "corofuse/fs/context.hpp"
+#include "corofuse/fs/dispatch.hpp"
+#include "corofuse/io/operations.hpp"
+#include "corofuse/io/ring.hpp"
+#include "corofuse/io/task.hpp"
+#include "corofuse/proto/reply.hpp"
+#include "corofuse/proto/request.hpp"
+#include "corofuse/session/counters.hpp"
+
+namespace corofuse::transport {
+
+// Buffers of one /dev/fuse reader: a request (header + the largest WRITE) and a reply (the largest
+// READ). Left uninitialised: the kernel and the handlers write before anything is read.
+class dev_buffers {
+ public:
+  explicit dev_buffers(std::size_t max_payload)
+      : request_size_(max_payload + 4096), reply_size_(max_payload + 4096),
+        request_(new std::byte[request_size_]), reply_(new std::byte[reply_size_]) {}
+  std::span<std::byte> request() noexcept { return {request_.get(), request_size_}; }
+  std::span<std::byte> reply() noexcept { return {reply_.get(), reply_size_}; }
+
+ private:
+  std::size_t request_size_;
+  std::size_t reply_size_;
+  std::unique_ptr<std::byte[]> request_;
+  std::unique_ptr<std::byte[]> reply_;
+};
+
+// Why a reader stopped.
+enum class reader_end {
+  connection_gone,  // ENODEV: unmounted or aborted (the normal end)
+  read_failed,      // an unexpected read error (logged)
+};
+
+// Writes one reply (out_header + args) to /dev/fuse. ENOENT means the kernel no longer waits for
+// this request (it was interrupted or the connection is going away): not an error.
+inline io::task<int> send_dev_reply(io::ring& r, int fd, std::uint64_t unique, int error, std::span<const std::byte> args) {
+  abi::out_header h{};
+  h.len = static_cast<std::uint32_t>(sizeof h + (error ? 0 : args.size()));
+  h.error = -error;
+  h.unique = unique;
+  iovec iov[2] = {{&h, sizeof h}, {const_cast<std::byte*>(args.data()), error ? 0 : args.size()}};
+  int res = co_await io::writev(r, fd, std::span<const iovec>(iov, error || args.empty() ? 1 : 2), static_cast<std::uint64_t>(-1));
+  if (res < 0 && res != -ENOENT && res != -ENODEV)
+    std::fprintf(stderr, "corofuse: writing the reply to request %llu failed: %s\n", static_cast<unsigned long long>(unique),
+                 std::strerror(-res));
+  co_return res;
+}
+
+// Serves requests from `fd` until the connection ends. `layout` carries negotiated details
+// (setxattr_ext) the parser needs.
+template <typename Fs>
+io::task<reader_end> serve_dev_fuse(Fs& fs, io::ring& r, int fd, const cache_defaults& defaults, dev_buffers& buf,
+                                    session::counters& stats, proto::layout_options layout = {}) {
+  context ctx(&r, defaults);
+  for (;;) {
+    int n = co_await io::read(r, fd, buf.request(), static_cast<std::uint64_t>(-1));
+    if (n == -ENODEV) co_return reader_end::connection_gone;
+    if (n == -EINTR || n == -EAGAIN || n == -ENOENT) continue;  // ENOENT: the request was interrupted before we read it
+    if (n < 0) {
+      std::fprintf(stderr, "corofuse: reading /dev/fuse failed: %s\n", std::strerror(-n));
+      co_return reader_end::read_failed;
+    }
+    auto msg = buf.request().first(static_cast<std::size_t>(n));
+    proto::request req;
+    proto::parse_error e = proto::parse_message(msg, req, layout);
+    if (e != proto::parse_error::none) {
+      stats.malformed();
+      abi::in_header h{};
+      if (msg.size() >= sizeof h) std::memcpy(&h, msg.data(), sizeof h);
+      std::fprintf(stderr, "corofuse: malformed request (opcode %u, unique %llu): %.*s\n", h.opcode,
+                   static_cast<unsigned long long>(h.unique), static_cast<int>(proto::describe(e).size()), proto::describe(e).data());
+      if (h.unique != 0 && !abi::opcode_has_no_reply(static_cast<abi::opcode>(h.opcode)))
+        co_await send_dev_reply(r, fd, h.unique, proto::errno_for(e), {});
+      continue;
+    }
+    stats.request(req.opcode(), session::counters::path::dev_fuse);
+    proto::reply_buffer out(buf.reply());
+    reply_status st = co_await dispatch(fs, ctx, req, out);
+    if (st.no_reply) continue;
+    if (st.error) stats.error(req.opcode());
+    co_await send_dev_reply(r, fd, req.unique(), st.error, out.written());
+  }
+}
+
+}  // namespace corofuse::transport

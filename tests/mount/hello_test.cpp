@@ -1,0 +1,216 @@
+// examples/hello mounted on the host kernel and used by real system calls and tools; its command
+// line; and every way a serving session ends: SIGTERM, an outside umount, SIGTERM while a client
+// keeps a file open, a connection abort, and the daemon killed. No test may hang or leave a mount.
+#include <catch2/catch.hpp>
+
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <algorithm>
+#include <set>
+#include <string>
+
+#include "tests/mount/server_harness.hpp"
+
+using corofuse::testing::in_client;
+using corofuse::testing::read_file;
+using corofuse::testing::runfile;
+using corofuse::testing::server;
+using corofuse::testing::sh;
+
+namespace {
+const std::string hello_bin = runfile("examples/hello/hello");
+
+std::string counter_line(const std::string& log, const std::string& op) {
+  auto at = log.find("counter " + op + " ");
+  if (at == std::string::npos) return {};
+  return log.substr(at, log.find('\n', at) - at);
+}
+}  // namespace
+
+TEST_CASE("hello: files read and written through real system calls and tools", "[mount][hello]") {
+  REQUIRE(::geteuid() == 0);
+  server s(hello_bin, {"-d", "--transport", "dev"});
+  REQUIRE(s.mounted());
+
+  // Reading: the content, via the syscalls and via cat.
+  CHECK(in_client([&] { return read_file(s.path("hello")) == "Hello, World!\n" ? 0 : 1; }) == 0);
+  CHECK(sh("cat " + s.path("hello") + " | grep -qx \"Hello, World!\"") == 0);
+
+  // The listing is exactly ., .., hello, notes.
+  CHECK(in_client([&] {
+          DIR* d = ::opendir(s.dir().c_str());
+          if (!d) return 1;
+          std::set<std::string> names;
+          while (dirent* e = ::readdir(d)) names.insert(e->d_name);
+          ::closedir(d);
+          return names == std::set<std::string>{".", "..", "hello", "notes"} ? 0 : 2;
+        }) == 0);
+
+  // /hello is read-only: opening it for writing fails with EACCES (mode 0444, checked by the kernel).
+  CHECK(in_client([&] {
+          int fd = ::open(s.path("hello").c_str(), O_WRONLY);
+          return fd < 0 && errno == EACCES ? 0 : 1;
+        }) == 0);
+  CHECK(in_client([&] {
+          struct stat st {};
+          return ::stat(s.path("nothing-here").c_str(), &st) != 0 && errno == ENOENT ? 0 : 1;
+        }) == 0);
+
+  // /notes: write, append, read back with cmp, truncate, stat.
+  CHECK(sh("printf abc > " + s.path("notes") + " && printf def >> " + s.path("notes")) == 0);
+  CHECK(in_client([&] { return read_file(s.path("notes")) == "abcdef" ? 0 : 1; }) == 0);
+  CHECK(sh("head -c 300000 /dev/urandom > " + s.dir() + ".src && cp " + s.dir() + ".src " + s.path("notes") + " && cmp " +
+           s.dir() + ".src " + s.path("notes") + "; rc=$?; rm -f " + s.dir() + ".src; exit $rc") == 0);
+  CHECK(sh("dd if=/dev/zero of=" + s.path("notes") + " bs=64k count=4 conv=notrunc status=none") == 0);
+  CHECK(in_client([&] {
+          struct stat st {};
+          if (::stat(s.path("notes").c_str(), &st) != 0) return 1;
+          return st.st_size == 300000 ? 0 : 2;
+        }) == 0);
+  CHECK(in_client([&] { return ::truncate(s.path("notes").c_str(), 10) == 0 ? 0 : 1; }) == 0);
+  CHECK(in_client([&] {
+          struct stat st {};
+          return ::stat(s.path("notes").c_str(), &st) == 0 && st.st_size == 10 ? 0 : 1;
+        }) == 0);
+  // Larger than hello's 1 MiB limit: the kernel passes EFBIG on.
+  CHECK(in_client([&] {
+          int fd = ::open(s.path("notes").c_str(), O_WRONLY);
+          if (fd < 0) return 1;
+          static char big[1 << 16];
+          ssize_t n = ::pwrite(fd, big, sizeof big, 2 << 20);
+          int e = errno;
+          ::close(fd);
+          return n < 0 && e == EFBIG ? 0 : 2;
+        }) == 0);
+  CHECK(sh("df " + s.dir() + " > /dev/null") == 0);
+
+  // SIGTERM: the server unmounts, prints its counters and exits 0.
+  s.signal(SIGTERM);
+  REQUIRE(s.wait_exit(20));
+  CHECK(s.exit_status() == 0);
+  CHECK_FALSE(s.mounted());
+  std::string log = s.log();
+  INFO(log);
+  CHECK(log.find("unmounting") != std::string::npos);
+  // Every request came over /dev/fuse (this version has no ring): the counters say so.
+  CHECK(counter_line(log, "LOOKUP").find("ring=0") != std::string::npos);
+  CHECK(counter_line(log, "READ").find("dev=0") == std::string::npos);
+  CHECK_FALSE(counter_line(log, "WRITE").empty());
+}
+
+TEST_CASE("hello: an outside umount ends the server cleanly", "[mount][hello][shutdown]") {
+  REQUIRE(::geteuid() == 0);
+  server s(hello_bin, {"--transport", "dev"});
+  REQUIRE(s.mounted());
+  CHECK(sh("umount " + s.dir()) == 0);
+  REQUIRE(s.wait_exit(20));
+  CHECK(s.exit_status() == 0);
+  CHECK_FALSE(s.mounted());
+}
+
+TEST_CASE("hello: SIGTERM while a client keeps a file open: abort after the grace period", "[mount][hello][shutdown]") {
+  REQUIRE(::geteuid() == 0);
+  server s(hello_bin, {"--shutdown-grace", "1"});
+  REQUIRE(s.mounted());
+  // A client holds /hello open, waits for the signal to be handled, then reads again.
+  int fds[2];
+  REQUIRE(::pipe(fds) == 0);
+  pid_t client = ::fork();
+  REQUIRE(client >= 0);
+  if (client == 0) {
+    ::alarm(30);
+    int fd = ::open(s.path("hello").c_str(), O_RDONLY);
+    if (fd < 0) ::_exit(1);
+    char c = 'r';
+    if (::write(fds[1], &c, 1) != 1) ::_exit(2);
+    ::sleep(4);  // the server unmounts, waits 1 s, then aborts the connection
+    char buf[64];
+    ssize_t n = ::pread(fd, buf, sizeof buf, 0);
+    ::_exit(n < 0 && (errno == ENOTCONN || errno == ECONNABORTED) ? 0 : 3);
+  }
+  char c = 0;
+  REQUIRE(::read(fds[0], &c, 1) == 1);
+  s.signal(SIGTERM);
+  REQUIRE(s.wait_exit(20));  // returns: the connection was aborted, the readers ended
+  CHECK(s.exit_status() == 0);
+  int status = 0;
+  ::waitpid(client, &status, 0);
+  CHECK(WIFEXITED(status));
+  CHECK(WEXITSTATUS(status) == 0);
+  CHECK(s.log().find("aborting") != std::string::npos);
+  ::close(fds[0]);
+  ::close(fds[1]);
+}
+
+TEST_CASE("hello: a connection aborted from fusectl ends the server; the mount point is reusable", "[mount][hello][shutdown]") {
+  REQUIRE(::geteuid() == 0);
+  std::string dir;
+  {
+    server s(hello_bin, {});
+    REQUIRE(s.mounted());
+    dev_t dev = s.device();
+    REQUIRE(corofuse::session::abort_connection(dev));
+    REQUIRE(s.wait_exit(20));
+    CHECK(s.exit_status() == 0);
+    // The server took its dead mount down itself: the directory is plain again and answers.
+    CHECK_FALSE(s.mounted());
+    CHECK(in_client([&] {
+            struct stat st {};
+            return ::stat(s.dir().c_str(), &st) == 0 && S_ISDIR(st.st_mode) ? 0 : 1;
+          }) == 0);
+  }
+  // A new server mounts and serves again.
+  server again(hello_bin, {});
+  REQUIRE(again.mounted());
+  CHECK(in_client([&] { return read_file(again.path("hello")) == "Hello, World!\n" ? 0 : 1; }) == 0);
+}
+
+TEST_CASE("hello: the daemon killed: clients get an error, never a hang", "[mount][hello][shutdown]") {
+  REQUIRE(::geteuid() == 0);
+  server s(hello_bin, {});
+  REQUIRE(s.mounted());
+  s.signal(SIGKILL);
+  REQUIRE(s.wait_exit(20));
+  CHECK(in_client([&] {
+          int fd = ::open(s.path("hello").c_str(), O_RDONLY);
+          return fd < 0 && (errno == ENOTCONN || errno == ECONNABORTED) ? 0 : 1;
+        }) == 0);
+  // The guard detaches the dead mount; nothing is left behind (checked by the next test's mount).
+}
+
+TEST_CASE("hello: bad command lines give one clear line, exit 2, and mount nothing", "[mount][hello][cli]") {
+  REQUIRE(::geteuid() == 0);
+  auto run = [](const std::string& args, std::string& out) {
+    std::string log = "/tmp/corofuse-cli-" + std::to_string(::getpid()) + ".log";
+    int rc = std::system(("timeout 20 " + hello_bin + " " + args + " > " + log + " 2>&1").c_str());
+    out = read_file(log);
+    ::unlink(log.c_str());
+    return WIFEXITED(rc) ? WEXITSTATUS(rc) : -1;
+  };
+  std::string out;
+  CHECK(run("--help", out) == 0);
+  CHECK(out.find("usage:") != std::string::npos);
+  CHECK(out.find("--transport") != std::string::npos);
+
+  CHECK(run("", out) == 2);
+  CHECK(out.find("missing mount point") != std::string::npos);
+  CHECK(run("/tmp --bogus", out) == 2);
+  CHECK(out.find("unknown option --bogus") != std::string::npos);
+  CHECK(run("/tmp -o max_write=abc", out) == 2);
+  CHECK(out.find("bad value for -o max_write") != std::string::npos);
+  CHECK(run("/tmp -o frobnicate", out) == 2);
+  CHECK(run("/tmp --transport carrier-pigeon", out) == 2);
+  CHECK(run("/tmp --depth 0", out) == 2);
+  CHECK(run("/tmp /var", out) == 2);
+  // A mount point that is not a directory, or missing: exit 1 with the reason; nothing mounted.
+  CHECK(run("/etc/hostname", out) == 1);
+  CHECK(out.find("not a directory") != std::string::npos);
+  CHECK(run("/nonexistent/dir", out) == 1);
+  CHECK(out.find("No such file") != std::string::npos);
+  CHECK(std::count(out.begin(), out.end(), '\n') == 1);
+}

@@ -1,0 +1,159 @@
+// Running an example server for a mount test, safely.
+//
+// The server runs as a child process on a fresh temporary mount point. Every client operation
+// runs in another child with an alarm, so a broken server fails the test instead of hanging it.
+// Whatever happens, the guard stops the server it started (its own PID only), detaches the mount,
+// aborts the connection if the kernel still holds it, and removes the mount point.
+#pragma once
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdlib>
+#include <fstream>
+#include <functional>
+#include <sstream>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "corofuse/session/mount.hpp"
+
+namespace corofuse::testing {
+
+// The example binary's path inside the test's runfiles.
+inline std::string runfile(const std::string& path) {
+  const char* srcdir = std::getenv("TEST_SRCDIR");
+  const char* ws = std::getenv("TEST_WORKSPACE");
+  return std::string(srcdir ? srcdir : ".") + "/" + (ws ? ws : "corofuse") + "/" + path;
+}
+
+inline bool is_mounted(const std::string& dir) { return corofuse::session::mounted_device(dir) != 0; }
+
+inline std::string read_file(const std::string& path) {
+  std::ifstream f(path);
+  std::stringstream ss;
+  ss << f.rdbuf();
+  return ss.str();
+}
+
+// Runs `fn` in a child process with a 20 s alarm; returns its exit status (or 128+signal).
+inline int in_client(const std::function<int()>& fn, int seconds = 20) {
+  pid_t pid = ::fork();
+  if (pid < 0) return -1;
+  if (pid == 0) {
+    ::alarm(static_cast<unsigned>(seconds));
+    int rc = 99;
+    try {
+      rc = fn();
+    } catch (...) {
+      rc = 98;
+    }
+    ::_exit(rc);
+  }
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+// Runs a shell command as a client (with a timeout); returns its exit status.
+inline int sh(const std::string& cmd, int seconds = 60) {
+  return in_client([&] { return std::system(("timeout -k 5 " + std::to_string(seconds) + " sh -c '" + cmd + "'").c_str()) >> 8; },
+                   seconds + 10);
+}
+
+class server {
+ public:
+  // Starts `binary MOUNTPOINT args...` and waits until the mount is there (or the server died).
+  server(const std::string& binary, std::vector<std::string> args) {
+    char tmpl[] = "/tmp/corofuse-mnt-XXXXXX";
+    if (!::mkdtemp(tmpl)) throw std::runtime_error("mkdtemp failed");
+    dir_ = tmpl;
+    log_ = dir_ + ".log";
+    std::vector<std::string> argv_s{binary, dir_};
+    argv_s.insert(argv_s.end(), args.begin(), args.end());
+    pid_ = ::fork();
+    if (pid_ < 0) throw std::runtime_error("fork failed");
+    if (pid_ == 0) {
+      int fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+      if (fd >= 0) {
+        ::dup2(fd, 1);
+        ::dup2(fd, 2);
+      }
+      std::vector<char*> argv;
+      for (auto& s : argv_s) argv.push_back(s.data());
+      argv.push_back(nullptr);
+      ::execv(argv[0], argv.data());
+      ::_exit(127);
+    }
+    for (int i = 0; i < 200 && !is_mounted(dir_); ++i) {
+      if (exited()) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+
+  ~server() { stop_and_clean(); }
+
+  const std::string& dir() const { return dir_; }
+  std::string path(const std::string& name) const { return dir_ + "/" + name; }
+  pid_t pid() const { return pid_; }
+  bool mounted() const { return is_mounted(dir_); }
+  std::string log() const { return read_file(log_); }
+
+  // True once the server process has ended (its status is then in exit_status()).
+  bool exited() {
+    if (pid_ <= 0) return true;
+    int status = 0;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      status_ = status;
+      pid_ = -1;
+      return true;
+    }
+    return false;
+  }
+  bool wait_exit(int seconds) {
+    for (int i = 0; i < seconds * 20; ++i) {
+      if (exited()) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return exited();
+  }
+  int exit_status() const { return WIFEXITED(status_) ? WEXITSTATUS(status_) : 128 + WTERMSIG(status_); }
+  void signal(int sig) {
+    if (pid_ > 0) ::kill(pid_, sig);
+  }
+  dev_t device() const { return corofuse::session::mounted_device(dir_); }
+
+  void stop_and_clean() {
+    dev_t dev = device();
+    if (pid_ > 0) {
+      signal(SIGTERM);
+      if (!wait_exit(10)) {
+        signal(SIGKILL);
+        wait_exit(10);
+      }
+    }
+    if (is_mounted(dir_)) {
+      if (dev == 0) dev = device();
+      ::umount2(dir_.c_str(), MNT_DETACH);
+      corofuse::session::abort_connection(dev);
+    }
+    if (!dir_.empty()) ::rmdir(dir_.c_str());
+    if (!log_.empty()) ::unlink(log_.c_str());
+    dir_.clear();
+    log_.clear();
+  }
+
+ private:
+  std::string dir_;
+  std::string log_;
+  pid_t pid_ = -1;
+  int status_ = 0;
+};
+
+}  // namespace corofuse::testing
