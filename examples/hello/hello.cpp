@@ -4,7 +4,8 @@
 //   /notes   readable and writable, kept in memory (up to 1 MiB)
 //
 // Each handler is an ordinary member function; the dispatcher finds them at compile time. READ
-// fills the reply buffer the transport hands it, in place.
+// fills the reply buffer the transport hands it, in place. Handlers run on every CPU's queue
+// thread at once (and on the /dev/fuse reader), so the state is behind a mutex.
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -14,6 +15,7 @@
 #include <array>
 #include <cerrno>
 #include <cstring>
+#include <mutex>
 #include <string>
 #include <string_view>
 #include <vector>
@@ -36,6 +38,7 @@ class hello_fs {
   }
 
   cf::result<cf::entry> lookup(cf::context&, cf::ino parent, std::string_view name) {
+    std::lock_guard lock(mutex_);
     if (parent != cf::root_ino) return cf::error(ENOTDIR);
     cf::entry e;
     if (name == "hello") e.ino = hello_ino;
@@ -46,12 +49,14 @@ class hello_fs {
   }
 
   cf::result<cf::attr> getattr(cf::context&, cf::ino i, const cf::file_info*) {
+    std::lock_guard lock(mutex_);
     if (i != cf::root_ino && i != hello_ino && i != notes_ino) return cf::error(ENOENT);
     return cf::attr{stat_of(i)};
   }
 
   // Only /notes changes: its size (truncate) and mode; its times follow.
   cf::result<cf::attr> setattr(cf::context&, cf::ino i, const cf::set_attr& s, const cf::file_info*) {
+    std::lock_guard lock(mutex_);
     if (i != notes_ino) return cf::error(EPERM);
     if (s.has_uid() || s.has_gid()) return cf::error(EPERM);
     if (s.has_size()) {
@@ -66,6 +71,7 @@ class hello_fs {
   }
 
   cf::result<cf::open_reply> open(cf::context&, cf::ino i, int flags) {
+    std::lock_guard lock(mutex_);
     if (i == hello_ino && (flags & O_ACCMODE) != O_RDONLY) return cf::error(EACCES);
     if (i != hello_ino && i != notes_ino) return cf::error(EISDIR);
     if (i == notes_ino && (flags & O_TRUNC)) {
@@ -76,6 +82,7 @@ class hello_fs {
   }
 
   cf::result<std::size_t> read(cf::context&, cf::ino i, cf::file_info&, std::span<std::byte> out, off_t off) {
+    std::lock_guard lock(mutex_);
     std::string_view data = i == hello_ino ? std::string_view(greeting) : std::string_view(notes_.data(), notes_.size());
     if (i != hello_ino && i != notes_ino) return cf::error(EISDIR);
     if (off < 0) return cf::error(EINVAL);
@@ -86,6 +93,7 @@ class hello_fs {
   }
 
   cf::result<std::size_t> write(cf::context&, cf::ino i, cf::file_info& fi, std::span<const std::byte> in, off_t off) {
+    std::lock_guard lock(mutex_);
     if (i != notes_ino) return cf::error(EBADF);
     if (fi.flags & O_APPEND) off = static_cast<off_t>(notes_.size());
     if (off < 0) return cf::error(EINVAL);
@@ -144,6 +152,7 @@ class hello_fs {
     return st;
   }
 
+  std::mutex mutex_;
   timespec start_{};
   mode_t notes_mode_;
   timespec notes_mtime_{};

@@ -11,6 +11,8 @@
 #include <cerrno>
 #include <cstring>
 #include <algorithm>
+#include <fstream>
+#include <functional>
 #include <set>
 #include <string>
 
@@ -30,11 +32,17 @@ std::string counter_line(const std::string& log, const std::string& op) {
   if (at == std::string::npos) return {};
   return log.substr(at, log.find('\n', at) - at);
 }
-}  // namespace
 
-TEST_CASE("hello: files read and written through real system calls and tools", "[mount][hello]") {
-  REQUIRE(::geteuid() == 0);
-  server s(hello_bin, {"-d", "--transport", "dev"});
+bool uring_enabled() { return read_file("/sys/module/fuse/parameters/enable_uring").rfind("Y", 0) == 0; }
+
+std::uint64_t counter_value(const std::string& line, const std::string& key) {
+  auto at = line.find(key + "=");
+  return at == std::string::npos ? 0 : std::stoull(line.substr(at + key.size() + 1));
+}
+
+// The same behaviour over each transport; returns the server's log for transport-specific checks.
+std::string exercise_hello(const std::string& transport) {
+  server s(hello_bin, {"-d", "--transport", transport});
   REQUIRE(s.mounted());
 
   // Reading: the content, via the syscalls and via cat.
@@ -88,6 +96,9 @@ TEST_CASE("hello: files read and written through real system calls and tools", "
           return n < 0 && e == EFBIG ? 0 : 2;
         }) == 0);
   CHECK(sh("df " + s.dir() + " > /dev/null") == 0);
+  // Clients on each CPU at once: the kernel routes each to its CPU's queue.
+  CHECK(sh("for i in 1 2 3 4 5 6 7 8; do taskset -c 0 cat " + s.path("hello") + " > /dev/null; done & "
+           "for i in 1 2 3 4 5 6 7 8; do taskset -c 1 cat " + s.path("hello") + " > /dev/null; done; wait") == 0);
 
   // SIGTERM: the server unmounts, prints its counters and exits 0.
   s.signal(SIGTERM);
@@ -95,12 +106,66 @@ TEST_CASE("hello: files read and written through real system calls and tools", "
   CHECK(s.exit_status() == 0);
   CHECK_FALSE(s.mounted());
   std::string log = s.log();
-  INFO(log);
   CHECK(log.find("unmounting") != std::string::npos);
-  // Every request came over /dev/fuse (this version has no ring): the counters say so.
-  CHECK(counter_line(log, "LOOKUP").find("ring=0") != std::string::npos);
-  CHECK(counter_line(log, "READ").find("dev=0") == std::string::npos);
   CHECK_FALSE(counter_line(log, "WRITE").empty());
+  return log;
+}
+}  // namespace
+
+TEST_CASE("hello over /dev/fuse: system calls and tools; every request counted on /dev/fuse", "[mount][hello]") {
+  REQUIRE(::geteuid() == 0);
+  std::string log = exercise_hello("dev");
+  INFO(log);
+  for (const char* op : {"LOOKUP", "GETATTR", "OPEN", "READ", "WRITE", "READDIR"}) {
+    INFO(op);
+    CHECK(counter_value(counter_line(log, op), "dev") > 0);
+    CHECK(counter_value(counter_line(log, op), "ring") == 0);
+  }
+}
+
+TEST_CASE("hello over the io_uring ring: the ring carries the requests, both CPUs' queues serve", "[mount][hello][ring]") {
+  REQUIRE(::geteuid() == 0);
+  REQUIRE(uring_enabled());  // tools/setup enables it; the fallback has its own test
+  std::string log = exercise_hello("auto");
+  INFO(log);
+  CHECK(log.find("serving over FUSE-over-io_uring") != std::string::npos);
+  for (const char* op : {"LOOKUP", "GETATTR", "OPEN", "READ", "WRITE", "READDIR", "FLUSH", "RELEASE"}) {
+    INFO(op);
+    CHECK(counter_value(counter_line(log, op), "ring") > 0);
+    CHECK(counter_value(counter_line(log, op), "dev") == 0);  // /dev/fuse only for FORGET/INTERRUPT
+  }
+  auto queue_requests = [&](int q) {
+    auto at = log.find("queue " + std::to_string(q) + " requests=");
+    return at == std::string::npos ? 0ull : std::stoull(log.substr(log.find('=', at) + 1));
+  };
+  CHECK(queue_requests(0) > 0);
+  CHECK(queue_requests(1) > 0);
+}
+
+TEST_CASE("hello with enable_uring=N: falls back to /dev/fuse and says why", "[mount][hello][ring]") {
+  REQUIRE(::geteuid() == 0);
+  const std::string param = "/sys/module/fuse/parameters/enable_uring";
+  const bool was = uring_enabled();
+  auto set = [&](const char* v) {
+    std::ofstream f(param);
+    f << v;
+    return static_cast<bool>(f);
+  };
+  REQUIRE(set("N"));
+  struct restore_param {
+    std::function<void()> fn;
+    ~restore_param() { fn(); }
+  } restore{[&] { set(was ? "Y" : "N"); }};
+  server s(hello_bin, {"-d"});
+  REQUIRE(s.mounted());
+  CHECK(in_client([&] { return read_file(s.path("hello")) == "Hello, World!\n" ? 0 : 1; }) == 0);
+  s.signal(SIGTERM);
+  REQUIRE(s.wait_exit(20));
+  std::string log = s.log();
+  INFO(log);
+  CHECK(log.find("does not offer FUSE-over-io_uring") != std::string::npos);
+  CHECK(counter_value(counter_line(log, "READ"), "dev") > 0);
+  CHECK(counter_value(counter_line(log, "READ"), "ring") == 0);
 }
 
 TEST_CASE("hello: an outside umount ends the server cleanly", "[mount][hello][shutdown]") {

@@ -16,7 +16,10 @@
 #include <cstring>
 #include <memory>
 #include <string>
+#include <thread>
 #include <vector>
+#include <latch>
+#include <atomic>
 
 #include "corofuse/abi/flags.hpp"
 #include "corofuse/fs/dispatch.hpp"
@@ -30,6 +33,7 @@
 #include "corofuse/session/mount.hpp"
 #include "corofuse/session/options.hpp"
 #include "corofuse/transport/dev_fuse.hpp"
+#include "corofuse/transport/uring.hpp"
 
 namespace corofuse::session {
 
@@ -191,20 +195,62 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
 
   init_wishes w;
   w.flags = wanted_flags(fs, o);
+  if (o.transport == transport_choice::automatic) w.flags |= abi::init_flag::over_io_uring;
   w.max_write = o.max_write;
   w.max_pages = o.max_pages;
   init_terms terms;
   if (!negotiate(r, *m, *buffers[0], w, terms, log)) return 1;
-  if (terms.offers(abi::init_flag::over_io_uring))
-    log.info("the kernel offers FUSE-over-io_uring; this version serves /dev/fuse");
-  else if (o.transport == transport_choice::automatic)
-    log.info("serving /dev/fuse (the kernel does not offer FUSE-over-io_uring: needs Linux 6.14+ and enable_uring=Y)");
+  if (o.transport == transport_choice::dev_fuse)
+    log.info("serving /dev/fuse (--transport dev)");
+  else if (!terms.offers(abi::init_flag::over_io_uring))
+    log.info("serving /dev/fuse: the kernel does not offer FUSE-over-io_uring (needs Linux 6.14+ and "
+             "/sys/module/fuse/parameters/enable_uring = Y)");
   if (o.debug)
     log.info("mounted %s: protocol 7.%u, max_write %u, flags 0x%llx", m->mountpoint().c_str(), terms.minor, terms.max_write,
              static_cast<unsigned long long>(terms.flags));
 
   proto::layout_options layout;
   layout.setxattr_ext = terms.has(abi::init_flag::setxattr_ext);
+
+  // The ring: one pinned thread per possible CPU, started only now that INIT is answered.
+  transport::ring_setup rs;
+  std::vector<std::thread> queue_threads;
+  const unsigned queues = terms.has(abi::init_flag::over_io_uring) ? transport::possible_cpus() : 0;
+  std::vector<std::atomic<std::uint64_t>> queue_requests(queues);
+  if (queues) {
+    rs.fuse_fd = m->fd();
+    rs.depth = o.depth;
+    rs.payload_size = transport::ring_payload_size(terms.max_write, terms.max_pages);
+    rs.layout = layout;
+    rs.cache = &o.cache;
+    rs.stats = &stats;
+    rs.queues_running = static_cast<int>(queues);
+    std::latch started(queues);
+    for (unsigned q = 0; q < queues; ++q)
+      queue_threads.emplace_back([&, q] { transport::run_ring_queue(fs, rs, static_cast<std::uint16_t>(q), started, queue_requests[q]); });
+    started.wait();
+    if (rs.queues_failed.load() > 0) {
+      // A queue without entries blocks every client of its CPU: end the connection instead.
+      log.info("%d of %u ring queues could not be set up: aborting the connection", rs.queues_failed.load(), queues);
+      m->abort();
+      m->detach();
+      for (auto& t : queue_threads) t.join();
+      return 1;
+    }
+    log.info("serving over FUSE-over-io_uring: %u queues x %u entries, %zu KiB payload each", queues, o.depth,
+             rs.payload_size / 1024);
+  }
+  auto stop_queues = [&] {
+    // After the unmount the entries complete -ENOTCONN; a connection the kernel keeps is aborted.
+    for (int i = 0; i < static_cast<int>(o.shutdown_grace * 20) + 1 && rs.queues_running.load() > 0; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    if (rs.queues_running.load() > 0) {
+      log.info("ring queues still waiting after the unmount: aborting the connection");
+      m->abort();
+    }
+    for (auto& t : queue_threads) t.join();
+  };
+
   serve_state st;
   st.mount = m.get();
   st.live_readers = static_cast<int>(o.depth);
@@ -222,7 +268,12 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
     }
   }
   m->detach();
-  if (o.debug) stats.print(stderr);
+  stop_queues();
+  if (o.debug) {
+    stats.print(stderr);
+    for (unsigned q = 0; q < queues; ++q)
+      std::fprintf(stderr, "queue %u requests=%llu\n", q, static_cast<unsigned long long>(queue_requests[q].load()));
+  }
   return st.read_failed ? 1 : 0;
 }
 
