@@ -154,6 +154,70 @@ struct recording_fs {
   }
 };
 
+// Extended attributes, space and copy operations, statx and tmpfile.
+struct extended_fs {
+  std::map<std::string, std::string> xattrs{{"user.a", "alpha"}, {"user.b", ""}};
+  std::vector<std::string> calls;
+
+  cf::result<std::size_t> getxattr(cf::context&, cf::ino, std::string_view name, std::span<std::byte> buf) {
+    auto it = xattrs.find(std::string(name));
+    if (it == xattrs.end()) return cf::error(ENODATA);
+    if (buf.empty()) return it->second.size();
+    if (buf.size() < it->second.size()) return cf::error(ERANGE);
+    std::memcpy(buf.data(), it->second.data(), it->second.size());
+    return it->second.size();
+  }
+  cf::result<std::size_t> listxattr(cf::context&, cf::ino, std::span<std::byte> buf) {
+    std::string all;
+    for (auto& [k, v] : xattrs) all += k + '\0';
+    if (buf.empty()) return all.size();
+    if (buf.size() < all.size()) return cf::error(ERANGE);
+    std::memcpy(buf.data(), all.data(), all.size());
+    return all.size();
+  }
+  cf::result<> setxattr(cf::context&, cf::ino, std::string_view name, std::span<const std::byte> v, int flags) {
+    calls.push_back("setxattr " + std::string(name) + " flags=" + std::to_string(flags));
+    xattrs[std::string(name)] = std::string(reinterpret_cast<const char*>(v.data()), v.size());
+    return cf::ok();
+  }
+  cf::result<> removexattr(cf::context&, cf::ino, std::string_view name) {
+    return xattrs.erase(std::string(name)) ? cf::ok() : cf::result<>(cf::error(ENODATA));
+  }
+  cf::result<> fallocate(cf::context&, cf::ino, cf::file_info& fi, int mode, off_t off, off_t len) {
+    calls.push_back("fallocate fh=" + std::to_string(fi.fh) + " mode=" + std::to_string(mode) + " " + std::to_string(off) + "+" +
+                    std::to_string(len));
+    return cf::ok();
+  }
+  cf::result<off_t> lseek(cf::context&, cf::ino, cf::file_info&, off_t off, int whence) {
+    if (whence == SEEK_DATA) return off;
+    if (whence == SEEK_HOLE) return off_t{1} << 40;
+    return cf::error(EINVAL);
+  }
+  cf::result<std::size_t> copy_file_range(cf::context&, cf::ino in, cf::file_info& fin, off_t off_in, cf::ino out,
+                                          cf::file_info& fout, off_t off_out, std::size_t len, int) {
+    calls.push_back("copy " + std::to_string(in) + ":" + std::to_string(fin.fh) + "@" + std::to_string(off_in) + " -> " +
+                    std::to_string(out) + ":" + std::to_string(fout.fh) + "@" + std::to_string(off_out) + " len=" + std::to_string(len));
+    return len;
+  }
+  cf::result<struct ::statx> statx(cf::context&, cf::ino i, const cf::file_info*, int, unsigned mask) {
+    struct ::statx x {};
+    x.stx_mask = mask & (STATX_BASIC_STATS | STATX_BTIME);
+    x.stx_ino = i;
+    x.stx_mode = S_IFREG | 0600;
+    x.stx_size = 77;
+    x.stx_btime.tv_sec = 1234;
+    return x;
+  }
+  cf::result<cf::created> tmpfile(cf::context&, cf::ino, mode_t mode, mode_t, int flags) {
+    calls.push_back("tmpfile " + std::to_string(mode) + " " + std::to_string(flags));
+    cf::created c;
+    c.e.ino = 50;
+    c.e.attr.st_mode = S_IFREG | mode;
+    c.open.fh = 5;
+    return c;
+  }
+};
+
 // A filesystem with no handlers at all.
 struct empty_fs {};
 
@@ -388,4 +452,67 @@ TEST_CASE("dispatch: absent handlers get the kernel's expected defaults", "[fs][
   abi::interrupt_in in{1};
   CHECK(h.run(fs, message(abi::opcode::interrupt, &in, sizeof in)).no_reply);
   CHECK(h.run(fs, message(abi::opcode::destroy, nullptr, 0)).error == 0);
+}
+
+TEST_CASE("dispatch: GETXATTR and LISTXATTR, size queries and values; SETXATTR, REMOVEXATTR", "[fs][dispatch]") {
+  harness h;
+  extended_fs fs;
+  abi::getxattr_in g{0, 0};
+  CHECK(h.run(fs, message(abi::opcode::getxattr, &g, sizeof g, with_nul("user.a"))).error == 0);
+  CHECK(h.reply_as<abi::getxattr_out>().size == 5);  // size query
+  g.size = 64;
+  CHECK(h.run(fs, message(abi::opcode::getxattr, &g, sizeof g, with_nul("user.a"))).error == 0);
+  CHECK(std::string(reinterpret_cast<const char*>(h.space.data()), h.out.size()) == "alpha");
+  g.size = 2;
+  CHECK(h.run(fs, message(abi::opcode::getxattr, &g, sizeof g, with_nul("user.a"))).error == ERANGE);
+  CHECK(h.run(fs, message(abi::opcode::getxattr, &g, sizeof g, with_nul("user.none"))).error == ENODATA);
+
+  abi::getxattr_in l{0, 0};
+  CHECK(h.run(fs, message(abi::opcode::listxattr, &l, sizeof l)).error == 0);
+  CHECK(h.reply_as<abi::getxattr_out>().size == 14);
+  l.size = 100;
+  CHECK(h.run(fs, message(abi::opcode::listxattr, &l, sizeof l)).error == 0);
+  CHECK(std::string(reinterpret_cast<const char*>(h.space.data()), h.out.size()) == std::string("user.a\0user.b\0", 14));
+
+  abi::setxattr_in sx{3, 1 /* XATTR_CREATE */, 0, 0};
+  CHECK(h.run(fs, message(abi::opcode::setxattr, &sx, sizeof sx, with_nul("user.c") + "xyz")).error == 0);
+  CHECK(fs.calls.back() == "setxattr user.c flags=1");
+  CHECK(fs.xattrs["user.c"] == "xyz");
+  CHECK(h.run(fs, message(abi::opcode::removexattr, nullptr, 0, with_nul("user.c"))).error == 0);
+  CHECK(h.run(fs, message(abi::opcode::removexattr, nullptr, 0, with_nul("user.c"))).error == ENODATA);
+}
+
+TEST_CASE("dispatch: FALLOCATE, LSEEK, COPY_FILE_RANGE(_64), STATX, TMPFILE", "[fs][dispatch]") {
+  harness h;
+  extended_fs fs;
+  abi::fallocate_in fa{3, 4096, 8192, 1, 0};
+  CHECK(h.run(fs, message(abi::opcode::fallocate, &fa, sizeof fa)).error == 0);
+  CHECK(fs.calls.back() == "fallocate fh=3 mode=1 4096+8192");
+
+  abi::lseek_in ls{0, 100, SEEK_HOLE, 0};
+  CHECK(h.run(fs, message(abi::opcode::lseek, &ls, sizeof ls)).error == 0);
+  CHECK(h.reply_as<abi::lseek_out>().offset == (1ull << 40));
+  ls.whence = SEEK_END;
+  CHECK(h.run(fs, message(abi::opcode::lseek, &ls, sizeof ls)).error == EINVAL);
+
+  abi::copy_file_range_in c{1, 10, 20, 2, 30, 1ull << 33, 0};
+  CHECK(h.run(fs, message(abi::opcode::copy_file_range, &c, sizeof c)).error == 0);
+  CHECK(fs.calls.back() == "copy 7:1@10 -> 20:2@30 len=" + std::to_string(0xfffff000u));  // capped to fit 32 bits
+  CHECK(h.reply_as<abi::write_out>().size == 0xfffff000u);
+  CHECK(h.run(fs, message(abi::opcode::copy_file_range_64, &c, sizeof c)).error == 0);
+  CHECK(h.reply_as<abi::copy_file_range_out>().bytes_copied == (1ull << 33));
+
+  abi::statx_in sxi{0, 0, 0, 0, STATX_BASIC_STATS | STATX_BTIME};
+  CHECK(h.run(fs, message(abi::opcode::statx, &sxi, sizeof sxi)).error == 0);
+  auto so = h.reply_as<abi::statx_out>();
+  CHECK(so.stat.ino == 7);
+  CHECK(so.stat.size == 77);
+  CHECK(so.stat.btime.tv_sec == 1234);
+  CHECK(so.attr_valid == 1);
+
+  abi::create_in t{O_RDWR, 0600, 022, 0};
+  CHECK(h.run(fs, message(abi::opcode::tmpfile, &t, sizeof t, with_nul("/"))).error == 0);
+  CHECK(fs.calls.back() == "tmpfile 384 2");
+  REQUIRE(h.out.size() == sizeof(abi::entry_out) + sizeof(abi::open_out));
+  CHECK(h.reply_as<abi::entry_out>().nodeid == 50);
 }

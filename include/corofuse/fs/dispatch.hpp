@@ -415,6 +415,107 @@ io::task<reply_status> dispatch(Fs& fs, context& ctx, const proto::request& req,
         }
         break;
 
+      case opcode::getxattr:
+      case opcode::listxattr: {
+        // Size 0 asks for the size only; otherwise the value (or the NUL-separated names) is
+        // written in place, and a buffer too small for it is the handler's ERANGE.
+        auto in = req.op<abi::getxattr_in>();
+        std::span<std::byte> buf = out.tail().first(std::min<std::size_t>(in.size, out.room()));
+        result<std::size_t> r = error(ENOSYS);
+        bool handled_here = false;
+        if (op == opcode::getxattr) {
+          if constexpr (requires(std::span<std::byte> b) { fs.getxattr(ctx, node, req.name(), b); }) {
+            r = co_await detail::handled(fs.getxattr(ctx, node, req.name(), buf));
+            handled_here = true;
+          }
+        } else {
+          if constexpr (requires(std::span<std::byte> b) { fs.listxattr(ctx, node, b); }) {
+            r = co_await detail::handled(fs.listxattr(ctx, node, buf));
+            handled_here = true;
+          }
+        }
+        if (!handled_here) break;
+        if (!r) co_return detail::error_of(r);
+        if (in.size == 0) co_return detail::put_or_overflow(out.put(abi::getxattr_out{static_cast<std::uint32_t>(*r), 0}));
+        if (*r > buf.size()) co_return reply_status{ERANGE, false};
+        out.commit(*r);
+        co_return reply_status{};
+      }
+
+      case opcode::setxattr:
+        if constexpr (requires(std::span<const std::byte> v) { fs.setxattr(ctx, node, req.name(), v, 0); }) {
+          auto in = req.op<abi::setxattr_in>();
+          result<> r = co_await detail::handled(fs.setxattr(ctx, node, req.name(), req.data(), static_cast<int>(in.flags)));
+          co_return detail::error_of(r);
+        }
+        break;
+
+      case opcode::removexattr:
+        if constexpr (requires { fs.removexattr(ctx, node, req.name()); }) {
+          result<> r = co_await detail::handled(fs.removexattr(ctx, node, req.name()));
+          co_return detail::error_of(r);
+        }
+        break;
+
+      case opcode::fallocate:
+        if constexpr (requires(file_info& f) { fs.fallocate(ctx, node, f, 0, off_t{}, off_t{}); }) {
+          auto in = req.op<abi::fallocate_in>();
+          file_info fi = detail::file_from(in.fh);
+          result<> r = co_await detail::handled(
+              fs.fallocate(ctx, node, fi, static_cast<int>(in.mode), static_cast<off_t>(in.offset), static_cast<off_t>(in.length)));
+          co_return detail::error_of(r);
+        }
+        break;
+
+      case opcode::lseek:
+        if constexpr (requires(file_info& f) { fs.lseek(ctx, node, f, off_t{}, 0); }) {
+          auto in = req.op<abi::lseek_in>();
+          file_info fi = detail::file_from(in.fh);
+          result<off_t> r = co_await detail::handled(fs.lseek(ctx, node, fi, static_cast<off_t>(in.offset), static_cast<int>(in.whence)));
+          if (!r) co_return detail::error_of(r);
+          co_return detail::put_or_overflow(out.put(abi::lseek_out{static_cast<std::uint64_t>(*r)}));
+        }
+        break;
+
+      case opcode::copy_file_range:
+      case opcode::copy_file_range_64:
+        if constexpr (requires(file_info& f) { fs.copy_file_range(ctx, node, f, off_t{}, ino{}, f, off_t{}, std::size_t{}, 0); }) {
+          auto in = req.op<abi::copy_file_range_in>();
+          file_info fin = detail::file_from(in.fh_in);
+          file_info fout = detail::file_from(in.fh_out);
+          // COPY_FILE_RANGE answers in a 32-bit write_out: never ask for more than fits.
+          std::size_t len = op == opcode::copy_file_range ? std::min<std::uint64_t>(in.len, 0xfffff000u) : in.len;
+          result<std::size_t> r = co_await detail::handled(fs.copy_file_range(ctx, node, fin, static_cast<off_t>(in.off_in),
+                                                                                in.nodeid_out, fout, static_cast<off_t>(in.off_out),
+                                                                                len, static_cast<int>(in.flags)));
+          if (!r) co_return detail::error_of(r);
+          if (op == opcode::copy_file_range)
+            co_return detail::put_or_overflow(out.put(abi::write_out{static_cast<std::uint32_t>(std::min<std::size_t>(*r, len)), 0}));
+          co_return detail::put_or_overflow(out.put(abi::copy_file_range_out{*r}));
+        }
+        break;
+
+      case opcode::statx:
+        if constexpr (requires { fs.statx(ctx, node, static_cast<const file_info*>(nullptr), 0, 0u); }) {
+          auto in = req.op<abi::statx_in>();
+          file_info fi = detail::file_from(in.fh);
+          const file_info* pfi = (in.getattr_flags & abi::getattr_flag::fh) ? &fi : nullptr;
+          result<struct ::statx> r = co_await detail::handled(fs.statx(ctx, node, pfi, static_cast<int>(in.sx_flags), in.sx_mask));
+          if (!r) co_return detail::error_of(r);
+          co_return detail::put_or_overflow(out.put(to_wire(*r, d)));
+        }
+        break;
+
+      case opcode::tmpfile:
+        if constexpr (requires { fs.tmpfile(ctx, node, mode_t{}, mode_t{}, 0); }) {
+          auto in = req.op<abi::create_in>();
+          result<created> r = co_await detail::handled(fs.tmpfile(ctx, node, in.mode, in.umask, static_cast<int>(in.flags)));
+          if (!r) co_return detail::error_of(r);
+          bool ok = out.put(to_wire(r->e, d)) && out.put(to_wire(r->open));
+          co_return detail::put_or_overflow(ok);
+        }
+        break;
+
       case opcode::interrupt:     // cancellation of handlers comes with the interrupt work
       case opcode::notify_reply:  // only meaningful to a server that sent RETRIEVE
         co_return reply_status{0, true};

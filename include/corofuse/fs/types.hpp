@@ -2,6 +2,7 @@
 // (struct stat, open flags, seconds), converted to and from the wire by the dispatcher.
 #pragma once
 
+#include <fcntl.h>
 #include <sys/stat.h>
 
 #include <cstdint>
@@ -112,6 +113,33 @@ inline abi::entry_out to_wire(const entry& e, const cache_defaults& d) noexcept 
   detail::split_seconds(e.attr_timeout < 0 ? d.attr_timeout : e.attr_timeout, o.attr_valid, o.attr_valid_nsec);
   o.attr = to_wire(e.attr);
   if (o.attr.ino == 0) o.attr.ino = e.ino;
+  return o;
+}
+
+// STATX: the kernel's statx fields as they are, with the attribute cache time.
+inline abi::statx_out to_wire(const struct ::statx& x, const cache_defaults& d) noexcept {
+  abi::statx_out o{};
+  detail::split_seconds(d.attr_timeout, o.attr_valid, o.attr_valid_nsec);
+  auto t = [](const struct statx_timestamp& ts) { return abi::sx_time{ts.tv_sec, ts.tv_nsec, 0}; };
+  o.stat.mask = x.stx_mask;
+  o.stat.blksize = x.stx_blksize;
+  o.stat.attributes = x.stx_attributes;
+  o.stat.nlink = x.stx_nlink;
+  o.stat.uid = x.stx_uid;
+  o.stat.gid = x.stx_gid;
+  o.stat.mode = x.stx_mode;
+  o.stat.ino = x.stx_ino;
+  o.stat.size = x.stx_size;
+  o.stat.blocks = x.stx_blocks;
+  o.stat.attributes_mask = x.stx_attributes_mask;
+  o.stat.atime = t(x.stx_atime);
+  o.stat.btime = t(x.stx_btime);
+  o.stat.ctime = t(x.stx_ctime);
+  o.stat.mtime = t(x.stx_mtime);
+  o.stat.rdev_major = x.stx_rdev_major;
+  o.stat.rdev_minor = x.stx_rdev_minor;
+  o.stat.dev_major = x.stx_dev_major;
+  o.stat.dev_minor = x.stx_dev_minor;
   return o;
 }
 
