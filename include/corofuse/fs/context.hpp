@@ -3,10 +3,13 @@
 
 #include <sys/types.h>
 
+#include <cstddef>
 #include <cstdint>
+#include <span>
 
 #include "corofuse/abi/protocol.hpp"
 #include "corofuse/fs/types.hpp"
+#include "corofuse/io/operations.hpp"
 #include "corofuse/io/ring.hpp"
 
 namespace corofuse {
@@ -25,6 +28,40 @@ class context {
   io::ring& ring() const noexcept { return *ring_; }
   const cache_defaults& defaults() const noexcept { return *defaults_; }
 
+  // Reads from `fd` at `offset` into `dst` on the queue's ring: an io_uring READ_FIXED when `dst`
+  // lies in one of the request's registered buffers (the ring entry's payload, a reader's reply
+  // buffer), a plain READ otherwise. co_await gives the bytes read, or -errno. Pass the buffer a
+  // READ handler was given to move the backing file's data straight into the reply.
+  auto read_fixed(int fd, std::span<std::byte> dst, off_t offset) {
+    const int index = registered_index(dst.data(), dst.size());
+    return io::detail::make(*ring_, [=](io_uring_sqe* s) {
+      if (index >= 0) {
+        io_uring_prep_read_fixed(s, fd, dst.data(), static_cast<unsigned>(dst.size()), static_cast<std::uint64_t>(offset), index);
+      } else {
+        io_uring_prep_read(s, fd, dst.data(), static_cast<unsigned>(dst.size()), static_cast<std::uint64_t>(offset));
+      }
+    });
+  }
+
+  // Writes `src` (for a WRITE handler, the data it was given: on the ring it sits in the entry's
+  // registered payload) to `fd` at `offset`: WRITE_FIXED when registered, a plain WRITE otherwise.
+  auto write_fixed(int fd, std::span<const std::byte> src, off_t offset) {
+    const int index = registered_index(src.data(), src.size());
+    return io::detail::make(*ring_, [=](io_uring_sqe* s) {
+      if (index >= 0) {
+        io_uring_prep_write_fixed(s, fd, src.data(), static_cast<unsigned>(src.size()), static_cast<std::uint64_t>(offset), index);
+      } else {
+        io_uring_prep_write(s, fd, src.data(), static_cast<unsigned>(src.size()), static_cast<std::uint64_t>(offset));
+      }
+    });
+  }
+
+  // The transport names the registered buffers this context's requests live in (up to two: a
+  // ring entry's payload; a /dev/fuse reader's request and reply buffers).
+  void set_registered_buffer(unsigned slot, std::span<std::byte> region, int buf_index) noexcept {
+    if (slot < max_regions) regions_[slot] = {region, buf_index};
+  }
+
   // Set by the transport for each request.
   void begin(const abi::in_header& h) noexcept {
     uid_ = h.uid;
@@ -35,6 +72,22 @@ class context {
   }
 
  private:
+  int registered_index(const void* p, std::size_t n) const noexcept {
+    auto* b = static_cast<const std::byte*>(p);
+    for (const auto& r : regions_) {
+      if (r.index >= 0 && b >= r.bytes.data() && n <= r.bytes.size() &&
+          static_cast<std::size_t>(b - r.bytes.data()) <= r.bytes.size() - n)
+        return r.index;
+    }
+    return -1;
+  }
+
+  struct region {
+    std::span<std::byte> bytes;
+    int index = -1;
+  };
+  static constexpr unsigned max_regions = 2;
+  region regions_[max_regions];
   io::ring* ring_;
   const cache_defaults* defaults_;
   uid_t uid_ = 0;

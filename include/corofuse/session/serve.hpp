@@ -73,8 +73,8 @@ struct serve_state {
 
 template <typename Fs>
 io::task<void> run_reader(Fs& fs, io::ring& r, serve_state& st, const cache_defaults& cache, transport::dev_buffers& buf,
-                          counters& stats, proto::layout_options layout) {
-  transport::reader_end end = co_await transport::serve_dev_fuse(fs, r, st.mount->fd(), cache, buf, stats, layout);
+                          counters& stats, proto::layout_options layout, int first_fixed_index) {
+  transport::reader_end end = co_await transport::serve_dev_fuse(fs, r, st.mount->fd(), cache, buf, stats, layout, first_fixed_index);
   if (end == transport::reader_end::read_failed) st.read_failed = true;
   if (--st.live_readers == 0 && st.watcher_op.pending()) co_await io::cancel(r, st.watcher_op);  // nothing left to watch
 }
@@ -251,12 +251,29 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
     for (auto& t : queue_threads) t.join();
   };
 
+  // The readers' buffers as fixed buffers of the main ring (request 2i, reply 2i+1).
+  bool dev_fixed = true;
+  {
+    std::vector<iovec> iov;
+    for (auto& b : buffers) {
+      iov.push_back({b->request().data(), b->request().size()});
+      iov.push_back({b->reply().data(), b->reply().size()});
+    }
+    try {
+      r.register_buffers(iov);
+    } catch (const std::exception& e) {
+      dev_fixed = false;
+      log.info("/dev/fuse reader buffers not registered (%s); handlers use plain reads", e.what());
+    }
+  }
+
   serve_state st;
   st.mount = m.get();
   st.live_readers = static_cast<int>(o.depth);
   {
     io::scope s;
-    for (unsigned i = 0; i < o.depth; ++i) s.spawn(run_reader(fs, r, st, o.cache, *buffers[i], stats, layout));
+    for (unsigned i = 0; i < o.depth; ++i)
+      s.spawn(run_reader(fs, r, st, o.cache, *buffers[i], stats, layout, dev_fixed ? static_cast<int>(2 * i) : -1));
     s.spawn(watch_for_stop(r, st, sigfd, o.shutdown_grace, log));
     r.run_until([&] { return s.active() == 0; });
     if (s.failed()) {

@@ -70,10 +70,16 @@ inline io::task<int> send_dev_reply(io::ring& r, int fd, std::uint64_t unique, i
 
 // Serves requests from `fd` until the connection ends. `layout` carries negotiated details
 // (setxattr_ext) the parser needs.
+// `first_fixed_index` >= 0: the request and reply buffers are registered on `r` at that index and
+// the next, so handlers' ctx.read_fixed/write_fixed use fixed-buffer I/O.
 template <typename Fs>
 io::task<reader_end> serve_dev_fuse(Fs& fs, io::ring& r, int fd, const cache_defaults& defaults, dev_buffers& buf,
-                                    session::counters& stats, proto::layout_options layout = {}) {
+                                    session::counters& stats, proto::layout_options layout = {}, int first_fixed_index = -1) {
   context ctx(&r, defaults);
+  if (first_fixed_index >= 0) {
+    ctx.set_registered_buffer(0, buf.request(), first_fixed_index);
+    ctx.set_registered_buffer(1, buf.reply(), first_fixed_index + 1);
+  }
   for (;;) {
     int n = co_await io::read(r, fd, buf.request(), static_cast<std::uint64_t>(-1));
     if (n == -ENODEV) co_return reader_end::connection_gone;

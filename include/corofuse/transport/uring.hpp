@@ -102,9 +102,10 @@ struct ring_setup {
 
 template <typename Fs>
 io::task<void> serve_ring_entry(Fs& fs, io::ring& r, ring_setup& setup, ring_entry_buffers& e, std::uint16_t qid,
-                                std::atomic<std::uint64_t>& queue_requests) {
+                                std::atomic<std::uint64_t>& queue_requests, int fixed_index) {
   context ctx(&r, *setup.cache);
   std::span<std::byte> payload(e.payload.get(), e.payload_size);
+  ctx.set_registered_buffer(0, payload, fixed_index);  // -1 when registration failed
   e.iov[0] = {&e.header, sizeof e.header};
   e.iov[1] = {e.payload.get(), e.payload_size};
   abi::uring_cmd_req cmd{};
@@ -174,13 +175,16 @@ void run_ring_queue(Fs& fs, ring_setup& setup, std::uint16_t qid, std::latch& st
       entries.push_back(std::move(e));
     }
     // Payloads as fixed buffers: handlers can READ_FIXED from a backing file straight into them.
+    bool registered = true;
     try {
       r.register_buffers(fixed);
     } catch (const std::exception& ex) {
-      std::fprintf(stderr, "corofuse: queue %u: payload buffers not registered (%s); fixed-buffer I/O unavailable\n", qid, ex.what());
+      registered = false;
+      std::fprintf(stderr, "corofuse: queue %u: payload buffers not registered (%s); handlers use plain reads\n", qid, ex.what());
     }
     io::scope s;
-    for (auto& e : entries) s.spawn(serve_ring_entry(fs, r, setup, *e, qid, queue_requests));
+    for (std::size_t i = 0; i < entries.size(); ++i)
+      s.spawn(serve_ring_entry(fs, r, setup, *entries[i], qid, queue_requests, registered ? static_cast<int>(i) : -1));
     r.submit();  // the REGISTERs go out now, before the session is told this queue is set up
     started.count_down();
     counted_down = true;
