@@ -279,3 +279,38 @@ TEST_CASE("hello: bad command lines give one clear line, exit 2, and mount nothi
   CHECK(out.find("No such file") != std::string::npos);
   CHECK(std::count(out.begin(), out.end(), '\n') == 1);
 }
+
+TEST_CASE("hello without root: mounted through fusermount3, served, unmounted by SIGTERM", "[mount][hello][fusermount]") {
+  REQUIRE(::geteuid() == 0);                          // to become nobody and to clean up
+  REQUIRE(::access("/usr/bin/fusermount3", X_OK) == 0);  // package fuse3 (tools/setup)
+  const int nobody = 65534;
+  // The binary must be reachable by nobody: runfiles live under root's home.
+  char bin_dir[] = "/tmp/corofuse-bin-XXXXXX";
+  REQUIRE(::mkdtemp(bin_dir) != nullptr);
+  std::string bin = std::string(bin_dir) + "/hello";
+  REQUIRE(sh("cp " + hello_bin + " " + bin + " && chmod 755 " + std::string(bin_dir) + " " + bin) == 0);
+  struct remove_bin {
+    std::string dir, file;
+    ~remove_bin() {
+      ::unlink(file.c_str());
+      ::rmdir(dir.c_str());
+    }
+  } cleanup{bin_dir, bin};
+
+  server s(bin, {"-d"}, nobody, nobody);
+  INFO(s.log());
+  REQUIRE(s.mounted());
+  CHECK(read_file("/proc/self/mountinfo").find("user_id=65534") != std::string::npos);
+  // Without allow_other only the mounting user may enter: run the client as nobody too.
+  auto as_nobody = [&](const std::string& cmd) {
+    return sh("setpriv --reuid=65534 --regid=65534 --clear-groups sh -c \"" + cmd + "\"");
+  };
+  CHECK(as_nobody("grep -qx \\\"Hello, World!\\\" " + s.path("hello")) == 0);
+  CHECK(as_nobody("ls " + s.dir() + " | grep -qx notes") == 0);
+  s.signal(SIGTERM);
+  REQUIRE(s.wait_exit(20));
+  CHECK(s.exit_status() == 0);
+  CHECK_FALSE(s.mounted());  // fusermount3 -u -z took it down
+  std::string log = s.log();
+  CHECK(counter_value(counter_line(log, "READ"), "ring") + counter_value(counter_line(log, "READ"), "dev") > 0);
+}

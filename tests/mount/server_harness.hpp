@@ -70,12 +70,21 @@ inline int sh(const std::string& cmd, int seconds = 60) {
 class server {
  public:
   // Starts `binary MOUNTPOINT args...` and waits until the mount is there (or the server died).
-  server(const std::string& binary, std::vector<std::string> args) {
+  // `as_user` (a uid, with its primary gid `as_group`) runs it without root, through setpriv: the
+  // mount point is then that user's.
+  server(const std::string& binary, std::vector<std::string> args, int as_user = -1, int as_group = -1) {
     char tmpl[] = "/tmp/corofuse-mnt-XXXXXX";
     if (!::mkdtemp(tmpl)) throw std::runtime_error("mkdtemp failed");
     dir_ = tmpl;
     log_ = dir_ + ".log";
-    std::vector<std::string> argv_s{binary, dir_};
+    std::vector<std::string> argv_s;
+    if (as_user >= 0) {
+      if (::chown(dir_.c_str(), static_cast<uid_t>(as_user), static_cast<gid_t>(as_group)) != 0)
+        throw std::runtime_error("chown of the mount point failed");
+      argv_s = {"/usr/bin/setpriv", "--reuid=" + std::to_string(as_user), "--regid=" + std::to_string(as_group), "--clear-groups"};
+    }
+    argv_s.push_back(binary);
+    argv_s.push_back(dir_);
     argv_s.insert(argv_s.end(), args.begin(), args.end());
     pid_ = ::fork();
     if (pid_ < 0) throw std::runtime_error("fork failed");

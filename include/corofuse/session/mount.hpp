@@ -1,11 +1,14 @@
-// Mounting a FUSE filesystem with mount(2) (as root), and taking it down again without ever
-// leaving a hung mount: detach (umount2 MNT_DETACH, which does not stat the mount point and so
-// cannot block on an unanswered request) and, if the kernel keeps the connection alive, abort it
-// through fusectl.
+// Mounting a FUSE filesystem, with mount(2) as root or through the setuid fusermount3 helper
+// without root, and taking it down again without ever leaving a hung mount: detach (umount2
+// MNT_DETACH, or fusermount3 -u -z, neither of which stats the mount point and so cannot block on
+// an unanswered request) and, if the kernel keeps the connection alive, abort it through fusectl
+// (root only).
 #pragma once
 
 #include <fcntl.h>
 #include <sys/mount.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <sys/stat.h>
 #include <sys/sysmacros.h>
 #include <unistd.h>
@@ -21,6 +24,7 @@
 #include <string>
 #include <system_error>
 #include <utility>
+#include <vector>
 
 namespace corofuse::session {
 
@@ -67,6 +71,76 @@ inline bool abort_connection(dev_t dev) {
   return ok;
 }
 
+namespace detail {
+
+// fusermount3 from $PATH or the usual places; empty when it is not installed.
+inline std::string find_fusermount() {
+  std::string path = std::getenv("PATH") ? std::getenv("PATH") : "";
+  path += ":/usr/bin:/bin:/usr/local/bin";
+  std::size_t start = 0;
+  while (start <= path.size()) {
+    std::size_t colon = path.find(':', start);
+    std::string dir = path.substr(start, colon == std::string::npos ? std::string::npos : colon - start);
+    if (!dir.empty()) {
+      std::string candidate = dir + "/fusermount3";
+      if (::access(candidate.c_str(), X_OK) == 0) return candidate;
+    }
+    if (colon == std::string::npos) break;
+    start = colon + 1;
+  }
+  return {};
+}
+
+// Receives one descriptor sent with SCM_RIGHTS; -1 when none came.
+inline int receive_fd(int sock) {
+  char byte = 0;
+  iovec iov{&byte, 1};
+  alignas(cmsghdr) char control[CMSG_SPACE(sizeof(int))];
+  msghdr msg{};
+  msg.msg_iov = &iov;
+  msg.msg_iovlen = 1;
+  msg.msg_control = control;
+  msg.msg_controllen = sizeof control;
+  ssize_t n;
+  do {
+    n = ::recvmsg(sock, &msg, MSG_CMSG_CLOEXEC);
+  } while (n < 0 && errno == EINTR);
+  if (n <= 0) return -1;
+  for (cmsghdr* c = CMSG_FIRSTHDR(&msg); c; c = CMSG_NXTHDR(&msg, c)) {
+    if (c->cmsg_level == SOL_SOCKET && c->cmsg_type == SCM_RIGHTS) {
+      int fd;
+      std::memcpy(&fd, CMSG_DATA(c), sizeof fd);
+      return fd;
+    }
+  }
+  return -1;
+}
+
+// Runs fusermount3 with `args`; returns its exit status (or -1 when it could not be run).
+inline int run_fusermount(const std::string& binary, const std::vector<std::string>& args, int pass_fd = -1) {
+  pid_t pid = ::fork();
+  if (pid < 0) return -1;
+  if (pid == 0) {
+    if (pass_fd >= 0) {
+      ::fcntl(pass_fd, F_SETFD, 0);  // the helper inherits this end of the socket
+      ::setenv("_FUSE_COMMFD", std::to_string(pass_fd).c_str(), 1);
+    }
+    std::vector<char*> argv;
+    std::vector<std::string> all{"fusermount3"};
+    all.insert(all.end(), args.begin(), args.end());
+    for (auto& a : all) argv.push_back(a.data());
+    argv.push_back(nullptr);
+    ::execv(binary.c_str(), argv.data());
+    ::_exit(127);
+  }
+  int status = 0;
+  while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
+  }
+  return WIFEXITED(status) ? WEXITSTATUS(status) : -1;
+}
+
+}  // namespace detail
+
 class fuse_mount {
  public:
   // Opens /dev/fuse and mounts it on `mountpoint` (an absolute path). Throws mount_error with the
@@ -79,26 +153,10 @@ class fuse_mount {
     struct stat st{};
     if (::stat(mountpoint_.c_str(), &st) != 0) throw mount_error(errno, "mount point " + mountpoint_ + ": " + std::strerror(errno));
     if (!S_ISDIR(st.st_mode)) throw mount_error(ENOTDIR, "mount point " + mountpoint_ + " is not a directory");
-    fd_ = ::open("/dev/fuse", O_RDWR | O_CLOEXEC);
-    if (fd_ < 0) {
-      int e = errno;
-      throw mount_error(e, std::string("cannot open /dev/fuse: ") + std::strerror(e) +
-                               (e == ENOENT || e == ENODEV ? " (load the fuse module: modprobe fuse)" : ""));
-    }
-    std::string data = "fd=" + std::to_string(fd_) + ",rootmode=" + octal(opt.rootmode) +
-                       ",user_id=" + std::to_string(::getuid()) + ",group_id=" + std::to_string(::getgid());
-    if (opt.allow_other) data += ",allow_other";
-    if (opt.default_permissions) data += ",default_permissions";
-    std::string type = opt.subtype.empty() ? "fuse" : "fuse." + opt.subtype;
-    unsigned long flags = MS_NOSUID | MS_NODEV | (opt.read_only ? MS_RDONLY : 0);
-    if (::mount(opt.fsname.c_str(), mountpoint_.c_str(), type.c_str(), flags, data.c_str()) != 0) {
-      int e = errno;
-      ::close(fd_);
-      fd_ = -1;
-      std::string msg = "mount " + mountpoint_ + ": " + std::strerror(e);
-      if (e == EPERM) msg += " (mounting needs root: this version mounts with mount(2) only, fusermount3 support comes later)";
-      if (e == ENODEV) msg += " (the kernel has no FUSE: modprobe fuse)";
-      throw mount_error(e, msg);
+    if (::geteuid() == 0) {
+      mount_directly(opt);
+    } else {
+      mount_with_fusermount(opt);
     }
     mounted_ = true;
     dev_ = mounted_device(mountpoint_);
@@ -120,8 +178,19 @@ class fuse_mount {
   // user lets go of the superblock. Never blocks on the server.
   void detach() noexcept {
     if (!mounted_) return;
+    if (!fusermount_.empty()) {
+      try {
+        if (detail::run_fusermount(fusermount_, {"-u", "-q", "-z", "--", mountpoint_}) == 0 || mounted_device(mountpoint_) == 0)
+          mounted_ = false;
+      } catch (...) {
+      }
+      return;
+    }
     if (::umount2(mountpoint_.c_str(), MNT_DETACH) == 0 || errno == EINVAL || errno == ENOENT) mounted_ = false;
   }
+
+  // True when mounted through fusermount3 (no root): fusectl abort is then not available.
+  bool unprivileged() const noexcept { return !fusermount_.empty(); }
 
   // Ends the connection at once: every waiting client gets ECONNABORTED.
   bool abort() noexcept { return abort_connection(dev_); }
@@ -133,7 +202,53 @@ class fuse_mount {
     return buf;
   }
 
+  void mount_directly(const mount_options& opt) {
+    fd_ = ::open("/dev/fuse", O_RDWR | O_CLOEXEC);
+    if (fd_ < 0) {
+      int e = errno;
+      throw mount_error(e, std::string("cannot open /dev/fuse: ") + std::strerror(e) +
+                               (e == ENOENT || e == ENODEV ? " (load the fuse module: modprobe fuse)" : ""));
+    }
+    std::string data = "fd=" + std::to_string(fd_) + ",rootmode=" + octal(opt.rootmode) +
+                       ",user_id=" + std::to_string(::getuid()) + ",group_id=" + std::to_string(::getgid());
+    if (opt.allow_other) data += ",allow_other";
+    if (opt.default_permissions) data += ",default_permissions";
+    std::string type = opt.subtype.empty() ? "fuse" : "fuse." + opt.subtype;
+    unsigned long flags = MS_NOSUID | MS_NODEV | (opt.read_only ? MS_RDONLY : 0);
+    if (::mount(opt.fsname.c_str(), mountpoint_.c_str(), type.c_str(), flags, data.c_str()) != 0) {
+      int e = errno;
+      ::close(fd_);
+      fd_ = -1;
+      std::string msg = "mount " + mountpoint_ + ": " + std::strerror(e);
+      if (e == ENODEV) msg += " (the kernel has no FUSE: modprobe fuse)";
+      throw mount_error(e, msg);
+    }
+  }
+
+  // The setuid helper opens /dev/fuse, mounts, and sends the descriptor back over a socket named
+  // in $_FUSE_COMMFD; it prints its own reason when it refuses.
+  void mount_with_fusermount(const mount_options& opt) {
+    std::string helper = detail::find_fusermount();
+    if (helper.empty())
+      throw mount_error(EPERM, "mount " + mountpoint_ + ": not root, and fusermount3 is not installed (apt-get install fuse3)");
+    std::string opts = std::string(opt.read_only ? "ro" : "rw") + ",nosuid,nodev,fsname=" + opt.fsname;
+    if (!opt.subtype.empty()) opts += ",subtype=" + opt.subtype;
+    if (opt.allow_other) opts += ",allow_other";
+    if (opt.default_permissions) opts += ",default_permissions";
+    int sv[2];
+    if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) throw mount_error(errno, "socketpair for fusermount3");
+    int status = detail::run_fusermount(helper, {"-o", opts, "--", mountpoint_}, sv[1]);
+    ::close(sv[1]);
+    int fd = status == 0 ? detail::receive_fd(sv[0]) : -1;
+    ::close(sv[0]);
+    if (fd < 0)
+      throw mount_error(EPERM, "mount " + mountpoint_ + ": fusermount3 failed (exit status " + std::to_string(status) + ")");
+    fd_ = fd;
+    fusermount_ = helper;
+  }
+
   std::string mountpoint_;
+  std::string fusermount_;  // set when mounted through fusermount3
   int fd_ = -1;
   dev_t dev_ = 0;
   bool mounted_ = false;
