@@ -48,6 +48,9 @@ std::string exercise_hello(const std::string& transport) {
   // Reading: the content, via the syscalls and via cat.
   CHECK(in_client([&] { return read_file(s.path("hello")) == "Hello, World!\n" ? 0 : 1; }) == 0);
   CHECK(sh("cat " + s.path("hello") + " | grep -qx \"Hello, World!\"") == 0);
+  // Reads that fit the file (READ linked to the commit, complete) and that pass its end (short).
+  CHECK(sh("test \"$(dd if=" + s.path("hello") + " bs=5 count=2 status=none)\" = \"Hello, Wor\"") == 0);
+  CHECK(sh("test \"$(dd if=" + s.path("hello") + " bs=7 skip=1 status=none)\" = \"World!\"") == 0);
 
   // The listing is exactly ., .., hello, notes.
   CHECK(in_client([&] {

@@ -589,3 +589,45 @@ TEST_CASE("context: read_fixed / write_fixed move data between a backing file an
     CHECK(std::string(back, 16) == "0123456789XYZdef");
   }
 }
+
+namespace {
+struct slice_fs {
+  int fd;
+  cf::result<cf::file_slice> read(cf::context&, cf::ino, cf::file_info&, std::span<std::byte> buf, off_t off) {
+    return cf::file_slice{fd, off, buf.size() + 100};  // asks for more than fits: capped
+  }
+};
+struct mixed_fs {
+  cf::result<cf::read_reply> read(cf::context&, cf::ino i, cf::file_info&, std::span<std::byte> buf, off_t) {
+    if (i == 7) return cf::read_reply::from(cf::file_slice{3, 10, 4});
+    buf[0] = std::byte{'q'};
+    return cf::read_reply::bytes_copied(1);
+  }
+};
+}  // namespace
+
+TEST_CASE("dispatch: READ answered with a file slice is handed to the transport, capped to the buffer", "[fs][dispatch]") {
+  harness h;
+  slice_fs fs{42};
+  abi::read_in r{};
+  r.offset = 8;
+  r.size = 300;
+  auto st = h.run(fs, message(abi::opcode::read, &r, sizeof r));
+  CHECK(st.error == 0);
+  REQUIRE(st.read_from_file);
+  CHECK(st.data_from.fd == 42);
+  CHECK(st.data_from.offset == 8);
+  CHECK(st.data_from.size == 300);  // the request's size, not the handler's 400
+  CHECK(h.out.size() == 0);         // nothing written yet: the transport reads
+
+  mixed_fs m;
+  st = h.run(m, message(abi::opcode::read, &r, sizeof r));  // node 7: from a file
+  CHECK(st.read_from_file);
+  CHECK(st.data_from.size == 4);
+  message other(abi::opcode::read, &r, sizeof r);
+  other.header().nodeid = 8;
+  st = h.run(m, other);  // in place
+  CHECK_FALSE(st.read_from_file);
+  CHECK(h.out.size() == 1);
+  CHECK(h.space[0] == std::byte{'q'});
+}

@@ -60,10 +60,13 @@ struct created {
   open_reply open;
 };
 
-// How a request ends: reply with `error` (0: the arguments written to the reply buffer), or not at all.
+// How a request ends: reply with `error` (0: the arguments written to the reply buffer), or not at
+// all; or, for a READ answered with a file_slice, with the data the transport reads first.
 struct reply_status {
   int error = 0;
   bool no_reply = false;
+  bool read_from_file = false;
+  file_slice data_from{};
 };
 
 namespace detail {
@@ -108,11 +111,11 @@ inline timespec time_from(std::uint64_t sec, std::uint32_t nsec, bool now) noexc
   return t;
 }
 
-inline reply_status put_or_overflow(bool ok) noexcept { return {ok ? 0 : ERANGE, false}; }
+inline reply_status put_or_overflow(bool ok) noexcept { return {ok ? 0 : ERANGE}; }
 
 template <typename T>
 reply_status error_of(const result<T>& r) noexcept {
-  return {r.error_code(), false};
+  return {r.error_code()};
 }
 
 // Default STATFS when the filesystem has none: what libfuse answers, so `df` works.
@@ -302,15 +305,35 @@ io::task<reply_status> dispatch(Fs& fs, context& ctx, const proto::request& req,
         if constexpr (requires(std::span<std::byte> b, file_info& fi) { fs.read(ctx, node, fi, b, off_t{}); }) {
           auto in = req.op<abi::read_in>();
           file_info fi = detail::file_from(in.fh, in.flags, in.lock_owner);
-          // The handler fills the reply buffer in place: on the ring that is the entry's payload.
+          // The handler fills the reply buffer in place (on the ring: the entry's payload), or
+          // names a file slice for the transport to read into it.
           std::span<std::byte> buf = out.tail().first(std::min<std::size_t>(in.size, out.room()));
-          result<std::size_t> r = co_await detail::handled(fs.read(ctx, node, fi, buf, static_cast<off_t>(in.offset)));
+          auto r = co_await detail::handled(fs.read(ctx, node, fi, buf, static_cast<off_t>(in.offset)));
           if (!r) co_return detail::error_of(r);
-          if (*r > buf.size()) {
-            detail::log_exception(op, "read handler reported more bytes than its buffer holds");
-            co_return reply_status{EIO, false};
+          using value = typename decltype(r)::value_type;
+          static_assert(std::is_same_v<value, file_slice> || std::is_same_v<value, read_reply> ||
+                            std::is_convertible_v<value, std::size_t>,
+                        "read returns result<std::size_t>, result<file_slice> or result<read_reply>");
+          read_reply answer;
+          if constexpr (std::is_same_v<value, file_slice>) {
+            answer = read_reply::from(*r);
+          } else if constexpr (std::is_same_v<value, read_reply>) {
+            answer = *r;
+          } else {
+            answer = read_reply::bytes_copied(*r);
           }
-          out.commit(*r);
+          if (answer.from_file) {
+            reply_status st;
+            st.read_from_file = true;
+            st.data_from = answer.slice;
+            st.data_from.size = std::min(st.data_from.size, buf.size());
+            co_return st;
+          }
+          if (answer.copied > buf.size()) {
+            detail::log_exception(op, "read handler reported more bytes than its buffer holds");
+            co_return reply_status{EIO};
+          }
+          out.commit(answer.copied);
           co_return reply_status{};
         }
         break;
@@ -323,7 +346,7 @@ io::task<reply_status> dispatch(Fs& fs, context& ctx, const proto::request& req,
           if (!r) co_return detail::error_of(r);
           if (*r > req.data().size()) {
             detail::log_exception(op, "write handler reported more bytes than it was given");
-            co_return reply_status{EIO, false};
+            co_return reply_status{EIO};
           }
           co_return detail::put_or_overflow(out.put(abi::write_out{static_cast<std::uint32_t>(*r), 0}));
         }
@@ -437,7 +460,7 @@ io::task<reply_status> dispatch(Fs& fs, context& ctx, const proto::request& req,
         if (!handled_here) break;
         if (!r) co_return detail::error_of(r);
         if (in.size == 0) co_return detail::put_or_overflow(out.put(abi::getxattr_out{static_cast<std::uint32_t>(*r), 0}));
-        if (*r > buf.size()) co_return reply_status{ERANGE, false};
+        if (*r > buf.size()) co_return reply_status{ERANGE};
         out.commit(*r);
         co_return reply_status{};
       }
@@ -530,12 +553,12 @@ io::task<reply_status> dispatch(Fs& fs, context& ctx, const proto::request& req,
     }
   } catch (const std::exception& e) {
     detail::log_exception(op, e.what());
-    co_return reply_status{EIO, false};
+    co_return reply_status{EIO};
   } catch (...) {
     detail::log_exception(op, "unknown exception");
-    co_return reply_status{EIO, false};
+    co_return reply_status{EIO};
   }
-  co_return reply_status{ENOSYS, false};
+  co_return reply_status{ENOSYS};
 }
 
 }  // namespace corofuse

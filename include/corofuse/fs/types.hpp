@@ -5,6 +5,7 @@
 #include <fcntl.h>
 #include <sys/stat.h>
 
+#include <cstddef>
 #include <cstdint>
 #include <string_view>
 
@@ -56,6 +57,26 @@ struct dir_entry {
   corofuse::ino ino = 0;
   std::uint32_t type = 0;  // DT_* (mode >> 12)
   std::uint64_t next_offset = 0;
+};
+
+// A READ answered straight from a file: the transport reads up to `size` bytes at `offset` of `fd`
+// into the reply buffer itself. On the ring that read is linked to COMMIT_AND_FETCH: one submit,
+// one completion per request, and the data never passes through the handler. A short read (end
+// of file) replies with what was read; an error replies with the error.
+struct file_slice {
+  int fd = -1;
+  off_t offset = 0;
+  std::size_t size = 0;
+};
+
+// A READ handler that answers some requests in place and others from a file returns this.
+struct read_reply {
+  bool from_file = false;
+  std::size_t copied = 0;  // bytes written into the buffer (when !from_file)
+  file_slice slice{};      // the file slice (when from_file)
+
+  static read_reply bytes_copied(std::size_t n) noexcept { return {false, n, {}}; }
+  static read_reply from(file_slice s) noexcept { return {true, 0, s}; }
 };
 
 // The cache times a mount uses when a handler does not give its own.

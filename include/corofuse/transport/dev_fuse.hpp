@@ -105,6 +105,11 @@ io::task<reader_end> serve_dev_fuse(Fs& fs, io::ring& r, int fd, const cache_def
     proto::reply_buffer out(buf.reply());
     reply_status st = co_await dispatch(fs, ctx, req, out);
     if (st.no_reply) continue;
+    if (st.read_from_file) {  // the READ's data comes from a file, read straight into the reply
+      int got = co_await ctx.read_fixed(st.data_from.fd, out.tail().first(st.data_from.size), st.data_from.offset);
+      if (got < 0) st.error = -got;
+      else out.commit(static_cast<std::size_t>(got));
+    }
     if (st.error) stats.error(req.opcode());
     co_await send_dev_reply(r, fd, req.unique(), st.error, out.written());
   }

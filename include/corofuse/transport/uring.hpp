@@ -138,16 +138,38 @@ io::task<void> serve_ring_entry(Fs& fs, io::ring& r, ring_setup& setup, ring_ent
       if (st.no_reply) st = reply_status{};  // every ring request must be committed to fetch the next
     }
     // The reply, in place: out_header in in_out, the arguments already in the payload.
-    abi::out_header oh{};
-    oh.len = static_cast<std::uint32_t>(sizeof oh + (st.error ? 0 : out.size()));
-    oh.error = -st.error;
-    oh.unique = commit_id;
-    std::memcpy(e.header.in_out, &oh, sizeof oh);
-    e.header.ring_ent_in_out.payload_sz = st.error ? 0 : static_cast<std::uint32_t>(out.size());
-    cmd = abi::uring_cmd_req{};
-    cmd.commit_id = commit_id;
-    cmd.qid = qid;
-    res = co_await io::uring_cmd(r, setup.fuse_fd, static_cast<std::uint32_t>(abi::uring_cmd::commit_and_fetch), &cmd, sizeof cmd);
+    auto set_reply = [&](int error, std::size_t payload_bytes) {
+      abi::out_header oh{};
+      oh.len = static_cast<std::uint32_t>(sizeof oh + (error ? 0 : payload_bytes));
+      oh.error = -error;
+      oh.unique = commit_id;
+      std::memcpy(e.header.in_out, &oh, sizeof oh);
+      e.header.ring_ent_in_out.payload_sz = error ? 0 : static_cast<std::uint32_t>(payload_bytes);
+    };
+    auto commit = [&] {
+      cmd = abi::uring_cmd_req{};
+      cmd.commit_id = commit_id;
+      cmd.qid = qid;
+      return io::uring_cmd(r, setup.fuse_fd, static_cast<std::uint32_t>(abi::uring_cmd::commit_and_fetch), &cmd, sizeof cmd);
+    };
+    if (st.read_from_file && !st.error) {
+      // READ from a file: the read into the payload and the commit (reply preset for the full
+      // size) go out together, linked; one completion when the read is complete.
+      set_reply(0, st.data_from.size);
+      io::link_result lr =
+          co_await io::link(ctx.read_fixed(st.data_from.fd, payload.first(st.data_from.size), st.data_from.offset), commit());
+      if (!lr.first_reported) {
+        res = lr.second;  // the next request, or the end
+        continue;
+      }
+      // Short (end of file) or failed: the commit was not sent. Reply with what the read gave.
+      if (lr.first < 0) set_reply(-lr.first, 0);
+      else set_reply(0, static_cast<std::size_t>(lr.first));
+      res = co_await commit();
+      continue;
+    }
+    set_reply(st.error, out.size());
+    res = co_await commit();
   }
 }
 
