@@ -240,15 +240,40 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
     log.info("serving over FUSE-over-io_uring: %u queues x %u entries, %zu KiB payload each", queues, o.depth,
              rs.payload_size / 1024);
   }
-  auto stop_queues = [&] {
-    // After the unmount the entries complete -ENOTCONN; a connection the kernel keeps is aborted.
-    for (int i = 0; i < static_cast<int>(o.shutdown_grace * 20) + 1 && rs.queues_running.load() > 0; ++i)
+  // Without the ring, /dev/fuse carries everything: one more reading thread per further possible
+  // CPU, each on its own cloned descriptor and ring.
+  transport::dev_threads_setup ds;
+  std::vector<std::thread> dev_threads;
+  if (!queues) {
+    ds.cache = &o.cache;
+    ds.stats = &stats;
+    ds.layout = layout;
+    ds.depth = o.depth;
+    ds.max_payload = max_payload;
+    for (unsigned t = 1; t < transport::possible_cpus(); ++t) {
+      int fd = transport::clone_dev_fd(m->fd());
+      if (fd < 0) {
+        log.info("cannot clone /dev/fuse for another reading thread (%s): serving on fewer threads", std::strerror(-fd));
+        break;
+      }
+      ds.running.fetch_add(1);
+      dev_threads.emplace_back([&fs, &ds, fd, t] { transport::run_dev_thread(fs, fd, t, ds); });
+    }
+    if (o.debug) log.info("serving /dev/fuse on %zu threads", dev_threads.size() + 1);
+  }
+
+  auto stop_threads = [&] {
+    // After the unmount the ring entries complete -ENOTCONN and the readers see ENODEV; a
+    // connection the kernel keeps alive is aborted after the grace period.
+    auto busy = [&] { return rs.queues_running.load() > 0 || ds.running.load() > 0; };
+    for (int i = 0; i < static_cast<int>(o.shutdown_grace * 20) + 1 && busy(); ++i)
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    if (rs.queues_running.load() > 0) {
-      log.info("ring queues still waiting after the unmount: aborting the connection");
+    if (busy()) {
+      log.info("serving threads still waiting after the unmount: aborting the connection");
       m->abort();
     }
     for (auto& t : queue_threads) t.join();
+    for (auto& t : dev_threads) t.join();
   };
 
   // The readers' buffers as fixed buffers of the main ring (request 2i, reply 2i+1).
@@ -285,7 +310,7 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
     }
   }
   m->detach();
-  stop_queues();
+  stop_threads();
   if (o.debug) {
     stats.print(stderr);
     for (unsigned q = 0; q < queues; ++q)

@@ -7,22 +7,31 @@
 // others.
 #pragma once
 
+#include <fcntl.h>
+#include <sys/ioctl.h>
 #include <sys/uio.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <atomic>
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
 #include <cstdio>
 #include <cstring>
+#include <exception>
 #include <memory>
 #include <span>
+#include <vector>
 
+#include "corofuse/abi/ioctl.hpp"
 #include "corofuse/abi/protocol.hpp"
 #include "corofuse/abi/structs.hpp"
 #include "corofuse/fs/context.hpp"
 #include "corofuse/fs/dispatch.hpp"
 #include "corofuse/io/operations.hpp"
 #include "corofuse/io/ring.hpp"
+#include "corofuse/io/scope.hpp"
 #include "corofuse/io/task.hpp"
 #include "corofuse/proto/reply.hpp"
 #include "corofuse/proto/request.hpp"
@@ -113,6 +122,67 @@ io::task<reader_end> serve_dev_fuse(Fs& fs, io::ring& r, int fd, const cache_def
     if (st.error) stats.error(req.opcode());
     co_await send_dev_reply(r, fd, req.unique(), st.error, out.written());
   }
+}
+
+// A second descriptor on the same connection (FUSE_DEV_IOC_CLONE), so that another thread reads
+// requests with its own ring. Returns the descriptor, or -errno.
+inline int clone_dev_fd(int session_fd) {
+  int fd = ::open("/dev/fuse", O_RDWR | O_CLOEXEC);
+  if (fd < 0) return -errno;
+  std::uint32_t source = static_cast<std::uint32_t>(session_fd);
+  if (::ioctl(fd, abi::dev_ioc_clone, &source) != 0) {
+    int e = errno;
+    ::close(fd);
+    return -e;
+  }
+  return fd;
+}
+
+// What the extra /dev/fuse threads share.
+struct dev_threads_setup {
+  const cache_defaults* cache = nullptr;
+  session::counters* stats = nullptr;
+  proto::layout_options layout;
+  unsigned depth = 4;
+  std::size_t max_payload = 0;
+  std::atomic<int> running{0};
+};
+
+// One extra thread serving /dev/fuse on its cloned descriptor `fd` (closed when it ends), with
+// its own ring, buffers and readers, until the connection ends.
+template <typename Fs>
+void run_dev_thread(Fs& fs, int fd, unsigned index, dev_threads_setup& setup) {
+  try {
+    io::ring_options ro;
+    ro.entries = std::max(64u, 4 * setup.depth + 8);
+    io::ring r(ro);
+    std::vector<std::unique_ptr<dev_buffers>> buffers;
+    std::vector<iovec> iov;
+    for (unsigned i = 0; i < setup.depth; ++i) {
+      buffers.push_back(std::make_unique<dev_buffers>(setup.max_payload));
+      iov.push_back({buffers.back()->request().data(), buffers.back()->request().size()});
+      iov.push_back({buffers.back()->reply().data(), buffers.back()->reply().size()});
+    }
+    bool fixed = true;
+    try {
+      r.register_buffers(iov);
+    } catch (const std::exception&) {
+      fixed = false;  // the main thread already said why (the same limit applies)
+    }
+    io::scope s;
+    for (unsigned i = 0; i < setup.depth; ++i) {
+      auto reader = [](Fs& f, io::ring& rr, int dfd, dev_threads_setup& su, dev_buffers& b, int first) -> io::task<void> {
+        reader_end end = co_await serve_dev_fuse(f, rr, dfd, *su.cache, b, *su.stats, su.layout, first);
+        if (end == reader_end::read_failed) std::fprintf(stderr, "corofuse: a /dev/fuse reader stopped on an error\n");
+      };
+      s.spawn(reader(fs, r, fd, setup, *buffers[i], fixed ? static_cast<int>(2 * i) : -1));
+    }
+    r.run_until([&] { return s.active() == 0; });
+  } catch (const std::exception& e) {
+    std::fprintf(stderr, "corofuse: /dev/fuse thread %u failed: %s\n", index, e.what());
+  }
+  ::close(fd);
+  setup.running.fetch_sub(1);
 }
 
 }  // namespace corofuse::transport
