@@ -150,8 +150,9 @@ class hello_fs {
   struct stat stat_of(cf::ino i) const {
     struct stat st {};
     st.st_ino = i;
-    st.st_uid = 0;
-    st.st_gid = 0;
+    // Owned by whoever serves it: mounted without root (fusermount3), the user can write /notes.
+    st.st_uid = ::getuid();
+    st.st_gid = ::getgid();
     st.st_atim = st.st_mtim = st.st_ctim = start_;
     st.st_blksize = 4096;
     if (i == cf::root_ino) {

@@ -631,3 +631,54 @@ TEST_CASE("dispatch: READ answered with a file slice is handed to the transport,
   CHECK(h.out.size() == 1);
   CHECK(h.space[0] == std::byte{'q'});
 }
+
+namespace {
+// libfuse's shape of open: not a corofuse handler. Before the signature check it was silently
+// ignored (and every OPEN succeeded); now dispatch<libfuse_style_open> does not compile.
+struct libfuse_style_open {
+  cf::result<cf::open_reply> open(cf::context&, cf::ino, cf::file_info&) { return cf::error(EACCES); }
+};
+struct only_lookup {
+  cf::result<cf::entry> lookup(cf::context&, cf::ino, std::string_view) { return cf::error(ENOENT); }
+};
+}  // namespace
+
+TEST_CASE("handler signatures: a member named like a handler must match", "[fs][dispatch]") {
+  namespace h = corofuse::handlers;
+  STATIC_REQUIRE(h::has_member_open<libfuse_style_open>);
+  STATIC_REQUIRE_FALSE(h::open<libfuse_style_open>);
+  STATIC_REQUIRE(h::open<recording_fs>);
+  STATIC_REQUIRE(h::read<recording_fs>);      // a task-returning handler
+  STATIC_REQUIRE(h::readdir<recording_fs>);
+  STATIC_REQUIRE(h::read<slice_fs>);          // result<file_slice>
+  STATIC_REQUIRE(h::read<mixed_fs>);          // result<read_reply>
+  STATIC_REQUIRE(h::signatures_match<recording_fs>());
+  STATIC_REQUIRE(h::signatures_match<extended_fs>());
+  STATIC_REQUIRE(h::signatures_match<only_lookup>());
+  STATIC_REQUIRE_FALSE(h::has_member_getattr<only_lookup>);
+}
+
+TEST_CASE("dispatch: GETXATTR's name survives a value written over the request (ring payload)", "[fs][dispatch]") {
+  // On the ring the request and the reply share the payload: write the value first, then look
+  // at the name, as a careless handler might.
+  struct overwriting_fs {
+    std::string seen;
+    cf::result<std::size_t> getxattr(cf::context&, cf::ino, std::string_view name, std::span<std::byte> buf) {
+      if (buf.empty()) return std::size_t{10};
+      std::memset(buf.data(), 'V', 10);
+      seen = std::string(name);
+      return std::size_t{10};
+    }
+  } fs;
+  harness h;
+  abi::getxattr_in g{64, 0};
+  message m(abi::opcode::getxattr, &g, sizeof g, with_nul("user.name"));
+  // The ring form: parse from an entry whose payload is also the reply buffer.
+  corofuse::testing::ring_entry e(m, sizeof g);
+  proto::request req;
+  REQUIRE(proto::parse_ring_entry(e.hdr, e.payload, e.payload.size(), req) == proto::parse_error::none);
+  proto::reply_buffer out(e.payload);
+  auto st = io::sync_wait(h.ring, cf::dispatch(fs, h.ctx, req, out));
+  CHECK(st.error == 0);
+  CHECK(fs.seen == "user.name");
+}

@@ -40,6 +40,8 @@ TEST_CASE("an error code that is not a positive errno becomes EIO", "[fs]") {
   CHECK(cf::result<int>(cf::error(0)).error_code() == EIO);
   CHECK(cf::result<int>(cf::error(-ENOENT)).error_code() == EIO);
   CHECK(cf::result<int>(cf::error(4096)).error_code() == EIO);
+  CHECK(cf::result<int>(cf::error(512)).error_code() == EIO);  // the kernel rejects 512 and up
+  CHECK(cf::result<int>(cf::error(511)).error_code() == 511);
   CHECK(cf::result<int>(cf::error(ENOSPC)).error_code() == ENOSPC);
   CHECK_FALSE(cf::result<>(cf::error(0)).ok());
 }

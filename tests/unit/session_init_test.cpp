@@ -75,6 +75,14 @@ TEST_CASE("INIT: max_pages and max_write", "[session][init]") {
   CHECK_FALSE(out.terms.has(fl::max_pages));
   CHECK(out.reply.max_pages == 0);
   CHECK(out.reply.max_write == 32 * 4096);  // 32 pages without FUSE_MAX_PAGES
+  CHECK(out.terms.max_pages == 32);         // buffers must hold what the kernel will send
+
+  init_wishes small;
+  small.max_pages = 8;
+  out = negotiate_init(linux_6_18(), small);
+  CHECK(out.terms.has(fl::max_pages));  // fewer than 32 pages needs the flag too
+  CHECK(out.reply.max_pages == 8);
+  CHECK(out.reply.max_write == 8 * 4096);
 }
 
 TEST_CASE("INIT: a newer major asks the kernel to retry with ours; an old kernel is refused", "[session][init]") {

@@ -26,6 +26,7 @@
 #include "corofuse/abi/protocol.hpp"
 #include "corofuse/abi/structs.hpp"
 #include "corofuse/fs/context.hpp"
+#include "corofuse/fs/handlers.hpp"
 #include "corofuse/fs/result.hpp"
 #include "corofuse/fs/types.hpp"
 #include "corofuse/io/task.hpp"
@@ -144,6 +145,7 @@ inline abi::statfs_out to_wire(const struct statvfs& v) noexcept {
 // Runs the handler for `req` and writes the reply's arguments into `out`.
 template <typename Fs>
 io::task<reply_status> dispatch(Fs& fs, context& ctx, const proto::request& req, proto::reply_buffer& out) {
+  static_assert(handlers::signatures_match<Fs>());
   using abi::opcode;
   const opcode op = req.opcode();
   const ino node = req.nodeid();
@@ -152,7 +154,7 @@ io::task<reply_status> dispatch(Fs& fs, context& ctx, const proto::request& req,
   try {
     switch (op) {
       case opcode::lookup:
-        if constexpr (requires { fs.lookup(ctx, node, req.name()); }) {
+        if constexpr (handlers::lookup<Fs>) {
           result<entry> r = co_await detail::handled(fs.lookup(ctx, node, req.name()));
           if (!r) co_return detail::error_of(r);
           co_return detail::put_or_overflow(out.put(to_wire(*r, d)));
@@ -160,13 +162,13 @@ io::task<reply_status> dispatch(Fs& fs, context& ctx, const proto::request& req,
         break;
 
       case opcode::forget:
-        if constexpr (requires { fs.forget(ctx, node, std::uint64_t{}); }) {
+        if constexpr (handlers::forget<Fs>) {
           fs.forget(ctx, node, req.op<abi::forget_in>().nlookup);
         }
         co_return reply_status{0, true};
 
       case opcode::batch_forget:
-        if constexpr (requires { fs.forget(ctx, node, std::uint64_t{}); }) {
+        if constexpr (handlers::forget<Fs>) {
           const auto items = req.data();
           for (std::size_t i = 0; i + sizeof(abi::forget_one) <= items.size(); i += sizeof(abi::forget_one)) {
             abi::forget_one f;
@@ -177,7 +179,7 @@ io::task<reply_status> dispatch(Fs& fs, context& ctx, const proto::request& req,
         co_return reply_status{0, true};
 
       case opcode::getattr:
-        if constexpr (requires { fs.getattr(ctx, node, static_cast<const file_info*>(nullptr)); }) {
+        if constexpr (handlers::getattr<Fs>) {
           auto in = req.op<abi::getattr_in>();
           file_info fi = detail::file_from(in.fh);
           const file_info* pfi = (in.getattr_flags & abi::getattr_flag::fh) ? &fi : nullptr;
@@ -188,7 +190,7 @@ io::task<reply_status> dispatch(Fs& fs, context& ctx, const proto::request& req,
         break;
 
       case opcode::setattr:
-        if constexpr (requires { fs.setattr(ctx, node, set_attr{}, static_cast<const file_info*>(nullptr)); }) {
+        if constexpr (handlers::setattr<Fs>) {
           auto in = req.op<abi::setattr_in>();
           set_attr s;
           s.valid = in.valid;
@@ -208,7 +210,7 @@ io::task<reply_status> dispatch(Fs& fs, context& ctx, const proto::request& req,
         break;
 
       case opcode::readlink:
-        if constexpr (requires { fs.readlink(ctx, node); }) {
+        if constexpr (handlers::readlink<Fs>) {
           result<std::string> r = co_await detail::handled(fs.readlink(ctx, node));
           if (!r) co_return detail::error_of(r);
           co_return detail::put_or_overflow(out.append(r->data(), r->size()));
@@ -216,7 +218,7 @@ io::task<reply_status> dispatch(Fs& fs, context& ctx, const proto::request& req,
         break;
 
       case opcode::mknod:
-        if constexpr (requires { fs.mknod(ctx, node, req.name(), mode_t{}, dev_t{}, mode_t{}); }) {
+        if constexpr (handlers::mknod<Fs>) {
           auto in = req.op<abi::mknod_in>();
           result<entry> r = co_await detail::handled(fs.mknod(ctx, node, req.name(), in.mode, in.rdev, in.umask));
           if (!r) co_return detail::error_of(r);
@@ -225,7 +227,7 @@ io::task<reply_status> dispatch(Fs& fs, context& ctx, const proto::request& req,
         break;
 
       case opcode::mkdir:
-        if constexpr (requires { fs.mkdir(ctx, node, req.name(), mode_t{}, mode_t{}); }) {
+        if constexpr (handlers::mkdir<Fs>) {
           auto in = req.op<abi::mkdir_in>();
           result<entry> r = co_await detail::handled(fs.mkdir(ctx, node, req.name(), in.mode, in.umask));
           if (!r) co_return detail::error_of(r);
@@ -234,7 +236,7 @@ io::task<reply_status> dispatch(Fs& fs, context& ctx, const proto::request& req,
         break;
 
       case opcode::symlink:
-        if constexpr (requires { fs.symlink(ctx, node, req.name(), req.second_name()); }) {
+        if constexpr (handlers::symlink<Fs>) {
           result<entry> r = co_await detail::handled(fs.symlink(ctx, node, req.name(), req.second_name()));
           if (!r) co_return detail::error_of(r);
           co_return detail::put_or_overflow(out.put(to_wire(*r, d)));
@@ -242,14 +244,14 @@ io::task<reply_status> dispatch(Fs& fs, context& ctx, const proto::request& req,
         break;
 
       case opcode::unlink:
-        if constexpr (requires { fs.unlink(ctx, node, req.name()); }) {
+        if constexpr (handlers::unlink<Fs>) {
           result<> r = co_await detail::handled(fs.unlink(ctx, node, req.name()));
           co_return detail::error_of(r);
         }
         break;
 
       case opcode::rmdir:
-        if constexpr (requires { fs.rmdir(ctx, node, req.name()); }) {
+        if constexpr (handlers::rmdir<Fs>) {
           result<> r = co_await detail::handled(fs.rmdir(ctx, node, req.name()));
           co_return detail::error_of(r);
         }
@@ -257,7 +259,7 @@ io::task<reply_status> dispatch(Fs& fs, context& ctx, const proto::request& req,
 
       case opcode::rename:
       case opcode::rename2:
-        if constexpr (requires { fs.rename(ctx, node, req.name(), ino{}, req.second_name(), 0u); }) {
+        if constexpr (handlers::rename<Fs>) {
           ino newdir = 0;
           unsigned flags = 0;
           if (op == opcode::rename2) {
@@ -273,7 +275,7 @@ io::task<reply_status> dispatch(Fs& fs, context& ctx, const proto::request& req,
         break;
 
       case opcode::link:
-        if constexpr (requires { fs.link(ctx, ino{}, node, req.name()); }) {
+        if constexpr (handlers::link<Fs>) {
           auto in = req.op<abi::link_in>();
           result<entry> r = co_await detail::handled(fs.link(ctx, in.oldnodeid, node, req.name()));
           if (!r) co_return detail::error_of(r);
@@ -285,13 +287,13 @@ io::task<reply_status> dispatch(Fs& fs, context& ctx, const proto::request& req,
       case opcode::opendir: {
         auto in = req.op<abi::open_in>();
         if (op == opcode::open) {
-          if constexpr (requires { fs.open(ctx, node, 0); }) {
+          if constexpr (handlers::open<Fs>) {
             result<open_reply> r = co_await detail::handled(fs.open(ctx, node, static_cast<int>(in.flags)));
             if (!r) co_return detail::error_of(r);
             co_return detail::put_or_overflow(out.put(to_wire(*r)));
           }
         } else {
-          if constexpr (requires { fs.opendir(ctx, node, 0); }) {
+          if constexpr (handlers::opendir<Fs>) {
             result<open_reply> r = co_await detail::handled(fs.opendir(ctx, node, static_cast<int>(in.flags)));
             if (!r) co_return detail::error_of(r);
             co_return detail::put_or_overflow(out.put(to_wire(*r)));
@@ -302,7 +304,7 @@ io::task<reply_status> dispatch(Fs& fs, context& ctx, const proto::request& req,
       }
 
       case opcode::read:
-        if constexpr (requires(std::span<std::byte> b, file_info& fi) { fs.read(ctx, node, fi, b, off_t{}); }) {
+        if constexpr (handlers::read<Fs>) {
           auto in = req.op<abi::read_in>();
           file_info fi = detail::file_from(in.fh, in.flags, in.lock_owner);
           // The handler fills the reply buffer in place (on the ring: the entry's payload), or
@@ -339,7 +341,7 @@ io::task<reply_status> dispatch(Fs& fs, context& ctx, const proto::request& req,
         break;
 
       case opcode::write:
-        if constexpr (requires(std::span<const std::byte> b, file_info& fi) { fs.write(ctx, node, fi, b, off_t{}); }) {
+        if constexpr (handlers::write<Fs>) {
           auto in = req.op<abi::write_in>();
           file_info fi = detail::file_from(in.fh, in.flags, in.lock_owner);
           result<std::size_t> r = co_await detail::handled(fs.write(ctx, node, fi, req.data(), static_cast<off_t>(in.offset)));
@@ -353,7 +355,7 @@ io::task<reply_status> dispatch(Fs& fs, context& ctx, const proto::request& req,
         break;
 
       case opcode::statfs:
-        if constexpr (requires { fs.statfs(ctx, node); }) {
+        if constexpr (handlers::statfs<Fs>) {
           result<struct statvfs> r = co_await detail::handled(fs.statfs(ctx, node));
           if (!r) co_return detail::error_of(r);
           co_return detail::put_or_overflow(out.put(detail::to_wire(*r)));
@@ -365,12 +367,12 @@ io::task<reply_status> dispatch(Fs& fs, context& ctx, const proto::request& req,
         auto in = req.op<abi::release_in>();
         file_info fi = detail::file_from(in.fh, in.flags, in.lock_owner);
         if (op == opcode::release) {
-          if constexpr (requires(file_info& f) { fs.release(ctx, node, f); }) {
+          if constexpr (handlers::release<Fs>) {
             result<> r = co_await detail::handled(fs.release(ctx, node, fi));
             co_return detail::error_of(r);
           }
         } else {
-          if constexpr (requires(file_info& f) { fs.releasedir(ctx, node, f); }) {
+          if constexpr (handlers::releasedir<Fs>) {
             result<> r = co_await detail::handled(fs.releasedir(ctx, node, fi));
             co_return detail::error_of(r);
           }
@@ -379,7 +381,7 @@ io::task<reply_status> dispatch(Fs& fs, context& ctx, const proto::request& req,
       }
 
       case opcode::flush:
-        if constexpr (requires(file_info& f) { fs.flush(ctx, node, f); }) {
+        if constexpr (handlers::flush<Fs>) {
           auto in = req.op<abi::flush_in>();
           file_info fi = detail::file_from(in.fh, 0, in.lock_owner);
           result<> r = co_await detail::handled(fs.flush(ctx, node, fi));
@@ -393,12 +395,12 @@ io::task<reply_status> dispatch(Fs& fs, context& ctx, const proto::request& req,
         file_info fi = detail::file_from(in.fh);
         const bool datasync = in.fsync_flags & abi::fsync_flag::fdatasync;
         if (op == opcode::fsync) {
-          if constexpr (requires(file_info& f) { fs.fsync(ctx, node, f, true); }) {
+          if constexpr (handlers::fsync<Fs>) {
             result<> r = co_await detail::handled(fs.fsync(ctx, node, fi, datasync));
             co_return detail::error_of(r);
           }
         } else {
-          if constexpr (requires(file_info& f) { fs.fsyncdir(ctx, node, f, true); }) {
+          if constexpr (handlers::fsyncdir<Fs>) {
             result<> r = co_await detail::handled(fs.fsyncdir(ctx, node, fi, datasync));
             co_return detail::error_of(r);
           }
@@ -407,28 +409,28 @@ io::task<reply_status> dispatch(Fs& fs, context& ctx, const proto::request& req,
       }
 
       case opcode::readdir:
-        if constexpr (requires(file_info& f) { fs.readdir(ctx, node, f, off_t{}); }) {
+        if constexpr (handlers::readdir<Fs>) {
           auto in = req.op<abi::read_in>();
           file_info fi = detail::file_from(in.fh, in.flags, in.lock_owner);
           auto r = co_await detail::handled(fs.readdir(ctx, node, fi, static_cast<off_t>(in.offset)));
           if (!r) co_return detail::error_of(r);
           proto::dirent_packer pack(out, in.size);
-          for (const dir_entry& e : *r) {
-            if (!pack.add(e.name, e.ino, e.type, e.next_offset)) break;  // full: resumes at e
+          for (const auto& e : *r) {
+            if (!pack.add(std::string_view(e.name), e.ino, e.type, e.next_offset)) break;  // full: resumes at e
           }
           co_return reply_status{};
         }
         break;
 
       case opcode::access:
-        if constexpr (requires { fs.access(ctx, node, 0); }) {
+        if constexpr (handlers::access<Fs>) {
           result<> r = co_await detail::handled(fs.access(ctx, node, static_cast<int>(req.op<abi::access_in>().mask)));
           co_return detail::error_of(r);
         }
         break;
 
       case opcode::create:
-        if constexpr (requires { fs.create(ctx, node, req.name(), mode_t{}, mode_t{}, 0); }) {
+        if constexpr (handlers::create<Fs>) {
           auto in = req.op<abi::create_in>();
           result<created> r = co_await detail::handled(
               fs.create(ctx, node, req.name(), in.mode, in.umask, static_cast<int>(in.flags)));
@@ -444,15 +446,21 @@ io::task<reply_status> dispatch(Fs& fs, context& ctx, const proto::request& req,
         // written in place, and a buffer too small for it is the handler's ERANGE.
         auto in = req.op<abi::getxattr_in>();
         std::span<std::byte> buf = out.tail().first(std::min<std::size_t>(in.size, out.room()));
+        // On the ring the value is written into the payload the name came in: keep a copy.
+        char name_copy[256];
+        const std::size_t name_len = std::min<std::size_t>(req.name().size(), sizeof name_copy);
+        std::memcpy(name_copy, req.name().data(), name_len);
+        const std::string_view xattr_name(name_copy, name_len);
+        if (req.name().size() > sizeof name_copy) co_return reply_status{ERANGE};  // XATTR_NAME_MAX is 255
         result<std::size_t> r = error(ENOSYS);
         bool handled_here = false;
         if (op == opcode::getxattr) {
-          if constexpr (requires(std::span<std::byte> b) { fs.getxattr(ctx, node, req.name(), b); }) {
-            r = co_await detail::handled(fs.getxattr(ctx, node, req.name(), buf));
+          if constexpr (handlers::getxattr<Fs>) {
+            r = co_await detail::handled(fs.getxattr(ctx, node, xattr_name, buf));
             handled_here = true;
           }
         } else {
-          if constexpr (requires(std::span<std::byte> b) { fs.listxattr(ctx, node, b); }) {
+          if constexpr (handlers::listxattr<Fs>) {
             r = co_await detail::handled(fs.listxattr(ctx, node, buf));
             handled_here = true;
           }
@@ -466,7 +474,7 @@ io::task<reply_status> dispatch(Fs& fs, context& ctx, const proto::request& req,
       }
 
       case opcode::setxattr:
-        if constexpr (requires(std::span<const std::byte> v) { fs.setxattr(ctx, node, req.name(), v, 0); }) {
+        if constexpr (handlers::setxattr<Fs>) {
           auto in = req.op<abi::setxattr_in>();
           result<> r = co_await detail::handled(fs.setxattr(ctx, node, req.name(), req.data(), static_cast<int>(in.flags)));
           co_return detail::error_of(r);
@@ -474,14 +482,14 @@ io::task<reply_status> dispatch(Fs& fs, context& ctx, const proto::request& req,
         break;
 
       case opcode::removexattr:
-        if constexpr (requires { fs.removexattr(ctx, node, req.name()); }) {
+        if constexpr (handlers::removexattr<Fs>) {
           result<> r = co_await detail::handled(fs.removexattr(ctx, node, req.name()));
           co_return detail::error_of(r);
         }
         break;
 
       case opcode::fallocate:
-        if constexpr (requires(file_info& f) { fs.fallocate(ctx, node, f, 0, off_t{}, off_t{}); }) {
+        if constexpr (handlers::fallocate<Fs>) {
           auto in = req.op<abi::fallocate_in>();
           file_info fi = detail::file_from(in.fh);
           result<> r = co_await detail::handled(
@@ -491,7 +499,7 @@ io::task<reply_status> dispatch(Fs& fs, context& ctx, const proto::request& req,
         break;
 
       case opcode::lseek:
-        if constexpr (requires(file_info& f) { fs.lseek(ctx, node, f, off_t{}, 0); }) {
+        if constexpr (handlers::lseek<Fs>) {
           auto in = req.op<abi::lseek_in>();
           file_info fi = detail::file_from(in.fh);
           result<off_t> r = co_await detail::handled(fs.lseek(ctx, node, fi, static_cast<off_t>(in.offset), static_cast<int>(in.whence)));
@@ -502,7 +510,7 @@ io::task<reply_status> dispatch(Fs& fs, context& ctx, const proto::request& req,
 
       case opcode::copy_file_range:
       case opcode::copy_file_range_64:
-        if constexpr (requires(file_info& f) { fs.copy_file_range(ctx, node, f, off_t{}, ino{}, f, off_t{}, std::size_t{}, 0); }) {
+        if constexpr (handlers::copy_file_range<Fs>) {
           auto in = req.op<abi::copy_file_range_in>();
           file_info fin = detail::file_from(in.fh_in);
           file_info fout = detail::file_from(in.fh_out);
@@ -519,7 +527,7 @@ io::task<reply_status> dispatch(Fs& fs, context& ctx, const proto::request& req,
         break;
 
       case opcode::statx:
-        if constexpr (requires { fs.statx(ctx, node, static_cast<const file_info*>(nullptr), 0, 0u); }) {
+        if constexpr (handlers::statx<Fs>) {
           auto in = req.op<abi::statx_in>();
           file_info fi = detail::file_from(in.fh);
           const file_info* pfi = (in.getattr_flags & abi::getattr_flag::fh) ? &fi : nullptr;
@@ -530,7 +538,7 @@ io::task<reply_status> dispatch(Fs& fs, context& ctx, const proto::request& req,
         break;
 
       case opcode::tmpfile:
-        if constexpr (requires { fs.tmpfile(ctx, node, mode_t{}, mode_t{}, 0); }) {
+        if constexpr (handlers::tmpfile<Fs>) {
           auto in = req.op<abi::create_in>();
           result<created> r = co_await detail::handled(fs.tmpfile(ctx, node, in.mode, in.umask, static_cast<int>(in.flags)));
           if (!r) co_return detail::error_of(r);
@@ -544,7 +552,7 @@ io::task<reply_status> dispatch(Fs& fs, context& ctx, const proto::request& req,
         co_return reply_status{0, true};
 
       case opcode::destroy:
-        if constexpr (requires { fs.destroy(ctx); }) fs.destroy(ctx);
+        if constexpr (handlers::destroy<Fs>) fs.destroy(ctx);
         co_return reply_status{};
 
       case opcode::init:  // the session answers INIT before any dispatch

@@ -14,11 +14,12 @@
 
 namespace corofuse {
 
-// A positive errno, as a value a result<T> converts from. Zero or a negative number is not an
-// error code; it is turned into EIO so that the kernel is never told "success" by mistake.
+// A positive errno, as a value a result<T> converts from. Anything the kernel would not take as an
+// errno (zero, negative, 512 or more: /dev/fuse rejects such a reply and the client would wait
+// forever) is turned into EIO, so the kernel is never told "success" or left without an answer.
 struct error {
   int code;
-  constexpr explicit error(int errno_value) noexcept : code(errno_value > 0 && errno_value < 4096 ? errno_value : EIO) {}
+  constexpr explicit error(int errno_value) noexcept : code(errno_value > 0 && errno_value < 512 ? errno_value : EIO) {}
 };
 
 template <typename T = void>

@@ -7,6 +7,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <string>
 #include <string_view>
 
 #include "corofuse/abi/structs.hpp"
@@ -51,11 +52,22 @@ struct file_info {
 };
 
 // One directory entry of a listing. `next_offset` resumes the listing after this entry: it must
-// stay valid while the directory changes (an index into a stable order, not a position).
+// stay valid while the directory changes (an index into a stable order, not a position). The name
+// is a view: it must stay valid until the READDIR handler's result has been packed (use
+// owned_dir_entry when it would not).
 struct dir_entry {
   std::string_view name;
   corofuse::ino ino = 0;
   std::uint32_t type = 0;  // DT_* (mode >> 12)
+  std::uint64_t next_offset = 0;
+};
+
+// The same, owning its name: for listings built under a lock that is released before the
+// framework packs them (a string_view into the filesystem's own map could dangle by then).
+struct owned_dir_entry {
+  std::string name;
+  corofuse::ino ino = 0;
+  std::uint32_t type = 0;
   std::uint64_t next_offset = 0;
 };
 

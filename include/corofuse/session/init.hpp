@@ -70,11 +70,13 @@ inline init_outcome negotiate_init(const abi::init_in& in, const init_wishes& w)
   out.terms.offered = offered;
 
   std::uint64_t flags = w.flags & offered;
+  // With FUSE_MAX_PAGES the kernel takes our page count, smaller or larger than its default of
+  // 32; without it requests are 32 pages, whatever we would like.
   std::uint32_t pages = std::clamp<std::uint32_t>(w.max_pages, 1, 65535);
-  if (pages > 32 && (offered & abi::init_flag::max_pages)) {
+  if (offered & abi::init_flag::max_pages) {
     flags |= abi::init_flag::max_pages;
   } else {
-    pages = std::min<std::uint32_t>(pages, 32);  // the kernel's limit without FUSE_MAX_PAGES
+    pages = 32;
     flags &= ~abi::init_flag::max_pages;
   }
   if (offered & abi::init_flag::init_ext) flags |= abi::init_flag::init_ext;  // or flags2 is ignored

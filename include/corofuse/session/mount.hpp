@@ -2,7 +2,7 @@
 // without root, and taking it down again without ever leaving a hung mount: detach (umount2
 // MNT_DETACH, or fusermount3 -u -z, neither of which stats the mount point and so cannot block on
 // an unanswered request) and, if the kernel keeps the connection alive, abort it through fusectl
-// (root only).
+// (its abort file belongs to the mounting user, so this works with fusermount3 mounts too).
 #pragma once
 
 #include <fcntl.h>
@@ -42,6 +42,21 @@ class mount_error : public std::system_error {
   mount_error(int err, const std::string& what) : std::system_error(err, std::generic_category(), what) {}
 };
 
+// mountinfo writes space, tab, newline and backslash in paths as octal escapes (\040 ...).
+inline std::string unescape_mountinfo(const std::string& field) {
+  std::string out;
+  for (std::size_t i = 0; i < field.size(); ++i) {
+    if (field[i] == '\\' && i + 3 < field.size() && field[i + 1] >= '0' && field[i + 1] <= '3' && field[i + 2] >= '0' &&
+        field[i + 2] <= '7' && field[i + 3] >= '0' && field[i + 3] <= '7') {
+      out.push_back(static_cast<char>((field[i + 1] - '0') * 64 + (field[i + 2] - '0') * 8 + (field[i + 3] - '0')));
+      i += 3;
+    } else {
+      out.push_back(field[i]);
+    }
+  }
+  return out;
+}
+
 // The connection's device number, read from /proc/self/mountinfo (a stat of the mount point
 // could block before INIT is answered). 0 when the mount is not found.
 inline dev_t mounted_device(const std::string& mountpoint) {
@@ -53,7 +68,7 @@ inline dev_t mounted_device(const std::string& mountpoint) {
     std::istringstream f(line);
     std::string id, parent, majmin, root, point;
     if (!(f >> id >> parent >> majmin >> root >> point)) continue;
-    if (point != mountpoint) continue;
+    if (unescape_mountinfo(point) != mountpoint) continue;
     unsigned maj = 0, min = 0;
     if (std::sscanf(majmin.c_str(), "%u:%u", &maj, &min) == 2) found = makedev(maj, min);  // the last one wins
   }

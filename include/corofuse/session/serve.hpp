@@ -23,6 +23,7 @@
 
 #include "corofuse/abi/flags.hpp"
 #include "corofuse/fs/dispatch.hpp"
+#include "corofuse/fs/handlers.hpp"
 #include "corofuse/io/operations.hpp"
 #include "corofuse/io/ring.hpp"
 #include "corofuse/io/scope.hpp"
@@ -40,8 +41,10 @@ namespace corofuse::session {
 // What the filesystem class asks of INIT, from its optional `init_flags()` member.
 template <typename Fs>
 std::uint64_t wanted_flags(const Fs& fs, const options& o) {
-  std::uint64_t f = abi::init_flag::big_writes | abi::init_flag::max_pages | abi::init_flag::parallel_dirops |
-                    abi::init_flag::atomic_o_trunc;
+  std::uint64_t f = abi::init_flag::big_writes | abi::init_flag::max_pages | abi::init_flag::parallel_dirops;
+  // With ATOMIC_O_TRUNC the kernel leaves O_TRUNC to OPEN: only a filesystem that handles OPEN
+  // can honour it (the default OPEN would silently keep the old contents).
+  if constexpr (handlers::open<Fs>) f |= abi::init_flag::atomic_o_trunc;
   if (o.async_read) f |= abi::init_flag::async_read;
   if (o.writeback_cache) f |= abi::init_flag::writeback_cache;
   if constexpr (requires { fs.init_flags(); }) f |= fs.init_flags();
@@ -80,20 +83,31 @@ io::task<void> run_reader(Fs& fs, io::ring& r, serve_state& st, const cache_defa
 }
 
 // Waits for SIGINT/SIGTERM; then unmounts lazily and, if the connection outlives the grace
-// period, aborts it. Ends early when every reader has ended (an outside umount).
+// period, aborts it. Ends early when every reader has ended (an outside umount). When the abort is
+// not possible (no fusectl), the server keeps serving the files still open and keeps listening:
+// a further signal tries the abort again.
 inline io::task<void> watch_for_stop(io::ring& r, serve_state& st, int sigfd, double grace, const server_log& log) {
-  signalfd_siginfo si{};
-  int n = co_await io::read(r, sigfd, std::span(reinterpret_cast<std::byte*>(&si), sizeof si), static_cast<std::uint64_t>(-1))
-              .track(st.watcher_op);
-  if (n != static_cast<int>(sizeof si)) co_return;  // cancelled: the readers ended first
-  log.info("%s: unmounting %s", strsignal(static_cast<int>(si.ssi_signo)), st.mount->mountpoint().c_str());
-  st.mount->detach();
-  if (st.live_readers == 0) co_return;
-  int t = co_await io::timeout(r, std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(grace)))
-              .track(st.watcher_op);
-  if (t == -ETIME && st.live_readers > 0) {
-    log.info("the kernel still holds the connection after %.1f s (open files or a cwd inside): aborting it", grace);
-    if (!st.mount->abort()) log.info("could not abort the connection through /sys/fs/fuse/connections (is fusectl mounted?)");
+  bool unmounted = false;
+  for (;;) {
+    signalfd_siginfo si{};
+    int n = co_await io::read(r, sigfd, std::span(reinterpret_cast<std::byte*>(&si), sizeof si), static_cast<std::uint64_t>(-1))
+                .track(st.watcher_op);
+    if (n != static_cast<int>(sizeof si)) co_return;  // cancelled: the readers ended first
+    if (!unmounted) {
+      log.info("%s: unmounting %s", strsignal(static_cast<int>(si.ssi_signo)), st.mount->mountpoint().c_str());
+      st.mount->detach();
+      unmounted = true;
+      if (st.live_readers == 0) co_return;
+      int t = co_await io::timeout(r, std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::duration<double>(grace)))
+                  .track(st.watcher_op);
+      if (t != -ETIME || st.live_readers == 0) co_return;  // cancelled: the connection ended in time
+      log.info("the kernel still holds the connection after %.1f s (open files or a cwd inside): aborting it", grace);
+    } else {
+      log.info("%s again: aborting the connection", strsignal(static_cast<int>(si.ssi_signo)));
+    }
+    if (st.mount->abort()) co_return;
+    log.info("cannot abort the connection (is fusectl mounted on /sys/fs/fuse/connections?): serving the open files "
+             "until they are closed; signal again to retry");
   }
 }
 
@@ -177,6 +191,12 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
     log.info("%s", e.what());
     return 1;
   }
+  // Buffers before the ring: the ring goes first at the end, so no operation of it can still be
+  // writing into a freed buffer. Sized for what the kernel may send: at least its default 32
+  // pages, whatever -o max_pages asked for (the kernel ignores smaller counts it was not told).
+  const std::size_t max_payload = std::max<std::size_t>(o.max_pages, 32) * 4096;
+  std::vector<std::unique_ptr<transport::dev_buffers>> buffers;
+  for (unsigned i = 0; i < o.depth; ++i) buffers.push_back(std::make_unique<transport::dev_buffers>(max_payload));
   std::unique_ptr<io::ring> ring;
   try {
     io::ring_options ro;
@@ -188,10 +208,6 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
   }
   io::ring& r = *ring;
   if (!r.fallback_reason().empty()) log.info("%s", r.fallback_reason().c_str());
-
-  const std::size_t max_payload = std::size_t{o.max_pages} * 4096;
-  std::vector<std::unique_ptr<transport::dev_buffers>> buffers;
-  for (unsigned i = 0; i < o.depth; ++i) buffers.push_back(std::make_unique<transport::dev_buffers>(max_payload));
 
   init_wishes w;
   w.flags = wanted_flags(fs, o);

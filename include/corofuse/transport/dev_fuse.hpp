@@ -153,16 +153,16 @@ struct dev_threads_setup {
 template <typename Fs>
 void run_dev_thread(Fs& fs, int fd, unsigned index, dev_threads_setup& setup) {
   try {
-    io::ring_options ro;
-    ro.entries = std::max(64u, 4 * setup.depth + 8);
-    io::ring r(ro);
-    std::vector<std::unique_ptr<dev_buffers>> buffers;
+    std::vector<std::unique_ptr<dev_buffers>> buffers;  // before the ring: they outlive it
     std::vector<iovec> iov;
     for (unsigned i = 0; i < setup.depth; ++i) {
       buffers.push_back(std::make_unique<dev_buffers>(setup.max_payload));
       iov.push_back({buffers.back()->request().data(), buffers.back()->request().size()});
       iov.push_back({buffers.back()->reply().data(), buffers.back()->reply().size()});
     }
+    io::ring_options ro;
+    ro.entries = std::max(64u, 4 * setup.depth + 8);
+    io::ring r(ro);
     bool fixed = true;
     try {
       r.register_buffers(iov);

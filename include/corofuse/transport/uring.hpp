@@ -117,7 +117,13 @@ io::task<void> serve_ring_entry(Fs& fs, io::ring& r, ring_setup& setup, ring_ent
     if (setup.register_error.compare_exchange_strong(expected, res))
       std::fprintf(stderr, "corofuse: REGISTER on queue %u failed: %s; the kernel falls back to /dev/fuse\n", qid, std::strerror(-res));
   }
-  while (res >= 0) {
+  for (;;) {
+    if (res < 0) {
+      if (res != -ENOTCONN && res != -ECONNABORTED && res != -ENODEV)
+        std::fprintf(stderr, "corofuse: queue %u: an entry ended on %s; the queue serves on with its other entries\n", qid,
+                     std::strerror(-res));
+      break;
+    }
     // A request is in the entry.
     proto::request req;
     proto::parse_error pe = proto::parse_ring_entry(e.header, payload, e.payload_size, req, setup.layout);
@@ -184,9 +190,8 @@ void run_ring_queue(Fs& fs, ring_setup& setup, std::uint16_t qid, std::latch& st
     if (pthread_setaffinity_np(pthread_self(), sizeof cpus, &cpus) != 0)
       std::fprintf(stderr, "corofuse: cannot pin queue %u's thread to CPU %u (offline or not allowed); serving it unpinned\n", qid, qid);
 
-    io::ring_options ro;
-    ro.entries = std::max(64u, 2 * setup.depth + 8);
-    io::ring r(ro);  // created here: SINGLE_ISSUER makes this thread the ring's only submitter
+    // The entries' buffers outlive the ring (declared first): the kernel may use them until the
+    // ring is gone.
     std::vector<std::unique_ptr<ring_entry_buffers>> entries;
     std::vector<iovec> fixed;
     for (unsigned i = 0; i < setup.depth; ++i) {
@@ -196,6 +201,9 @@ void run_ring_queue(Fs& fs, ring_setup& setup, std::uint16_t qid, std::latch& st
       fixed.push_back({e->payload.get(), e->payload_size});
       entries.push_back(std::move(e));
     }
+    io::ring_options ro;
+    ro.entries = std::max(64u, 2 * setup.depth + 8);
+    io::ring r(ro);  // created here: SINGLE_ISSUER makes this thread the ring's only submitter
     // Payloads as fixed buffers: handlers can READ_FIXED from a backing file straight into them.
     bool registered = true;
     try {
