@@ -126,7 +126,7 @@ TEST_CASE("hello over /dev/fuse: system calls and tools; every request counted o
     REQUIRE(at != std::string::npos);
     CHECK(std::stoi(log.substr(at + std::strlen("serving /dev/fuse on "))) >= 2);
   }
-  for (const char* op : {"LOOKUP", "GETATTR", "OPEN", "READ", "WRITE", "READDIR"}) {
+  for (const char* op : {"LOOKUP", "GETATTR", "OPEN", "READ", "WRITE", "READDIRPLUS"}) {
     INFO(op);
     CHECK(counter_value(counter_line(log, op), "dev") > 0);
     CHECK(counter_value(counter_line(log, op), "ring") == 0);
@@ -139,7 +139,7 @@ TEST_CASE("hello over the io_uring ring: the ring carries the requests, both CPU
   std::string log = exercise_hello("auto");
   INFO(log);
   CHECK(log.find("serving over FUSE-over-io_uring") != std::string::npos);
-  for (const char* op : {"LOOKUP", "GETATTR", "OPEN", "READ", "WRITE", "READDIR", "FLUSH", "RELEASE"}) {
+  for (const char* op : {"LOOKUP", "GETATTR", "OPEN", "READ", "WRITE", "READDIRPLUS", "FLUSH", "RELEASE"}) {
     INFO(op);
     CHECK(counter_value(counter_line(log, op), "ring") > 0);
     CHECK(counter_value(counter_line(log, op), "dev") == 0);  // /dev/fuse only for FORGET/INTERRUPT

@@ -682,3 +682,34 @@ TEST_CASE("dispatch: GETXATTR's name survives a value written over the request (
   CHECK(st.error == 0);
   CHECK(fs.seen == "user.name");
 }
+
+TEST_CASE("dispatch: READDIRPLUS, the handler learns which entries fit", "[fs][dispatch]") {
+  struct plus_fs {
+    std::size_t accepted = 0;
+    cf::result<> readdirplus(cf::context&, cf::ino, cf::file_info&, off_t off, cf::dirplus_filler& out) {
+      for (std::uint64_t i = static_cast<std::uint64_t>(off); i < 10; ++i) {
+        cf::entry e;
+        e.ino = 100 + i;
+        e.attr.st_mode = S_IFREG | 0644;
+        e.attr.st_size = static_cast<off_t>(i);
+        if (!out.add(names[i], e, i + 1)) break;
+        ++accepted;  // a lookup count would be taken here, for accepted entries only
+      }
+      return cf::ok();
+    }
+    std::vector<std::string> names = {"f0", "f1", "f2", "f3", "f4", "f5", "f6", "f7", "f8", "f9"};
+  } fs;
+  harness h;
+  abi::read_in r{};
+  r.size = 2 * abi::direntplus_size(2) + 10;  // room for two records
+  CHECK(h.run(fs, message(abi::opcode::readdirplus, &r, sizeof r)).error == 0);
+  CHECK(fs.accepted == 2);
+  REQUIRE(h.out.size() == 2 * abi::direntplus_size(2));
+  abi::direntplus d{};
+  std::memcpy(&d, h.space.data() + abi::direntplus_size(2), sizeof d);
+  CHECK(d.entry.nodeid == 101);
+  CHECK(d.entry.attr.size == 1);
+  CHECK(d.dirent.off == 2);
+  CHECK(d.dirent.type == DT_REG);
+  CHECK(d.entry.entry_valid == 1);  // the mount default
+}

@@ -422,6 +422,21 @@ io::task<reply_status> dispatch(Fs& fs, context& ctx, const proto::request& req,
         }
         break;
 
+      case opcode::readdirplus:
+        if constexpr (handlers::readdirplus<Fs>) {
+          auto in = req.op<abi::read_in>();
+          file_info fi = detail::file_from(in.fh, in.flags, in.lock_owner);
+          proto::dirent_packer pack(out, in.size);
+          dirplus_filler filler(pack, d);
+          result<> r = co_await detail::handled(fs.readdirplus(ctx, node, fi, static_cast<off_t>(in.offset), filler));
+          if (!r) {
+            out.clear();
+            co_return detail::error_of(r);
+          }
+          co_return reply_status{};
+        }
+        break;
+
       case opcode::access:
         if constexpr (handlers::access<Fs>) {
           result<> r = co_await detail::handled(fs.access(ctx, node, static_cast<int>(req.op<abi::access_in>().mask)));

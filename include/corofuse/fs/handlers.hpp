@@ -51,6 +51,7 @@ template <typename Fs> concept flush = requires(Fs& fs, context& c, ino i, file_
 template <typename Fs> concept fsync = requires(Fs& fs, context& c, ino i, file_info& fi, bool d) { fs.fsync(c, i, fi, d); };
 template <typename Fs> concept fsyncdir = requires(Fs& fs, context& c, ino i, file_info& fi, bool d) { fs.fsyncdir(c, i, fi, d); };
 template <typename Fs> concept readdir = requires(Fs& fs, context& c, ino i, file_info& fi, off_t o) { fs.readdir(c, i, fi, o); };
+template <typename Fs> concept readdirplus = requires(Fs& fs, context& c, ino i, file_info& fi, off_t o, dirplus_filler& d) { fs.readdirplus(c, i, fi, o, d); };
 template <typename Fs> concept access = requires(Fs& fs, context& c, ino i, int m) { fs.access(c, i, m); };
 template <typename Fs> concept create = requires(Fs& fs, context& c, ino i, name n, mode_t m, int f) { fs.create(c, i, n, m, m, f); };
 template <typename Fs> concept getxattr = requires(Fs& fs, context& c, ino i, name n, bytes b) { fs.getxattr(c, i, n, b); };
@@ -92,6 +93,7 @@ COROFUSE_MEMBER_NAMED(flush)
 COROFUSE_MEMBER_NAMED(fsync)
 COROFUSE_MEMBER_NAMED(fsyncdir)
 COROFUSE_MEMBER_NAMED(readdir)
+COROFUSE_MEMBER_NAMED(readdirplus)
 COROFUSE_MEMBER_NAMED(access)
 COROFUSE_MEMBER_NAMED(create)
 COROFUSE_MEMBER_NAMED(getxattr)
@@ -136,6 +138,7 @@ constexpr bool signatures_match() {
   COROFUSE_CHECK(fsync, "result<> fsync(context&, ino, file_info&, bool datasync)")
   COROFUSE_CHECK(fsyncdir, "result<> fsyncdir(context&, ino, file_info&, bool datasync)")
   COROFUSE_CHECK(readdir, "result<range of dir_entry> readdir(context&, ino, file_info&, off_t)")
+  COROFUSE_CHECK(readdirplus, "result<> readdirplus(context&, ino, file_info&, off_t, dirplus_filler&)")
   COROFUSE_CHECK(access, "result<> access(context&, ino, int mask)")
   COROFUSE_CHECK(create, "result<created> create(context&, ino, std::string_view, mode_t, mode_t umask, int flags)")
   COROFUSE_CHECK(getxattr, "result<std::size_t> getxattr(context&, ino, std::string_view, std::span<std::byte>)")

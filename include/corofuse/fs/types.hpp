@@ -11,6 +11,7 @@
 #include <string_view>
 
 #include "corofuse/abi/structs.hpp"
+#include "corofuse/proto/reply.hpp"
 
 namespace corofuse {
 
@@ -183,5 +184,23 @@ inline abi::open_out to_wire(const open_reply& r) noexcept {
                  (r.nonseekable ? abi::fopen::nonseekable : 0) | (r.cache_dir ? abi::fopen::cache_dir : 0);
   return o;
 }
+
+// READDIRPLUS: the handler adds entries (each with its lookup reply) until add() says the reply is
+// full. Every entry added with a non-zero ino counts one lookup the kernel will FORGET later, so
+// the handler counts exactly the entries add() accepted (except "." and "..", which the kernel
+// does not count).
+class dirplus_filler {
+ public:
+  dirplus_filler(proto::dirent_packer& pack, const cache_defaults& d) noexcept : pack_(pack), defaults_(d) {}
+  bool add(std::string_view name, const entry& e, std::uint64_t next_offset) noexcept {
+    abi::entry_out out = to_wire(e, defaults_);
+    return pack_.add_plus(name, out, static_cast<std::uint32_t>((e.attr.st_mode & S_IFMT) >> 12), next_offset);
+  }
+  std::size_t count() const noexcept { return pack_.count(); }
+
+ private:
+  proto::dirent_packer& pack_;
+  const cache_defaults& defaults_;
+};
 
 }  // namespace corofuse

@@ -15,6 +15,9 @@
 namespace corofuse::session {
 
 enum class transport_choice { automatic, dev_fuse };
+// READDIRPLUS for filesystems that have it: always, when the kernel thinks it pays (after a
+// LOOKUP of an entry of the same directory), or never.
+enum class readdirplus_mode { always, automatic, off };
 
 struct options {
   std::string mountpoint;
@@ -28,6 +31,7 @@ struct options {
   cache_defaults cache;
   bool writeback_cache = false;
   bool async_read = true;
+  readdirplus_mode readdirplus = readdirplus_mode::automatic;
   double shutdown_grace = 5.0;  // seconds between the lazy unmount and aborting the connection
 };
 
@@ -45,6 +49,7 @@ inline constexpr std::string_view common_usage =
     "       entry_timeout=S      seconds the kernel caches names (default 1)\n"
     "       writeback_cache      let the kernel cache writes\n"
     "       async_read / sync_read  allow (default) or forbid parallel reads of one file\n"
+    "       readdirplus=yes|auto|no  listings with attributes, for filesystems that serve them (default auto)\n"
     "  -f                     stay in the foreground (corofuse always does)\n"
     "  -d                     debug: log requests, print per-opcode counters at exit (implies -f)\n"
     "  --transport auto|dev   auto: FUSE-over-io_uring when the kernel offers it (Linux 6.14+ with\n"
@@ -113,6 +118,13 @@ inline std::string apply_mount_option(options& o, std::string_view opt) {
     if (key == "max_pages") {
       if (!detail::parse_unsigned(val, 4096, n) || n < 1) return bad("1 to 4096 pages");
       o.max_pages = static_cast<std::uint32_t>(n);
+      return "";
+    }
+    if (key == "readdirplus") {
+      if (val == "yes") o.readdirplus = readdirplus_mode::always;
+      else if (val == "auto") o.readdirplus = readdirplus_mode::automatic;
+      else if (val == "no") o.readdirplus = readdirplus_mode::off;
+      else return bad("yes, auto or no");
       return "";
     }
     if (key == "attr_timeout" || key == "entry_timeout") {

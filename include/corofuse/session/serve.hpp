@@ -45,6 +45,11 @@ std::uint64_t wanted_flags(const Fs& fs, const options& o) {
   // With ATOMIC_O_TRUNC the kernel leaves O_TRUNC to OPEN: only a filesystem that handles OPEN
   // can honour it (the default OPEN would silently keep the old contents).
   if constexpr (handlers::open<Fs>) f |= abi::init_flag::atomic_o_trunc;
+  // READDIRPLUS (listings with attributes, saving a LOOKUP per entry) when the filesystem has it.
+  if constexpr (handlers::readdirplus<Fs>) {
+    if (o.readdirplus != readdirplus_mode::off) f |= abi::init_flag::do_readdirplus;
+    if (o.readdirplus == readdirplus_mode::automatic) f |= abi::init_flag::readdirplus_auto;
+  }
   if (o.async_read) f |= abi::init_flag::async_read;
   if (o.writeback_cache) f |= abi::init_flag::writeback_cache;
   if constexpr (requires { fs.init_flags(); }) f |= fs.init_flags();
