@@ -14,6 +14,7 @@
 #include "corofuse/corofuse.hpp"
 #include "corofuse/fs/dispatch.hpp"
 #include "tests/unit/fake_request.hpp"
+#include "tests/unit/temp_file.hpp"
 
 namespace abi = corofuse::abi;
 namespace cf = corofuse;
@@ -533,18 +534,9 @@ struct backed_fs {
   }
 };
 
-struct temp_backing {
-  int fd = -1;
-  char path[32] = "/tmp/corofuse-backed-XXXXXX";
-  temp_backing() {
-    fd = ::mkstemp(path);
-    REQUIRE(fd >= 0);
-    REQUIRE(::pwrite(fd, "0123456789abcdef", 16, 0) == 16);
-  }
-  ~temp_backing() {
-    ::close(fd);
-    ::unlink(path);
-  }
+// The backing file: 16 known bytes.
+struct temp_backing : corofuse::testing::temp_file {
+  temp_backing() : temp_file("corofuse-backed") { fill("0123456789abcdef"); }
 };
 }  // namespace
 

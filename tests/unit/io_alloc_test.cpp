@@ -3,6 +3,8 @@
 // replaced here by a counting version; counting is switched on only around the measured loops.
 #include <catch2/catch.hpp>
 
+#include "tests/unit/temp_file.hpp"
+
 #include <stdlib.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -18,6 +20,7 @@
 #include "corofuse/io.hpp"
 
 namespace io = corofuse::io;
+using corofuse::testing::temp_file;
 
 namespace {
 
@@ -122,21 +125,6 @@ io::task<loop_result> hot_loop(io::ring& r, int warmup, int measured) {
   co_return out;
 }
 
-struct temp_file {
-  std::string path;
-  int fd = -1;
-  temp_file() {
-    const char* dir = std::getenv("TEST_TMPDIR");
-    path = std::string(dir && *dir ? dir : "/tmp") + "/corofuse-alloc-XXXXXX";
-    fd = ::mkstemp(path.data());
-    REQUIRE(fd >= 0);
-  }
-  temp_file(const temp_file&) = delete;
-  ~temp_file() {
-    ::close(fd);
-    ::unlink(path.c_str());
-  }
-};
 
 io::task<loop_result> fixed_loop(io::ring& r, int fd, char* buf, int warmup, int measured) {
   loop_result out;

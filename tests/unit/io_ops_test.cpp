@@ -6,6 +6,8 @@
 // co_await out of those too, so the operation would run three times.
 #include <catch2/catch.hpp>
 
+#include "tests/unit/temp_file.hpp"
+
 #include <fcntl.h>
 #include <linux/falloc.h>
 #include <linux/stat.h>
@@ -27,6 +29,7 @@
 #include "corofuse/io.hpp"
 
 namespace io = corofuse::io;
+using corofuse::testing::temp_file;
 using namespace std::chrono_literals;
 
 namespace {
@@ -37,35 +40,6 @@ std::string temp_root() {
 }
 
 // A temporary file, removed again when the test ends.
-struct temp_file {
-  std::string path;
-  int fd = -1;
-  temp_file() {
-    path = temp_root() + "/corofuse-ops-XXXXXX";
-    fd = ::mkstemp(path.data());
-    REQUIRE(fd >= 0);
-  }
-  temp_file(const temp_file&) = delete;
-  ~temp_file() {
-    ::close(fd);
-    ::unlink(path.c_str());
-  }
-  void fill(const std::string& s) const {
-    REQUIRE(::pwrite(fd, s.data(), s.size(), 0) == static_cast<ssize_t>(s.size()));
-  }
-  std::string contents() const {
-    std::string s(4096, '\0');
-    ssize_t n = ::pread(fd, s.data(), s.size(), 0);
-    REQUIRE(n >= 0);
-    s.resize(static_cast<std::size_t>(n));
-    return s;
-  }
-  struct stat st() const {
-    struct stat s {};
-    REQUIRE(::fstat(fd, &s) == 0);
-    return s;
-  }
-};
 
 // A temporary directory; the test removes what it creates inside.
 struct temp_dir {

@@ -5,6 +5,8 @@
 // g++ 12 hoists the await out of those too, running the operation three times.
 #include <catch2/catch.hpp>
 
+#include "tests/unit/temp_file.hpp"
+
 #include <fcntl.h>
 #include <liburing.h>
 #include <stdlib.h>
@@ -24,6 +26,7 @@
 #include "corofuse/io.hpp"
 
 namespace io = corofuse::io;
+using corofuse::testing::temp_file;
 using namespace std::chrono_literals;
 
 namespace {
@@ -35,23 +38,6 @@ io::ring_options with_entries(unsigned entries, unsigned cq_entries = 0) {
   return o;
 }
 
-// A temporary file, removed again when the test ends.
-struct temp_file {
-  std::string path;
-  int fd = -1;
-  temp_file() {
-    const char* dir = std::getenv("TEST_TMPDIR");
-    path = std::string(dir && *dir ? dir : "/tmp") + "/corofuse-ring-XXXXXX";
-    fd = ::mkstemp(path.data());
-    REQUIRE(fd >= 0);
-  }
-  temp_file(const temp_file&) = delete;
-  ~temp_file() {
-    ::close(fd);
-    ::unlink(path.c_str());
-  }
-  void fill(const std::string& s) { REQUIRE(::pwrite(fd, s.data(), s.size(), 0) == static_cast<ssize_t>(s.size())); }
-};
 
 std::span<std::byte> bytes(std::vector<char>& v) { return std::as_writable_bytes(std::span(v)); }
 std::string str(const std::vector<char>& v, std::size_t n) { return std::string(v.data(), n); }
