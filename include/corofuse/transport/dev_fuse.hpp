@@ -36,24 +36,25 @@
 #include "corofuse/proto/reply.hpp"
 #include "corofuse/proto/request.hpp"
 #include "corofuse/session/counters.hpp"
+#include "corofuse/transport/page_buffer.hpp"
 
 namespace corofuse::transport {
 
 // Buffers of one /dev/fuse reader: a request (header + the largest WRITE) and a reply (the largest
-// READ). Left uninitialised: the kernel and the handlers write before anything is read.
+// READ), page-aligned and uninitialised (page_buffer.hpp).
 class dev_buffers {
  public:
   explicit dev_buffers(std::size_t max_payload)
       : request_size_(max_payload + 4096), reply_size_(max_payload + 4096),
-        request_(new std::byte[request_size_]), reply_(new std::byte[reply_size_]) {}
+        request_(make_page_buffer(request_size_)), reply_(make_page_buffer(reply_size_)) {}
   std::span<std::byte> request() noexcept { return {request_.get(), request_size_}; }
   std::span<std::byte> reply() noexcept { return {reply_.get(), reply_size_}; }
 
  private:
   std::size_t request_size_;
   std::size_t reply_size_;
-  std::unique_ptr<std::byte[]> request_;
-  std::unique_ptr<std::byte[]> reply_;
+  page_buffer request_;
+  page_buffer reply_;
 };
 
 // Why a reader stopped.

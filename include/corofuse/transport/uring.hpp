@@ -43,6 +43,7 @@
 #include "corofuse/proto/reply.hpp"
 #include "corofuse/proto/request.hpp"
 #include "corofuse/session/counters.hpp"
+#include "corofuse/transport/page_buffer.hpp"
 
 namespace corofuse::transport {
 
@@ -82,7 +83,7 @@ inline std::size_t ring_payload_size(std::uint32_t max_write, std::uint32_t max_
 // One entry's buffers. The header is what the kernel reads and writes (288 bytes).
 struct ring_entry_buffers {
   alignas(64) abi::uring_req_header header{};
-  std::unique_ptr<std::byte[]> payload;
+  page_buffer payload;
   std::size_t payload_size = 0;
   iovec iov[2]{};  // REGISTER's argument: header, payload
 };
@@ -197,7 +198,7 @@ void run_ring_queue(Fs& fs, ring_setup& setup, std::uint16_t qid, std::latch& st
     for (unsigned i = 0; i < setup.depth; ++i) {
       auto e = std::make_unique<ring_entry_buffers>();
       e->payload_size = setup.payload_size;
-      e->payload.reset(new std::byte[setup.payload_size]);
+      e->payload = make_page_buffer(setup.payload_size);
       fixed.push_back({e->payload.get(), e->payload_size});
       entries.push_back(std::move(e));
     }
