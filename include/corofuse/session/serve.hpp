@@ -238,6 +238,8 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
   std::vector<std::thread> queue_threads;
   const unsigned queues = terms.has(abi::init_flag::over_io_uring) ? transport::possible_cpus() : 0;
   std::vector<std::atomic<std::uint64_t>> queue_requests(queues);
+  // Outlives the queue threads: a thread may still be inside count_down() when wait() returns.
+  std::latch started(queues);
   if (queues) {
     rs.fuse_fd = m->fd();
     rs.depth = o.depth;
@@ -246,7 +248,6 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
     rs.cache = &o.cache;
     rs.stats = &stats;
     rs.queues_running = static_cast<int>(queues);
-    std::latch started(queues);
     for (unsigned q = 0; q < queues; ++q)
       queue_threads.emplace_back([&, q] { transport::run_ring_queue(fs, rs, static_cast<std::uint16_t>(q), started, queue_requests[q]); });
     started.wait();
