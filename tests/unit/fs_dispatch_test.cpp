@@ -705,3 +705,40 @@ TEST_CASE("dispatch: READDIRPLUS, the handler learns which entries fit", "[fs][d
   CHECK(d.dirent.type == DT_REG);
   CHECK(d.entry.entry_valid == 1);  // the mount default
 }
+
+TEST_CASE("dispatch: FSYNCDIR, OPENDIR and RELEASEDIR reach their handlers; NOTIFY_REPLY is never answered", "[fs][dispatch]") {
+  struct dir_fs {
+    std::vector<std::string> calls;
+    cf::result<cf::open_reply> opendir(cf::context&, cf::ino i, int) {
+      calls.push_back("opendir " + std::to_string(i));
+      cf::open_reply r;
+      r.fh = 5;
+      r.cache_dir = true;
+      return r;
+    }
+    cf::result<> fsyncdir(cf::context&, cf::ino, cf::file_info& fi, bool datasync) {
+      calls.push_back("fsyncdir " + std::to_string(fi.fh) + (datasync ? " data" : " all"));
+      return cf::ok();
+    }
+    cf::result<> releasedir(cf::context&, cf::ino, cf::file_info& fi) {
+      calls.push_back("releasedir " + std::to_string(fi.fh));
+      return cf::ok();
+    }
+  } fs;
+  harness h;
+  abi::open_in o{O_RDONLY | O_DIRECTORY, 0};
+  CHECK(h.run(fs, message(abi::opcode::opendir, &o, sizeof o)).error == 0);
+  CHECK(fs.calls.back() == "opendir 7");
+  auto oo = h.reply_as<abi::open_out>();
+  CHECK(oo.fh == 5);
+  CHECK(oo.open_flags == abi::fopen::cache_dir);
+  abi::fsync_in f{5, 0, 0};
+  CHECK(h.run(fs, message(abi::opcode::fsyncdir, &f, sizeof f)).error == 0);
+  CHECK(fs.calls.back() == "fsyncdir 5 all");
+  abi::release_in r{};
+  r.fh = 5;
+  CHECK(h.run(fs, message(abi::opcode::releasedir, &r, sizeof r)).error == 0);
+  CHECK(fs.calls.back() == "releasedir 5");
+  abi::notify_retrieve_in nr{};
+  CHECK(h.run(fs, message(abi::opcode::notify_reply, &nr, sizeof nr, "data")).no_reply);
+}
