@@ -14,7 +14,7 @@
 
 namespace corofuse::session {
 
-enum class transport_choice { automatic, dev_fuse };
+enum class transport_choice { automatic, ring, dev_fuse };
 // READDIRPLUS for filesystems that have it: always, when the kernel thinks it pays (after a
 // LOOKUP of an entry of the same directory), or never.
 enum class readdirplus_mode { always, automatic, off };
@@ -52,8 +52,9 @@ inline constexpr std::string_view common_usage =
     "       readdirplus=yes|auto|no  listings with attributes, for filesystems that serve them (default auto)\n"
     "  -f                     stay in the foreground (corofuse always does)\n"
     "  -d                     debug: log requests, print per-opcode counters at exit (implies -f)\n"
-    "  --transport auto|dev   auto: FUSE-over-io_uring when the kernel offers it (Linux 6.14+ with\n"
-    "                         enable_uring=Y), else /dev/fuse; dev: classic /dev/fuse only\n"
+    "  --transport auto|ring|dev  auto: FUSE-over-io_uring when the kernel offers it (Linux 6.14+\n"
+    "                         with enable_uring=Y), else /dev/fuse; ring: the io_uring ring or\n"
+    "                         exit; dev: classic /dev/fuse only\n"
     "  --depth N              requests in service at once (default 4, 1..1024)\n"
     "  --shutdown-grace S     after SIGINT/SIGTERM and the lazy unmount, seconds to wait for open\n"
     "                         files to close before aborting the connection (default 5)\n"
@@ -177,10 +178,12 @@ inline parse_outcome parse_command_line(int argc, char** argv, options& o) {
       std::string_view v = value(a);
       if (v == "auto") {
         o.transport = transport_choice::automatic;
+      } else if (v == "ring") {
+        o.transport = transport_choice::ring;
       } else if (v == "dev") {
         o.transport = transport_choice::dev_fuse;
       } else {
-        return fail("--transport takes auto or dev, not '" + std::string(v) + "'");
+        return fail("--transport takes auto, ring or dev, not '" + std::string(v) + "'");
       }
     } else if (a == "--depth") {
       std::string_view v = value(a);

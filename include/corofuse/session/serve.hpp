@@ -216,11 +216,17 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
 
   init_wishes w;
   w.flags = wanted_flags(fs, o);
-  if (o.transport == transport_choice::automatic) w.flags |= abi::init_flag::over_io_uring;
+  if (o.transport != transport_choice::dev_fuse) w.flags |= abi::init_flag::over_io_uring;
   w.max_write = o.max_write;
   w.max_pages = o.max_pages;
   init_terms terms;
   if (!negotiate(r, *m, *buffers[0], w, terms, log)) return 1;
+  if (o.transport == transport_choice::ring && !terms.has(abi::init_flag::over_io_uring)) {
+    // Nothing has been served yet: the unmount below cannot strand a client.
+    log.info("--transport ring: the kernel does not offer FUSE-over-io_uring (needs Linux 6.14+ and "
+             "/sys/module/fuse/parameters/enable_uring = Y)");
+    return 1;
+  }
   if (o.transport == transport_choice::dev_fuse)
     log.info("serving /dev/fuse (--transport dev)");
   else if (!terms.offers(abi::init_flag::over_io_uring))
@@ -343,14 +349,16 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
 
 // The whole program of a filesystem: parse the command line, mount, serve, exit.
 //   int main(int argc, char** argv) { my_fs fs; return corofuse::session::main(fs, argc, argv, "my_fs: ..."); }
+// `extra_usage` describes options the program takes out of argv itself before calling this.
 template <typename Fs>
-int main(Fs& fs, int argc, char** argv, std::string_view about) {
+int main(Fs& fs, int argc, char** argv, std::string_view about, std::string_view extra_usage = {}) {
   options o;
   parse_outcome p = parse_command_line(argc, argv, o);
   const char* name = argc > 0 ? argv[0] : "corofuse";
   if (p.what == parse_outcome::kind::help) {
-    std::printf("%.*s\n\nusage: %s MOUNTPOINT [options]\n\n%.*s", static_cast<int>(about.size()), about.data(), name,
-                static_cast<int>(common_usage.size()), common_usage.data());
+    std::printf("%.*s\n\nusage: %s MOUNTPOINT [options]\n\n%.*s%.*s", static_cast<int>(about.size()), about.data(), name,
+                static_cast<int>(extra_usage.size()), extra_usage.data(), static_cast<int>(common_usage.size()),
+                common_usage.data());
     return 0;
   }
   if (p.what == parse_outcome::kind::error) {

@@ -1,0 +1,869 @@
+// memfs: an in-memory POSIX filesystem, meant to behave like tmpfs as far as FUSE allows.
+//
+// Regular files (sparse, in page-sized chunks), directories, symlinks, hard links, fifos and
+// device nodes; rename with RENAME_NOREPLACE / RENAME_EXCHANGE; unlinked files live while open or
+// known to the kernel; xattrs; fallocate, SEEK_DATA/SEEK_HOLE, copy_file_range, O_TMPFILE; a size
+// limit. Permission checks are the kernel's (default_permissions).
+//
+// Every handler takes one mutex: simple, and safe with every CPU's queue serving at once. Inode
+// numbers are never reused (64-bit counter), so the kernel never sees one name two inodes.
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/falloc.h>
+#include <linux/fs.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/xattr.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <cerrno>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "corofuse/corofuse.hpp"
+#include "corofuse/session/serve.hpp"
+
+namespace cf = corofuse;
+
+namespace {
+
+constexpr std::size_t page_bytes = 4096;
+constexpr std::size_t name_max = 255;
+constexpr std::size_t xattr_value_max = 65536;
+constexpr std::uint64_t max_file_size = std::uint64_t{1} << 46;  // 64 TiB, far below off_t's limit
+
+timespec now() {
+  timespec t{};
+  clock_gettime(CLOCK_REALTIME, &t);
+  return t;
+}
+
+bool older(const timespec& a, const timespec& b) { return a.tv_sec < b.tv_sec || (a.tv_sec == b.tv_sec && a.tv_nsec <= b.tv_nsec); }
+
+}  // namespace
+
+class memfs {
+ public:
+  explicit memfs(std::uint64_t size_limit) : limit_(size_limit) {
+    node& root = make_node(S_IFDIR | 0755, 0, 0);
+    root.nlink = 2;
+    root.parent = cf::root_ino;
+    root.lookups = 1;  // the kernel holds the root for the mount's lifetime
+  }
+
+  // ---- names --------------------------------------------------------------------------------
+
+  cf::result<cf::entry> lookup(cf::context&, cf::ino parent, std::string_view name) {
+    std::lock_guard lock(mutex_);
+    node* dir = find(parent);
+    if (!dir) return cf::error(ENOENT);
+    if (!S_ISDIR(dir->mode)) return cf::error(ENOTDIR);
+    if (name.size() > name_max) return cf::error(ENAMETOOLONG);
+    auto it = dir->children.find(name);
+    if (it == dir->children.end()) return cf::error(ENOENT);
+    return entry_of(*find(it->second), /*count_lookup=*/true);
+  }
+
+  void forget(cf::context&, cf::ino i, std::uint64_t n) {
+    std::lock_guard lock(mutex_);
+    node* nd = find(i);
+    if (!nd) return;
+    nd->lookups = nd->lookups > n ? nd->lookups - n : 0;
+    maybe_free(*nd);
+  }
+
+  cf::result<cf::attr> getattr(cf::context&, cf::ino i, const cf::file_info*) {
+    std::lock_guard lock(mutex_);
+    node* nd = find(i);
+    if (!nd) return cf::error(ENOENT);
+    return cf::attr{stat_of(*nd)};
+  }
+
+  cf::result<cf::attr> setattr(cf::context&, cf::ino i, const cf::set_attr& s, const cf::file_info*) {
+    std::lock_guard lock(mutex_);
+    node* nd = find(i);
+    if (!nd) return cf::error(ENOENT);
+    const timespec t = now();
+    if (s.has_size()) {
+      if (!S_ISREG(nd->mode)) return cf::error(S_ISDIR(nd->mode) ? EISDIR : EINVAL);
+      if (s.size < 0) return cf::error(EINVAL);
+      if (static_cast<std::uint64_t>(s.size) > max_file_size) return cf::error(EFBIG);
+      resize(*nd, static_cast<std::uint64_t>(s.size));
+      nd->mtime = t;
+    }
+    if (s.has_mode()) nd->mode = (nd->mode & S_IFMT) | (s.mode & 07777);
+    if (s.has_uid()) nd->uid = s.uid;
+    if (s.has_gid()) nd->gid = s.gid;
+    if (s.kill_suidgid()) nd->mode &= ~static_cast<mode_t>(S_ISUID | ((nd->mode & S_IXGRP) ? S_ISGID : 0));
+    if (s.has_atime()) nd->atime = s.atime.tv_nsec == UTIME_NOW ? t : s.atime;
+    if (s.has_mtime()) nd->mtime = s.mtime.tv_nsec == UTIME_NOW ? t : s.mtime;
+    nd->ctime = s.has_ctime() ? s.ctime : t;
+    return cf::attr{stat_of(*nd)};
+  }
+
+  cf::result<std::string> readlink(cf::context&, cf::ino i) {
+    std::lock_guard lock(mutex_);
+    node* nd = find(i);
+    if (!nd) return cf::error(ENOENT);
+    if (!S_ISLNK(nd->mode)) return cf::error(EINVAL);
+    return nd->target;
+  }
+
+  cf::result<cf::entry> mknod(cf::context& c, cf::ino parent, std::string_view name, mode_t mode, dev_t rdev, mode_t) {
+    const mode_t type = mode & S_IFMT;
+    if (type != S_IFREG && type != S_IFIFO && type != S_IFCHR && type != S_IFBLK && type != S_IFSOCK) return cf::error(EINVAL);
+    std::lock_guard lock(mutex_);
+    auto made = add_child(c, parent, name, mode);
+    if (!made) return cf::error(made.error_code());
+    node& nd = **made;
+    nd.rdev = rdev;
+    return entry_of(nd, /*count_lookup=*/true);
+  }
+
+  cf::result<cf::entry> mkdir(cf::context& c, cf::ino parent, std::string_view name, mode_t mode, mode_t) {
+    std::lock_guard lock(mutex_);
+    auto made = add_child(c, parent, name, S_IFDIR | (mode & 07777));
+    if (!made) return cf::error(made.error_code());
+    node& nd = **made;
+    nd.nlink = 2;
+    nd.parent = parent;
+    find(parent)->nlink++;  // the new directory's ".."
+    return entry_of(nd, true);
+  }
+
+  cf::result<cf::entry> symlink(cf::context& c, cf::ino parent, std::string_view name, std::string_view target) {
+    if (target.size() >= PATH_MAX) return cf::error(ENAMETOOLONG);
+    std::lock_guard lock(mutex_);
+    auto made = add_child(c, parent, name, S_IFLNK | 0777);
+    if (!made) return cf::error(made.error_code());
+    node& nd = **made;
+    nd.target = std::string(target);
+    return entry_of(nd, true);
+  }
+
+  cf::result<> unlink(cf::context&, cf::ino parent, std::string_view name) {
+    std::lock_guard lock(mutex_);
+    auto found = child(parent, name);
+    if (!found) return cf::error(found.error_code());
+    node& nd = **found;
+    if (S_ISDIR(nd.mode)) return cf::error(EISDIR);
+    remove_name(*find(parent), name);
+    drop_link(nd);
+    return cf::ok();
+  }
+
+  cf::result<> rmdir(cf::context&, cf::ino parent, std::string_view name) {
+    std::lock_guard lock(mutex_);
+    auto found = child(parent, name);
+    if (!found) return cf::error(found.error_code());
+    node& nd = **found;
+    if (!S_ISDIR(nd.mode)) return cf::error(ENOTDIR);
+    if (!nd.children.empty()) return cf::error(ENOTEMPTY);
+    node& dir = *find(parent);
+    remove_name(dir, name);
+    dir.nlink--;
+    nd.nlink = 0;
+    nd.ctime = now();
+    maybe_free(nd);
+    return cf::ok();
+  }
+
+  cf::result<> rename(cf::context&, cf::ino parent, std::string_view name, cf::ino newparent, std::string_view newname,
+                      unsigned flags) {
+    if (flags & ~static_cast<unsigned>(RENAME_NOREPLACE | RENAME_EXCHANGE)) return cf::error(EINVAL);
+    if ((flags & RENAME_NOREPLACE) && (flags & RENAME_EXCHANGE)) return cf::error(EINVAL);
+    if (newname.size() > name_max) return cf::error(ENAMETOOLONG);
+    std::lock_guard lock(mutex_);
+    auto src = child(parent, name);
+    if (!src) return cf::error(src.error_code());
+    node* to_dir = find(newparent);
+    if (!to_dir) return cf::error(ENOENT);
+    if (!S_ISDIR(to_dir->mode)) return cf::error(ENOTDIR);
+    node& moving = **src;
+    node& from_dir = *find(parent);
+    auto existing = to_dir->children.find(newname);
+    node* target = existing == to_dir->children.end() ? nullptr : find(existing->second);
+    if (target == &moving) return cf::ok();  // the same inode under both names: nothing to do
+    // A directory may not move into its own subtree.
+    if (S_ISDIR(moving.mode) && is_ancestor(moving.ino, newparent)) return cf::error(EINVAL);
+    const timespec t = now();
+
+    if (flags & RENAME_EXCHANGE) {
+      if (!target) return cf::error(ENOENT);
+      if (S_ISDIR(target->mode) && is_ancestor(target->ino, parent)) return cf::error(EINVAL);
+      from_dir.children[std::string(name)] = target->ino;
+      existing->second = moving.ino;
+      if (&from_dir != to_dir) {
+        fix_parent(moving, from_dir, *to_dir);
+        fix_parent(*target, *to_dir, from_dir);
+      }
+      moving.ctime = target->ctime = from_dir.mtime = from_dir.ctime = to_dir->mtime = to_dir->ctime = t;
+      return cf::ok();
+    }
+    if (target) {
+      if (flags & RENAME_NOREPLACE) return cf::error(EEXIST);
+      if (S_ISDIR(moving.mode)) {
+        if (!S_ISDIR(target->mode)) return cf::error(ENOTDIR);
+        if (!target->children.empty()) return cf::error(ENOTEMPTY);
+      } else if (S_ISDIR(target->mode)) {
+        return cf::error(EISDIR);
+      }
+      // Replace the target: it loses this name.
+      remove_name(*to_dir, newname);
+      if (S_ISDIR(target->mode)) {
+        to_dir->nlink--;
+        target->nlink = 0;
+        target->ctime = t;
+        maybe_free(*target);
+      } else {
+        drop_link(*target);
+      }
+    }
+    const std::uint64_t id = moving.ino;
+    remove_name(from_dir, name);
+    add_name(*to_dir, newname, id);
+    if (&from_dir != to_dir) fix_parent(moving, from_dir, *to_dir);
+    moving.ctime = from_dir.mtime = from_dir.ctime = to_dir->mtime = to_dir->ctime = t;
+    return cf::ok();
+  }
+
+  cf::result<cf::entry> link(cf::context&, cf::ino i, cf::ino newparent, std::string_view newname) {
+    std::lock_guard lock(mutex_);
+    node* nd = find(i);
+    if (!nd) return cf::error(ENOENT);
+    if (S_ISDIR(nd->mode)) return cf::error(EPERM);
+    node* dir = find(newparent);
+    if (!dir) return cf::error(ENOENT);
+    if (!S_ISDIR(dir->mode)) return cf::error(ENOTDIR);
+    if (newname.size() > name_max) return cf::error(ENAMETOOLONG);
+    if (dir->children.count(newname)) return cf::error(EEXIST);
+    add_name(*dir, newname, nd->ino);
+    nd->nlink++;
+    nd->ctime = dir->mtime = dir->ctime = now();
+    return entry_of(*nd, true);
+  }
+
+  // ---- files ---------------------------------------------------------------------------------
+
+  cf::result<cf::open_reply> open(cf::context&, cf::ino i, int flags) {
+    std::lock_guard lock(mutex_);
+    node* nd = find(i);
+    if (!nd) return cf::error(ENOENT);
+    if (S_ISDIR(nd->mode) && (flags & O_ACCMODE) != O_RDONLY) return cf::error(EISDIR);
+    if ((flags & O_TRUNC) && S_ISREG(nd->mode) && (flags & O_ACCMODE) != O_RDONLY) {
+      resize(*nd, 0);
+      nd->mtime = nd->ctime = now();
+    }
+    nd->opens++;
+    return cf::open_reply{};
+  }
+
+  cf::result<cf::created> create(cf::context& c, cf::ino parent, std::string_view name, mode_t mode, mode_t, int flags) {
+    std::lock_guard lock(mutex_);
+    node* dir = find(parent);
+    if (dir && S_ISDIR(dir->mode)) {
+      auto it = dir->children.find(name);
+      if (it != dir->children.end()) {  // created meanwhile by someone else: open it
+        if (flags & O_EXCL) return cf::error(EEXIST);
+        node& nd = *find(it->second);
+        if (S_ISDIR(nd.mode)) return cf::error(EISDIR);
+        if ((flags & O_TRUNC) && S_ISREG(nd.mode)) resize(nd, 0);
+        nd.opens++;
+        return cf::created{entry_of(nd, true), {}};
+      }
+    }
+    auto made = add_child(c, parent, name, S_IFREG | (mode & 07777));
+    if (!made) return cf::error(made.error_code());
+    node& nd = **made;
+    nd.opens++;
+    return cf::created{entry_of(nd, true), {}};
+  }
+
+  cf::result<cf::created> tmpfile(cf::context& c, cf::ino parent, mode_t mode, mode_t, int) {
+    std::lock_guard lock(mutex_);
+    node* dir = find(parent);
+    if (!dir) return cf::error(ENOENT);
+    if (!S_ISDIR(dir->mode)) return cf::error(ENOTDIR);
+    node& nd = make_node(S_IFREG | (mode & 07777), c.uid(), group_for(*dir, c));
+    nd.nlink = 0;  // nameless until linkat gives it one
+    nd.opens = 1;
+    return cf::created{entry_of(nd, true), {}};
+  }
+
+  cf::result<std::size_t> read(cf::context&, cf::ino i, cf::file_info&, std::span<std::byte> out, off_t off) {
+    std::lock_guard lock(mutex_);
+    node* nd = find(i);
+    if (!nd) return cf::error(ENOENT);
+    if (S_ISDIR(nd->mode)) return cf::error(EISDIR);
+    if (off < 0) return cf::error(EINVAL);
+    const auto start = static_cast<std::uint64_t>(off);
+    if (start >= nd->size) return std::size_t{0};
+    const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(out.size(), nd->size - start));
+    copy_out(*nd, start, out.first(n));
+    // relatime, as tmpfs: the access time moves when it is older than the last change or a day old.
+    const timespec t = now();
+    if (older(nd->atime, nd->mtime) || older(nd->atime, nd->ctime) || t.tv_sec - nd->atime.tv_sec >= 24 * 3600) nd->atime = t;
+    return n;
+  }
+
+  cf::result<std::size_t> write(cf::context&, cf::ino i, cf::file_info& fi, std::span<const std::byte> in, off_t off) {
+    std::lock_guard lock(mutex_);
+    node* nd = find(i);
+    if (!nd) return cf::error(ENOENT);
+    if (!S_ISREG(nd->mode)) return cf::error(EINVAL);
+    std::uint64_t start = (fi.flags & O_APPEND) ? nd->size : static_cast<std::uint64_t>(std::max<off_t>(off, 0));
+    if (off < 0) return cf::error(EINVAL);
+    if (start + in.size() > max_file_size) return cf::error(EFBIG);
+    std::size_t written = copy_in(*nd, start, in);
+    if (written == 0 && !in.empty()) return cf::error(ENOSPC);
+    nd->mtime = nd->ctime = now();
+    return written;
+  }
+
+  cf::result<> release(cf::context&, cf::ino i, cf::file_info&) {
+    std::lock_guard lock(mutex_);
+    if (node* nd = find(i)) {
+      if (nd->opens) nd->opens--;
+      maybe_free(*nd);
+    }
+    return cf::ok();
+  }
+
+  cf::result<> fsync(cf::context&, cf::ino, cf::file_info&, bool) { return cf::ok(); }  // memory is the medium
+
+  cf::result<> fallocate(cf::context&, cf::ino i, cf::file_info&, int mode, off_t off, off_t len) {
+    if (off < 0 || len <= 0) return cf::error(EINVAL);
+    std::lock_guard lock(mutex_);
+    node* nd = find(i);
+    if (!nd) return cf::error(ENOENT);
+    if (!S_ISREG(nd->mode)) return cf::error(ENODEV);
+    const auto start = static_cast<std::uint64_t>(off), end = start + static_cast<std::uint64_t>(len);
+    if (end > max_file_size) return cf::error(EFBIG);
+    if (mode == (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)) {
+      punch(*nd, start, end);
+    } else if (mode == 0 || mode == FALLOC_FL_KEEP_SIZE) {
+      // Reserve the pages now, so later writes in the range cannot fail for space.
+      for (std::uint64_t p = start / page_bytes; p <= (end - 1) / page_bytes; ++p) {
+        if (!nd->pages.count(p) && !allocate_page(*nd, p)) return cf::error(ENOSPC);
+      }
+      if (mode == 0 && end > nd->size) nd->size = end;
+    } else {
+      return cf::error(EOPNOTSUPP);
+    }
+    nd->mtime = nd->ctime = now();
+    return cf::ok();
+  }
+
+  cf::result<off_t> lseek(cf::context&, cf::ino i, cf::file_info&, off_t off, int whence) {
+    std::lock_guard lock(mutex_);
+    node* nd = find(i);
+    if (!nd) return cf::error(ENOENT);
+    if (off < 0) return cf::error(ENXIO);
+    const auto pos = static_cast<std::uint64_t>(off);
+    if (pos >= nd->size) return cf::error(ENXIO);
+    if (whence == SEEK_DATA) {
+      auto it = nd->pages.lower_bound(pos / page_bytes);
+      if (it == nd->pages.end() || it->first * page_bytes >= nd->size) return cf::error(ENXIO);
+      return static_cast<off_t>(std::max(pos, it->first * page_bytes));
+    }
+    if (whence == SEEK_HOLE) {
+      for (std::uint64_t p = pos / page_bytes;; ++p) {
+        if (p * page_bytes >= nd->size) return static_cast<off_t>(nd->size);
+        if (!nd->pages.count(p)) return static_cast<off_t>(std::max(pos, p * page_bytes));
+      }
+    }
+    return cf::error(EINVAL);
+  }
+
+  cf::result<std::size_t> copy_file_range(cf::context&, cf::ino in, cf::file_info&, off_t off_in, cf::ino out, cf::file_info&,
+                                          off_t off_out, std::size_t len, int flags) {
+    if (flags != 0) return cf::error(EINVAL);
+    if (off_in < 0 || off_out < 0) return cf::error(EINVAL);
+    std::lock_guard lock(mutex_);
+    node* src = find(in);
+    node* dst = find(out);
+    if (!src || !dst) return cf::error(ENOENT);
+    if (!S_ISREG(src->mode) || !S_ISREG(dst->mode)) return cf::error(EINVAL);
+    const auto from = static_cast<std::uint64_t>(off_in);
+    if (from >= src->size) return std::size_t{0};
+    std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(len, src->size - from));
+    n = std::min<std::size_t>(n, 16u << 20);  // a bounded chunk per request; the kernel loops
+    if (static_cast<std::uint64_t>(off_out) + n > max_file_size) return cf::error(EFBIG);
+    std::vector<std::byte> buf(n);
+    copy_out(*src, from, buf);
+    std::size_t written = copy_in(*dst, static_cast<std::uint64_t>(off_out), buf);
+    if (written == 0) return cf::error(ENOSPC);
+    dst->mtime = dst->ctime = now();
+    return written;
+  }
+
+  // ---- directories ---------------------------------------------------------------------------
+
+  cf::result<cf::open_reply> opendir(cf::context&, cf::ino i, int) {
+    std::lock_guard lock(mutex_);
+    node* nd = find(i);
+    if (!nd) return cf::error(ENOENT);
+    if (!S_ISDIR(nd->mode)) return cf::error(ENOTDIR);
+    nd->opens++;
+    return cf::open_reply{};
+  }
+
+  cf::result<> releasedir(cf::context& c, cf::ino i, cf::file_info& fi) { return release(c, i, fi); }
+
+  cf::result<std::vector<cf::owned_dir_entry>> readdir(cf::context&, cf::ino i, cf::file_info&, off_t off) {
+    std::lock_guard lock(mutex_);
+    node* dir = find(i);
+    if (!dir) return cf::error(ENOENT);
+    if (!S_ISDIR(dir->mode)) return cf::error(ENOTDIR);
+    std::vector<cf::owned_dir_entry> out;
+    list(*dir, off, [&](std::string_view name, const node& nd, std::uint64_t next) {
+      out.push_back({std::string(name), nd.ino, static_cast<std::uint32_t>((nd.mode & S_IFMT) >> 12), next});
+      return out.size() < 4096;  // a listing reply holds far fewer; the kernel asks again
+    });
+    return out;
+  }
+
+  cf::result<> readdirplus(cf::context&, cf::ino i, cf::file_info&, off_t off, cf::dirplus_filler& out) {
+    std::lock_guard lock(mutex_);
+    node* dir = find(i);
+    if (!dir) return cf::error(ENOENT);
+    if (!S_ISDIR(dir->mode)) return cf::error(ENOTDIR);
+    list(*dir, off, [&](std::string_view name, node& nd, std::uint64_t next) {
+      if (!out.add(name, entry_of(nd), next)) return false;
+      if (name != "." && name != "..") nd.lookups++;  // the kernel counts the entries it got
+      return true;
+    });
+    return cf::ok();
+  }
+
+  cf::result<> fsyncdir(cf::context&, cf::ino, cf::file_info&, bool) { return cf::ok(); }
+
+  cf::result<struct statvfs> statfs(cf::context&, cf::ino) {
+    std::lock_guard lock(mutex_);
+    struct statvfs v {};
+    v.f_bsize = page_bytes;
+    v.f_frsize = page_bytes;
+    v.f_blocks = limit_ / page_bytes;
+    v.f_bfree = v.f_bavail = (limit_ - std::min(used_, limit_)) / page_bytes;
+    v.f_files = std::uint64_t{1} << 32;
+    v.f_ffree = v.f_favail = v.f_files - nodes_.size();
+    v.f_namemax = name_max;
+    return v;
+  }
+
+  cf::result<struct ::statx> statx(cf::context&, cf::ino i, const cf::file_info*, int, unsigned) {
+    std::lock_guard lock(mutex_);
+    node* nd = find(i);
+    if (!nd) return cf::error(ENOENT);
+    const struct stat st = stat_of(*nd);
+    struct ::statx x {};
+    x.stx_mask = STATX_BASIC_STATS | STATX_BTIME;
+    x.stx_blksize = static_cast<std::uint32_t>(st.st_blksize);
+    x.stx_nlink = static_cast<std::uint32_t>(st.st_nlink);
+    x.stx_uid = st.st_uid;
+    x.stx_gid = st.st_gid;
+    x.stx_mode = static_cast<std::uint16_t>(st.st_mode);
+    x.stx_ino = st.st_ino;
+    x.stx_size = static_cast<std::uint64_t>(st.st_size);
+    x.stx_blocks = static_cast<std::uint64_t>(st.st_blocks);
+    auto ts = [](const timespec& t) { return statx_timestamp{t.tv_sec, static_cast<std::uint32_t>(t.tv_nsec), 0}; };
+    x.stx_atime = ts(nd->atime);
+    x.stx_mtime = ts(nd->mtime);
+    x.stx_ctime = ts(nd->ctime);
+    x.stx_btime = ts(nd->btime);
+    x.stx_rdev_major = major(nd->rdev);
+    x.stx_rdev_minor = minor(nd->rdev);
+    return x;
+  }
+
+  // ---- extended attributes -------------------------------------------------------------------
+
+  cf::result<std::size_t> getxattr(cf::context&, cf::ino i, std::string_view name, std::span<std::byte> out) {
+    std::lock_guard lock(mutex_);
+    node* nd = find(i);
+    if (!nd) return cf::error(ENOENT);
+    if (auto e = check_xattr_name(name); e) return cf::error(e);
+    auto it = nd->xattrs.find(name);
+    if (it == nd->xattrs.end()) return cf::error(ENODATA);
+    if (out.empty()) return it->second.size();
+    if (out.size() < it->second.size()) return cf::error(ERANGE);
+    std::memcpy(out.data(), it->second.data(), it->second.size());
+    return it->second.size();
+  }
+
+  cf::result<std::size_t> listxattr(cf::context&, cf::ino i, std::span<std::byte> out) {
+    std::lock_guard lock(mutex_);
+    node* nd = find(i);
+    if (!nd) return cf::error(ENOENT);
+    std::size_t total = 0;
+    for (const auto& [k, v] : nd->xattrs) total += k.size() + 1;
+    if (out.empty()) return total;
+    if (out.size() < total) return cf::error(ERANGE);
+    std::size_t at = 0;
+    for (const auto& [k, v] : nd->xattrs) {
+      std::memcpy(out.data() + at, k.c_str(), k.size() + 1);
+      at += k.size() + 1;
+    }
+    return total;
+  }
+
+  cf::result<> setxattr(cf::context&, cf::ino i, std::string_view name, std::span<const std::byte> value, int flags) {
+    if (auto e = check_xattr_name(name); e) return cf::error(e);
+    if (value.size() > xattr_value_max) return cf::error(E2BIG);
+    std::lock_guard lock(mutex_);
+    node* nd = find(i);
+    if (!nd) return cf::error(ENOENT);
+    auto it = nd->xattrs.find(name);
+    if ((flags & XATTR_CREATE) && it != nd->xattrs.end()) return cf::error(EEXIST);
+    if ((flags & XATTR_REPLACE) && it == nd->xattrs.end()) return cf::error(ENODATA);
+    std::string v(reinterpret_cast<const char*>(value.data()), value.size());
+    if (it == nd->xattrs.end()) nd->xattrs.emplace(std::string(name), std::move(v));
+    else it->second = std::move(v);
+    nd->ctime = now();
+    return cf::ok();
+  }
+
+  cf::result<> removexattr(cf::context&, cf::ino i, std::string_view name) {
+    if (auto e = check_xattr_name(name); e) return cf::error(e);
+    std::lock_guard lock(mutex_);
+    node* nd = find(i);
+    if (!nd) return cf::error(ENOENT);
+    auto it = nd->xattrs.find(name);
+    if (it == nd->xattrs.end()) return cf::error(ENODATA);
+    nd->xattrs.erase(it);
+    nd->ctime = now();
+    return cf::ok();
+  }
+
+  // For tests and -d: bytes of file data held.
+  std::uint64_t used_bytes() {
+    std::lock_guard lock(mutex_);
+    return used_;
+  }
+
+ private:
+  struct page {
+    std::byte bytes[page_bytes];
+  };
+
+  struct node {
+    cf::ino ino = 0;
+    mode_t mode = 0;
+    uid_t uid = 0;
+    gid_t gid = 0;
+    nlink_t nlink = 1;
+    dev_t rdev = 0;
+    timespec atime{}, mtime{}, ctime{}, btime{};
+    std::uint64_t lookups = 0;  // references the kernel holds (returned by FORGET)
+    std::uint64_t opens = 0;    // open files and directories
+    std::map<std::string, std::string, std::less<>> xattrs;
+    // regular files: sparse pages and the size
+    std::map<std::uint64_t, std::unique_ptr<page>> pages;
+    std::uint64_t size = 0;
+    // directories: name -> inode, and a stable listing order by cookie (never reused), so that a
+    // READDIR offset stays valid while entries come and go
+    std::map<std::string, cf::ino, std::less<>> children;
+    std::map<std::string, std::uint64_t, std::less<>> cookie_of;
+    std::map<std::uint64_t, std::string> by_cookie;
+    std::uint64_t next_cookie = 3;  // 1 and 2 are "." and ".."
+    cf::ino parent = 0;
+    // symlinks
+    std::string target;
+  };
+
+  node* find(cf::ino i) {
+    auto it = nodes_.find(i);
+    return it == nodes_.end() ? nullptr : it->second.get();
+  }
+
+  node& make_node(mode_t mode, uid_t uid, gid_t gid) {
+    auto nd = std::make_unique<node>();
+    nd->ino = next_ino_++;
+    nd->mode = mode;
+    nd->uid = uid;
+    nd->gid = gid;
+    nd->atime = nd->mtime = nd->ctime = nd->btime = now();
+    node& ref = *nd;
+    nodes_.emplace(ref.ino, std::move(nd));
+    return ref;
+  }
+
+  // New files take the directory's group when it is setgid (and new directories stay setgid).
+  static gid_t group_for(const node& dir, const cf::context& c) { return (dir.mode & S_ISGID) ? dir.gid : c.gid(); }
+
+  cf::result<node*> child(cf::ino parent, std::string_view name) {
+    node* dir = find(parent);
+    if (!dir) return cf::error(ENOENT);
+    if (!S_ISDIR(dir->mode)) return cf::error(ENOTDIR);
+    auto it = dir->children.find(name);
+    if (it == dir->children.end()) return cf::error(ENOENT);
+    return find(it->second);
+  }
+
+  cf::result<node*> add_child(const cf::context& c, cf::ino parent, std::string_view name, mode_t mode) {
+    node* dir = find(parent);
+    if (!dir) return cf::error(ENOENT);
+    if (!S_ISDIR(dir->mode)) return cf::error(ENOTDIR);
+    if (dir->nlink == 0) return cf::error(ENOENT);  // a removed directory takes no new names
+    if (name.empty() || name.size() > name_max) return cf::error(name.empty() ? ENOENT : ENAMETOOLONG);
+    if (dir->children.count(name)) return cf::error(EEXIST);
+    if ((mode & S_IFMT) == S_IFDIR && (dir->mode & S_ISGID)) mode |= S_ISGID;
+    node& nd = make_node(mode, c.uid(), group_for(*dir, c));
+    add_name(*dir, name, nd.ino);
+    dir->mtime = dir->ctime = nd.ctime;
+    return &nd;
+  }
+
+  void add_name(node& dir, std::string_view name, cf::ino i) {
+    std::string n(name);
+    dir.children[n] = i;
+    const std::uint64_t cookie = dir.next_cookie++;
+    dir.cookie_of[n] = cookie;
+    dir.by_cookie[cookie] = std::move(n);
+  }
+
+  void remove_name(node& dir, std::string_view name) {
+    auto c = dir.cookie_of.find(name);
+    if (c != dir.cookie_of.end()) {
+      dir.by_cookie.erase(c->second);
+      dir.cookie_of.erase(c);
+    }
+    auto it = dir.children.find(name);
+    if (it != dir.children.end()) dir.children.erase(it);
+    dir.mtime = dir.ctime = now();
+  }
+
+  void fix_parent(node& moved, node& from, node& to) {
+    if (!S_ISDIR(moved.mode)) return;
+    moved.parent = to.ino;
+    from.nlink--;
+    to.nlink++;
+  }
+
+  bool is_ancestor(cf::ino candidate, cf::ino start) {
+    for (cf::ino i = start;;) {
+      if (i == candidate) return true;
+      node* nd = find(i);
+      if (!nd || i == cf::root_ino) return false;
+      i = nd->parent;
+    }
+  }
+
+  void drop_link(node& nd) {
+    if (nd.nlink) nd.nlink--;
+    nd.ctime = now();
+    maybe_free(nd);
+  }
+
+  // A node goes when no name, no open file and no kernel reference is left.
+  void maybe_free(node& nd) {
+    if (nd.nlink != 0 || nd.opens != 0 || nd.lookups != 0 || nd.ino == cf::root_ino) return;
+    used_ -= nd.pages.size() * page_bytes;
+    nodes_.erase(nd.ino);
+  }
+
+  // Walks a directory from READDIR offset `off`: ".", "..", then the entries by cookie. `emit`
+  // returns false to stop (the reply is full).
+  template <typename Emit>
+  void list(node& dir, off_t off, Emit&& emit) {
+    const auto from = static_cast<std::uint64_t>(std::max<off_t>(off, 0));
+    if (from < 1 && !emit(".", dir, 1)) return;
+    if (from < 2) {
+      node* up = find(dir.parent);
+      if (!emit("..", up ? *up : dir, 2)) return;
+    }
+    for (auto it = dir.by_cookie.upper_bound(std::max<std::uint64_t>(from, 2)); it != dir.by_cookie.end(); ++it) {
+      node* nd = find(dir.children.find(it->second)->second);
+      if (!emit(it->second, *nd, it->first)) return;
+    }
+  }
+
+  cf::entry entry_of(node& nd, bool count_lookup = false) {
+    if (count_lookup) nd.lookups++;
+    cf::entry e;
+    e.ino = nd.ino;
+    e.generation = 0;  // inode numbers are never reused
+    e.attr = stat_of(nd);
+    return e;
+  }
+
+  struct stat stat_of(const node& nd) const {
+    struct stat st {};
+    st.st_ino = nd.ino;
+    st.st_mode = nd.mode;
+    st.st_nlink = nd.nlink;
+    st.st_uid = nd.uid;
+    st.st_gid = nd.gid;
+    st.st_rdev = nd.rdev;
+    st.st_blksize = page_bytes;
+    if (S_ISREG(nd.mode)) {
+      st.st_size = static_cast<off_t>(nd.size);
+      st.st_blocks = static_cast<blkcnt_t>(nd.pages.size() * (page_bytes / 512));
+    } else if (S_ISLNK(nd.mode)) {
+      st.st_size = static_cast<off_t>(nd.target.size());
+    } else if (S_ISDIR(nd.mode)) {
+      st.st_size = static_cast<off_t>((nd.children.size() + 2) * 20);  // tmpfs-like: grows with entries
+    }
+    st.st_atim = nd.atime;
+    st.st_mtim = nd.mtime;
+    st.st_ctim = nd.ctime;
+    return st;
+  }
+
+  static int check_xattr_name(std::string_view name) {
+    if (name.empty() || name.size() > 255) return name.empty() ? EINVAL : ERANGE;
+    for (std::string_view ns : {"user.", "trusted.", "security."})
+      if (name.substr(0, ns.size()) == ns && name.size() > ns.size()) return 0;
+    return EOPNOTSUPP;  // system.* (ACLs) and unknown namespaces
+  }
+
+  bool allocate_page(node& nd, std::uint64_t index) {
+    if (used_ + page_bytes > limit_) return false;
+    auto p = std::make_unique<page>();  // zero-filled: holes read as zeros
+    nd.pages.emplace(index, std::move(p));
+    used_ += page_bytes;
+    return true;
+  }
+
+  void copy_out(const node& nd, std::uint64_t start, std::span<std::byte> out) const {
+    std::size_t done = 0;
+    while (done < out.size()) {
+      const std::uint64_t pos = start + done;
+      const std::uint64_t index = pos / page_bytes;
+      const std::size_t in_page = static_cast<std::size_t>(pos % page_bytes);
+      const std::size_t n = std::min(out.size() - done, page_bytes - in_page);
+      auto it = nd.pages.find(index);
+      if (it == nd.pages.end()) std::memset(out.data() + done, 0, n);
+      else std::memcpy(out.data() + done, it->second->bytes + in_page, n);
+      done += n;
+    }
+  }
+
+  // Copies in page by page; stops where space runs out. Returns the bytes written.
+  std::size_t copy_in(node& nd, std::uint64_t start, std::span<const std::byte> in) {
+    std::size_t done = 0;
+    while (done < in.size()) {
+      const std::uint64_t pos = start + done;
+      const std::uint64_t index = pos / page_bytes;
+      const std::size_t in_page = static_cast<std::size_t>(pos % page_bytes);
+      const std::size_t n = std::min(in.size() - done, page_bytes - in_page);
+      auto it = nd.pages.find(index);
+      if (it == nd.pages.end()) {
+        if (!allocate_page(nd, index)) break;
+        it = nd.pages.find(index);
+      }
+      std::memcpy(it->second->bytes + in_page, in.data() + done, n);
+      done += n;
+    }
+    if (start + done > nd.size && done) nd.size = start + done;
+    return done;
+  }
+
+  void resize(node& nd, std::uint64_t size) {
+    if (size < nd.size) {
+      punch(nd, size, nd.size);
+      // Pages wholly past the end go; the last partial page was zeroed past `size`.
+      for (auto it = nd.pages.lower_bound((size + page_bytes - 1) / page_bytes); it != nd.pages.end();) {
+        used_ -= page_bytes;
+        it = nd.pages.erase(it);
+      }
+    }
+    nd.size = size;
+  }
+
+  // Zeroes [start, end): whole pages are released, partial pages cleared.
+  void punch(node& nd, std::uint64_t start, std::uint64_t end) {
+    for (auto it = nd.pages.lower_bound(start / page_bytes); it != nd.pages.end() && it->first * page_bytes < end;) {
+      const std::uint64_t pstart = it->first * page_bytes, pend = pstart + page_bytes;
+      if (start <= pstart && pend <= end) {
+        used_ -= page_bytes;
+        it = nd.pages.erase(it);
+        continue;
+      }
+      const std::uint64_t a = std::max(start, pstart), b = std::min(end, pend);
+      std::memset(it->second->bytes + (a - pstart), 0, static_cast<std::size_t>(b - a));
+      ++it;
+    }
+  }
+
+  std::mutex mutex_;
+  std::unordered_map<cf::ino, std::unique_ptr<node>> nodes_;
+  cf::ino next_ino_ = cf::root_ino;
+  std::uint64_t limit_;
+  std::uint64_t used_ = 0;
+};
+
+namespace {
+
+// --size N[K|M|G|T] or a percentage of RAM ("25%"); the default is a quarter of physical memory.
+bool parse_size(std::string_view s, std::uint64_t& out) {
+  if (s.empty()) return false;
+  const std::uint64_t ram = static_cast<std::uint64_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<std::uint64_t>(sysconf(_SC_PAGESIZE));
+  std::uint64_t mult = 1;
+  bool percent = false;
+  switch (s.back()) {
+    case 'k': case 'K': mult = 1ull << 10; break;
+    case 'm': case 'M': mult = 1ull << 20; break;
+    case 'g': case 'G': mult = 1ull << 30; break;
+    case 't': case 'T': mult = 1ull << 40; break;
+    case '%': percent = true; break;
+    default: break;
+  }
+  if (mult != 1 || percent) s.remove_suffix(1);
+  if (s.empty() || s.size() > 15 || s.find_first_not_of("0123456789") != std::string_view::npos) return false;
+  std::uint64_t v = std::stoull(std::string(s));
+  if (percent) {
+    if (v == 0 || v > 100) return false;
+    out = ram / 100 * v;
+  } else {
+    if (v > (std::uint64_t{1} << 62) / mult) return false;
+    out = v * mult;
+  }
+  return out >= page_bytes;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  std::uint64_t size = static_cast<std::uint64_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<std::uint64_t>(sysconf(_SC_PAGESIZE)) / 4;
+  // Take --size out of argv; the session parses the rest.
+  std::vector<char*> rest{argv[0]};
+  for (int i = 1; i < argc; ++i) {
+    std::string_view a = argv[i];
+    std::string_view value;
+    if (a == "--size") {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "%s: --size needs a value (try --help)\n", argv[0]);
+        return 2;
+      }
+      value = argv[++i];
+    } else if (a.substr(0, 7) == "--size=") {
+      value = a.substr(7);
+    } else {
+      rest.push_back(argv[i]);
+      continue;
+    }
+    if (!parse_size(value, size)) {
+      std::fprintf(stderr, "%s: bad value for --size: '%.*s' (bytes with an optional K/M/G/T suffix, or 1-100%% of RAM; at least 4096) (try --help)\n",
+                   argv[0], static_cast<int>(value.size()), value.data());
+      return 2;
+    }
+  }
+  rest.push_back(nullptr);
+  memfs fs(size);
+  return corofuse::session::main(fs, static_cast<int>(rest.size() - 1), rest.data(),
+                                 "memfs: an in-memory POSIX filesystem (files, directories, links, devices, xattrs)",
+                                 "  --size N               the most file data memfs holds: bytes, with K/M/G/T, or N% of RAM\n"
+                                 "                         (default 25%); writes beyond it fail with ENOSPC\n");
+}
