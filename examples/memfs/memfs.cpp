@@ -243,6 +243,7 @@ class memfs {
     node* nd = find(i);
     if (!nd) return cf::error(ENOENT);
     if (S_ISDIR(nd->mode)) return cf::error(EPERM);
+    if (nd->nlink == 0 && !nd->linkable) return cf::error(ENOENT);  // only O_TMPFILE files get a name back
     node* dir = find(newparent);
     if (!dir) return cf::error(ENOENT);
     if (!S_ISDIR(dir->mode)) return cf::error(ENOTDIR);
@@ -250,21 +251,20 @@ class memfs {
     if (dir->children.count(newname)) return cf::error(EEXIST);
     add_name(*dir, newname, nd->ino);
     nd->nlink++;
+    nd->linkable = false;
     nd->ctime = dir->mtime = dir->ctime = now();
     return entry_of(*nd, true);
   }
 
   // ---- files ---------------------------------------------------------------------------------
 
-  cf::result<cf::open_reply> open(cf::context&, cf::ino i, int flags) {
+  cf::result<cf::open_reply> open(cf::context& c, cf::ino i, int flags) {
     std::lock_guard lock(mutex_);
     node* nd = find(i);
     if (!nd) return cf::error(ENOENT);
     if (S_ISDIR(nd->mode) && (flags & O_ACCMODE) != O_RDONLY) return cf::error(EISDIR);
-    if ((flags & O_TRUNC) && S_ISREG(nd->mode) && (flags & O_ACCMODE) != O_RDONLY) {
-      resize(*nd, 0);
-      nd->mtime = nd->ctime = now();
-    }
+    // Linux truncates on O_TRUNC even with O_RDONLY (the kernel checked write permission).
+    if ((flags & O_TRUNC) && S_ISREG(nd->mode)) truncate_on_open(*nd, c);
     nd->opens++;
     return cf::open_reply{};
   }
@@ -278,7 +278,7 @@ class memfs {
         if (flags & O_EXCL) return cf::error(EEXIST);
         node& nd = *find(it->second);
         if (S_ISDIR(nd.mode)) return cf::error(EISDIR);
-        if ((flags & O_TRUNC) && S_ISREG(nd.mode)) resize(nd, 0);
+        if ((flags & O_TRUNC) && S_ISREG(nd.mode)) truncate_on_open(nd, c);
         nd.opens++;
         return cf::created{entry_of(nd, true), {}};
       }
@@ -297,6 +297,7 @@ class memfs {
     if (!S_ISDIR(dir->mode)) return cf::error(ENOTDIR);
     node& nd = make_node(S_IFREG | (mode & 07777), c.uid(), group_for(*dir, c));
     nd.nlink = 0;  // nameless until linkat gives it one
+    nd.linkable = true;
     nd.opens = 1;
     return cf::created{entry_of(nd, true), {}};
   }
@@ -502,16 +503,21 @@ class memfs {
     return it->second.size();
   }
 
-  cf::result<std::size_t> listxattr(cf::context&, cf::ino i, std::span<std::byte> out) {
+  // trusted.* names are listed only to a privileged caller, as tmpfs does (root stands in for
+  // CAP_SYS_ADMIN: the request carries no capabilities).
+  cf::result<std::size_t> listxattr(cf::context& c, cf::ino i, std::span<std::byte> out) {
     std::lock_guard lock(mutex_);
     node* nd = find(i);
     if (!nd) return cf::error(ENOENT);
+    auto visible = [&](const std::string& k) { return c.uid() == 0 || k.rfind("trusted.", 0) != 0; };
     std::size_t total = 0;
-    for (const auto& [k, v] : nd->xattrs) total += k.size() + 1;
+    for (const auto& [k, v] : nd->xattrs)
+      if (visible(k)) total += k.size() + 1;
     if (out.empty()) return total;
     if (out.size() < total) return cf::error(ERANGE);
     std::size_t at = 0;
     for (const auto& [k, v] : nd->xattrs) {
+      if (!visible(k)) continue;
       std::memcpy(out.data() + at, k.c_str(), k.size() + 1);
       at += k.size() + 1;
     }
@@ -567,6 +573,7 @@ class memfs {
     timespec atime{}, mtime{}, ctime{}, btime{};
     std::uint64_t lookups = 0;  // references the kernel holds (returned by FORGET)
     std::uint64_t opens = 0;    // open files and directories
+    bool linkable = false;      // an O_TMPFILE file not yet linked: linkat may name it
     std::map<std::string, std::string, std::less<>> xattrs;
     // regular files: sparse pages and the size
     std::map<std::uint64_t, std::unique_ptr<page>> pages;
@@ -581,6 +588,14 @@ class memfs {
     // symlinks
     std::string target;
   };
+
+  // O_TRUNC handled in OPEN (ATOMIC_O_TRUNC): the kernel then does not clear setuid/setgid itself,
+  // so a truncation by an unprivileged caller does it here, as a truncating write would.
+  void truncate_on_open(node& nd, const cf::context& c) {
+    resize(nd, 0);
+    if (c.uid() != 0) nd.mode &= ~static_cast<mode_t>(S_ISUID | ((nd.mode & S_IXGRP) ? S_ISGID : 0));
+    nd.mtime = nd.ctime = now();
+  }
 
   node* find(cf::ino i) {
     auto it = nodes_.find(i);
@@ -666,9 +681,15 @@ class memfs {
     maybe_free(nd);
   }
 
-  // A node goes when no name, no open file and no kernel reference is left.
+  // A node's data goes when no name and no open file is left (nothing can reach it any more: the
+  // space is free at once, as on tmpfs); the node itself when the kernel's references are gone too.
   void maybe_free(node& nd) {
-    if (nd.nlink != 0 || nd.opens != 0 || nd.lookups != 0 || nd.ino == cf::root_ino) return;
+    if (nd.nlink != 0 || nd.opens != 0 || nd.ino == cf::root_ino) return;
+    if (!nd.linkable && !nd.pages.empty()) {
+      used_ -= nd.pages.size() * page_bytes;
+      nd.pages.clear();
+    }
+    if (nd.lookups != 0) return;
     used_ -= nd.pages.size() * page_bytes;
     nodes_.erase(nd.ino);
   }

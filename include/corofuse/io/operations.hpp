@@ -232,6 +232,15 @@ inline auto uring_cmd(ring& r, file_ref f, std::uint32_t cmd_op, const void* cmd
   });
 }
 
+// Completes when `f` is ready for `events` (POLLIN, ...): the revents, or -errno. A poll wakes
+// every poller (no exclusive wait), so several coroutines may poll one descriptor.
+inline auto poll(ring& r, file_ref f, unsigned events) {
+  return detail::make(r, [=](io_uring_sqe* s) {
+    io_uring_prep_poll_add(s, 0, events);
+    detail::set_file(s, f);
+  });
+}
+
 // Cancels the operation `id` names: 0 when it was cancelled (it then completes -ECANCELED),
 // -ENOENT when it is not (or no longer) in flight, -EALREADY when it is already running.
 // The id is read when the cancellation is queued, not when it is created; the tag in user_data

@@ -120,9 +120,13 @@ inline io::task<void> watch_for_stop(io::ring& r, serve_state& st, int sigfd, do
 inline bool negotiate(io::ring& r, fuse_mount& m, transport::dev_buffers& buf, const init_wishes& w, init_terms& terms,
                       const server_log& log) {
   for (;;) {
-    auto read_one = [&]() -> io::task<int> { co_return co_await io::read(r, m.fd(), buf.request(), static_cast<std::uint64_t>(-1)); };
-    int n = io::sync_wait(r, read_one());
-    if (n == -EINTR || n == -EAGAIN) continue;
+    int n = transport::read_request(m.fd(), buf.request());
+    if (n == -EAGAIN) {  // INIT is queued by mount(2); wait for it on the ring all the same
+      auto wait_readable = [&]() -> io::task<int> { co_return co_await io::poll(r, m.fd(), POLLIN); };
+      io::sync_wait(r, wait_readable());
+      continue;
+    }
+    if (n == -EINTR) continue;
     if (n < 0) {
       log.info("reading INIT from /dev/fuse failed: %s", std::strerror(-n));
       return false;
@@ -135,11 +139,7 @@ inline bool negotiate(io::ring& r, fuse_mount& m, transport::dev_buffers& buf, c
     }
     init_outcome out = negotiate_init(req.op<abi::init_in>(), w);
     auto reply = [&](int error, const void* p, std::size_t len) {
-      auto send = [&]() -> io::task<int> {
-        co_return co_await transport::send_dev_reply(r, m.fd(), req.unique(), error,
-                                                     std::span(static_cast<const std::byte*>(p), len));
-      };
-      return io::sync_wait(r, send());
+      return transport::send_dev_reply(m.fd(), req.unique(), error, std::span(static_cast<const std::byte*>(p), len));
     };
     if (out.what == init_outcome::kind::refused) {
       log.info("%s", out.why.c_str());
@@ -220,6 +220,10 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
   w.max_write = o.max_write;
   w.max_pages = o.max_pages;
   init_terms terms;
+  if (!transport::set_nonblocking(m->fd())) {
+    log.info("cannot make /dev/fuse non-blocking: %s", std::strerror(errno));
+    return 1;
+  }
   if (!negotiate(r, *m, *buffers[0], w, terms, log)) return 1;
   if (o.transport == transport_choice::ring && !terms.has(abi::init_flag::over_io_uring)) {
     // Nothing has been served yet: the unmount below cannot strand a client.

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <fcntl.h>
+#include <poll.h>
 #include <sys/ioctl.h>
 #include <sys/uio.h>
 #include <unistd.h>
@@ -63,19 +64,39 @@ enum class reader_end {
   read_failed,      // an unexpected read error (logged)
 };
 
-// Writes one reply (out_header + args) to /dev/fuse. ENOENT means the kernel no longer waits for
-// this request (it was interrupted or the connection is going away): not an error.
-inline io::task<int> send_dev_reply(io::ring& r, int fd, std::uint64_t unique, int error, std::span<const std::byte> args) {
+// Writes one reply (out_header + args) to /dev/fuse with writev(2), directly. A /dev/fuse write
+// never waits (it hands the reply to the waiting client and returns); through io_uring it would
+// be punted to an io-wq worker (the device has no non-blocking mode), a thread hop for nothing,
+// and under load replies queued there behind blocked reads stalled the connection (measured:
+// --depth 16 hung after 27 creates). ENOENT means the kernel no longer waits for this request
+// (interrupted, or the connection is going away): not an error.
+inline int send_dev_reply(int fd, std::uint64_t unique, int error, std::span<const std::byte> args) noexcept {
   abi::out_header h{};
   h.len = static_cast<std::uint32_t>(sizeof h + (error ? 0 : args.size()));
   h.error = -error;
   h.unique = unique;
   iovec iov[2] = {{&h, sizeof h}, {const_cast<std::byte*>(args.data()), error ? 0 : args.size()}};
-  int res = co_await io::writev(r, fd, std::span<const iovec>(iov, error || args.empty() ? 1 : 2), static_cast<std::uint64_t>(-1));
+  ssize_t n;
+  do {
+    n = ::writev(fd, iov, error || args.empty() ? 1 : 2);
+  } while (n < 0 && errno == EINTR);
+  int res = n < 0 ? -errno : static_cast<int>(n);
   if (res < 0 && res != -ENOENT && res != -ENODEV)
     std::fprintf(stderr, "corofuse: writing the reply to request %llu failed: %s\n", static_cast<unsigned long long>(unique),
                  std::strerror(-res));
-  co_return res;
+  return res;
+}
+
+// One non-blocking read of a request (the descriptor is O_NONBLOCK): its size, or -errno.
+inline int read_request(int fd, std::span<std::byte> buf) noexcept {
+  ssize_t n = ::read(fd, buf.data(), buf.size());
+  return n < 0 ? -errno : static_cast<int>(n);
+}
+
+// Makes a /dev/fuse descriptor non-blocking (the readers poll on the ring, then read).
+inline bool set_nonblocking(int fd) noexcept {
+  int fl = ::fcntl(fd, F_GETFL);
+  return fl >= 0 && ::fcntl(fd, F_SETFL, fl | O_NONBLOCK) == 0;
 }
 
 // Serves requests from `fd` until the connection ends. `layout` carries negotiated details
@@ -91,9 +112,21 @@ io::task<reader_end> serve_dev_fuse(Fs& fs, io::ring& r, int fd, const cache_def
     ctx.set_registered_buffer(1, buf.reply(), first_fixed_index + 1);
   }
   for (;;) {
-    int n = co_await io::read(r, fd, buf.request(), static_cast<std::uint64_t>(-1));
+    int n = read_request(fd, buf.request());
+    if (n == -EAGAIN) {
+      // Nothing queued: wait on the ring until the device is readable. Polls wake every waiter;
+      // the readers that lose the race read EAGAIN and wait again. (A blocking READ through
+      // io_uring would park in an io-wq worker in the device's exclusive wait, where a wake-up
+      // can be lost: measured, a create/unlink loop hung with 6+ readers.)
+      int ev = co_await io::poll(r, fd, POLLIN);
+      if (ev < 0 && ev != -EINTR && ev != -ECANCELED) {
+        std::fprintf(stderr, "corofuse: polling /dev/fuse failed: %s\n", std::strerror(-ev));
+        co_return reader_end::read_failed;
+      }
+      continue;
+    }
     if (n == -ENODEV) co_return reader_end::connection_gone;
-    if (n == -EINTR || n == -EAGAIN || n == -ENOENT) continue;  // ENOENT: the request was interrupted before we read it
+    if (n == -EINTR || n == -ENOENT) continue;  // ENOENT: the request was interrupted before we read it
     if (n < 0) {
       std::fprintf(stderr, "corofuse: reading /dev/fuse failed: %s\n", std::strerror(-n));
       co_return reader_end::read_failed;
@@ -108,7 +141,7 @@ io::task<reader_end> serve_dev_fuse(Fs& fs, io::ring& r, int fd, const cache_def
       std::fprintf(stderr, "corofuse: malformed request (opcode %u, unique %llu): %.*s\n", h.opcode,
                    static_cast<unsigned long long>(h.unique), static_cast<int>(proto::describe(e).size()), proto::describe(e).data());
       if (h.unique != 0 && !abi::opcode_has_no_reply(static_cast<abi::opcode>(h.opcode)))
-        co_await send_dev_reply(r, fd, h.unique, proto::errno_for(e), {});
+        send_dev_reply(fd, h.unique, proto::errno_for(e), {});
       continue;
     }
     stats.request(req.opcode(), session::counters::path::dev_fuse);
@@ -121,14 +154,14 @@ io::task<reader_end> serve_dev_fuse(Fs& fs, io::ring& r, int fd, const cache_def
       else out.commit(static_cast<std::size_t>(got));
     }
     if (st.error) stats.error(req.opcode());
-    co_await send_dev_reply(r, fd, req.unique(), st.error, out.written());
+    send_dev_reply(fd, req.unique(), st.error, out.written());
   }
 }
 
 // A second descriptor on the same connection (FUSE_DEV_IOC_CLONE), so that another thread reads
 // requests with its own ring. Returns the descriptor, or -errno.
 inline int clone_dev_fd(int session_fd) {
-  int fd = ::open("/dev/fuse", O_RDWR | O_CLOEXEC);
+  int fd = ::open("/dev/fuse", O_RDWR | O_CLOEXEC | O_NONBLOCK);
   if (fd < 0) return -errno;
   std::uint32_t source = static_cast<std::uint32_t>(session_fd);
   if (::ioctl(fd, abi::dev_ioc_clone, &source) != 0) {
