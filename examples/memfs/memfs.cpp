@@ -62,6 +62,10 @@ class memfs {
     root.lookups = 1;  // the kernel holds the root for the mount's lifetime
   }
 
+  // The kernel leaves clearing setuid/setgid to memfs (and says when): that is how tmpfs's rule,
+  // which also drops setgid for a writer outside the file's group, can be followed exactly.
+  std::uint64_t init_flags() const { return cf::abi::init_flag::handle_killpriv_v2; }
+
   // ---- names --------------------------------------------------------------------------------
 
   cf::result<cf::entry> lookup(cf::context&, cf::ino parent, std::string_view name) {
@@ -90,7 +94,7 @@ class memfs {
     return cf::attr{stat_of(*nd)};
   }
 
-  cf::result<cf::attr> setattr(cf::context&, cf::ino i, const cf::set_attr& s, const cf::file_info*) {
+  cf::result<cf::attr> setattr(cf::context& c, cf::ino i, const cf::set_attr& s, const cf::file_info*) {
     std::lock_guard lock(mutex_);
     node* nd = find(i);
     if (!nd) return cf::error(ENOENT);
@@ -105,7 +109,15 @@ class memfs {
     if (s.has_mode()) nd->mode = (nd->mode & S_IFMT) | (s.mode & 07777);
     if (s.has_uid()) nd->uid = s.uid;
     if (s.has_gid()) nd->gid = s.gid;
-    if (s.kill_suidgid()) nd->mode &= ~static_cast<mode_t>(S_ISUID | ((nd->mode & S_IXGRP) ? S_ISGID : 0));
+    if (s.kill_suidgid()) {
+      if (s.has_uid() || s.has_gid()) {
+        // chown: setuid goes; setgid only with group execute (without it, it marks mandatory
+        // locking and stays), whoever the caller.
+        nd->mode &= ~static_cast<mode_t>(S_ISUID | ((nd->mode & S_IXGRP) ? S_ISGID : 0));
+      } else {
+        kill_suidgid(*nd, c);  // a truncation by a caller without CAP_FSETID
+      }
+    }
     if (s.has_atime()) nd->atime = s.atime.tv_nsec == UTIME_NOW ? t : s.atime;
     if (s.has_mtime()) nd->mtime = s.mtime.tv_nsec == UTIME_NOW ? t : s.mtime;
     nd->ctime = s.has_ctime() ? s.ctime : t;
@@ -318,7 +330,7 @@ class memfs {
     return n;
   }
 
-  cf::result<std::size_t> write(cf::context&, cf::ino i, cf::file_info& fi, std::span<const std::byte> in, off_t off) {
+  cf::result<std::size_t> write(cf::context& c, cf::ino i, cf::file_info& fi, std::span<const std::byte> in, off_t off) {
     std::lock_guard lock(mutex_);
     node* nd = find(i);
     if (!nd) return cf::error(ENOENT);
@@ -328,6 +340,7 @@ class memfs {
     if (start + in.size() > max_file_size) return cf::error(EFBIG);
     std::size_t written = copy_in(*nd, start, in);
     if (written == 0 && !in.empty()) return cf::error(ENOSPC);
+    if (c.kill_suidgid()) kill_suidgid(*nd, c);
     nd->mtime = nd->ctime = now();
     return written;
   }
@@ -589,11 +602,22 @@ class memfs {
     std::string target;
   };
 
-  // O_TRUNC handled in OPEN (ATOMIC_O_TRUNC): the kernel then does not clear setuid/setgid itself,
-  // so a truncation by an unprivileged caller does it here, as a truncating write would.
+  // The kernel's rule (setattr_should_drop_sgid): setuid always goes; setgid goes when the file is
+  // group-executable, or when the caller is not in the file's group (the request carries the
+  // caller's primary group only: supplementary groups are not seen).
+  static void kill_suidgid(node& nd, const cf::context& c) {
+    mode_t kill = S_ISUID;
+    if ((nd.mode & S_ISGID) && ((nd.mode & S_IXGRP) || c.gid() != nd.gid)) kill |= S_ISGID;
+    if (nd.mode & kill) {
+      nd.mode &= ~kill;
+      nd.ctime = now();
+    }
+  }
+
+  // O_TRUNC handled in OPEN (ATOMIC_O_TRUNC); the kernel asks for the privilege drop with it.
   void truncate_on_open(node& nd, const cf::context& c) {
     resize(nd, 0);
-    if (c.uid() != 0) nd.mode &= ~static_cast<mode_t>(S_ISUID | ((nd.mode & S_IXGRP) ? S_ISGID : 0));
+    if (c.kill_suidgid()) kill_suidgid(nd, c);
     nd.mtime = nd.ctime = now();
   }
 

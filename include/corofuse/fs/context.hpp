@@ -69,7 +69,14 @@ class context {
     pid_ = static_cast<pid_t>(h.pid);
     unique_ = h.unique;
     op_ = static_cast<abi::opcode>(h.opcode);
+    kill_suidgid_ = false;
   }
+
+  // With init_flag::handle_killpriv_v2 the kernel leaves clearing setuid/setgid to the filesystem
+  // and says when: a WRITE, an OPEN/CREATE with O_TRUNC, or a SETATTR by a caller without
+  // CAP_FSETID. True for this request when the kernel asked for it.
+  bool kill_suidgid() const noexcept { return kill_suidgid_; }
+  void set_kill_suidgid(bool v) noexcept { kill_suidgid_ = v; }
 
  private:
   int registered_index(const void* p, std::size_t n) const noexcept {
@@ -95,6 +102,7 @@ class context {
   pid_t pid_ = 0;
   std::uint64_t unique_ = 0;
   abi::opcode op_ = abi::opcode::lookup;
+  bool kill_suidgid_ = false;
 };
 
 }  // namespace corofuse

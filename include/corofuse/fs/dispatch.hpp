@@ -286,6 +286,7 @@ io::task<reply_status> dispatch(Fs& fs, context& ctx, const proto::request& req,
       case opcode::open:
       case opcode::opendir: {
         auto in = req.op<abi::open_in>();
+        ctx.set_kill_suidgid(in.open_flags & abi::open_flag::kill_suidgid);
         if (op == opcode::open) {
           if constexpr (handlers::open<Fs>) {
             result<open_reply> r = co_await detail::handled(fs.open(ctx, node, static_cast<int>(in.flags)));
@@ -344,6 +345,7 @@ io::task<reply_status> dispatch(Fs& fs, context& ctx, const proto::request& req,
         if constexpr (handlers::write<Fs>) {
           auto in = req.op<abi::write_in>();
           file_info fi = detail::file_from(in.fh, in.flags, in.lock_owner);
+          ctx.set_kill_suidgid(in.write_flags & abi::write_flag::kill_suidgid);
           result<std::size_t> r = co_await detail::handled(fs.write(ctx, node, fi, req.data(), static_cast<off_t>(in.offset)));
           if (!r) co_return detail::error_of(r);
           if (*r > req.data().size()) {
@@ -447,6 +449,7 @@ io::task<reply_status> dispatch(Fs& fs, context& ctx, const proto::request& req,
       case opcode::create:
         if constexpr (handlers::create<Fs>) {
           auto in = req.op<abi::create_in>();
+          ctx.set_kill_suidgid(in.open_flags & abi::open_flag::kill_suidgid);
           result<created> r = co_await detail::handled(
               fs.create(ctx, node, req.name(), in.mode, in.umask, static_cast<int>(in.flags)));
           if (!r) co_return detail::error_of(r);
