@@ -781,36 +781,41 @@ class memfs {
     return true;
   }
 
-  void copy_out(const node& nd, std::uint64_t start, std::span<std::byte> out) const {
+  // Walks [start, start + len) page by page: `piece(page index, offset in page, bytes done,
+  // length)` for each piece, stopping early when it returns false. Returns the bytes walked.
+  template <typename Piece>
+  static std::size_t walk_pages(std::uint64_t start, std::size_t len, Piece&& piece) {
     std::size_t done = 0;
-    while (done < out.size()) {
+    while (done < len) {
       const std::uint64_t pos = start + done;
-      const std::uint64_t index = pos / page_bytes;
       const std::size_t in_page = static_cast<std::size_t>(pos % page_bytes);
-      const std::size_t n = std::min(out.size() - done, page_bytes - in_page);
-      auto it = nd.pages.find(index);
-      if (it == nd.pages.end()) std::memset(out.data() + done, 0, n);
-      else std::memcpy(out.data() + done, it->second->bytes + in_page, n);
+      const std::size_t n = std::min(len - done, page_bytes - in_page);
+      if (!piece(pos / page_bytes, in_page, done, n)) break;
       done += n;
     }
+    return done;
+  }
+
+  void copy_out(const node& nd, std::uint64_t start, std::span<std::byte> out) const {
+    walk_pages(start, out.size(), [&](std::uint64_t index, std::size_t in_page, std::size_t done, std::size_t n) {
+      auto it = nd.pages.find(index);
+      if (it == nd.pages.end()) std::memset(out.data() + done, 0, n);  // a hole reads as zeros
+      else std::memcpy(out.data() + done, it->second->bytes + in_page, n);
+      return true;
+    });
   }
 
   // Copies in page by page; stops where space runs out. Returns the bytes written.
   std::size_t copy_in(node& nd, std::uint64_t start, std::span<const std::byte> in) {
-    std::size_t done = 0;
-    while (done < in.size()) {
-      const std::uint64_t pos = start + done;
-      const std::uint64_t index = pos / page_bytes;
-      const std::size_t in_page = static_cast<std::size_t>(pos % page_bytes);
-      const std::size_t n = std::min(in.size() - done, page_bytes - in_page);
+    const std::size_t done = walk_pages(start, in.size(), [&](std::uint64_t index, std::size_t in_page, std::size_t at, std::size_t n) {
       auto it = nd.pages.find(index);
       if (it == nd.pages.end()) {
-        if (!allocate_page(nd, index)) break;
+        if (!allocate_page(nd, index)) return false;
         it = nd.pages.find(index);
       }
-      std::memcpy(it->second->bytes + in_page, in.data() + done, n);
-      done += n;
-    }
+      std::memcpy(it->second->bytes + in_page, in.data() + at, n);
+      return true;
+    });
     if (start + done > nd.size && done) nd.size = start + done;
     return done;
   }

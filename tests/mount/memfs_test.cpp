@@ -249,33 +249,32 @@ std::string dot_inodes(const std::string& dir) {
   return out;
 }
 
-std::string xattr_names(const std::string& p) {
+// The xattr names of a file, sorted; false (with errno set) when listing fails.
+bool sorted_xattr_names(const std::string& p, std::vector<std::string>& names) {
   std::vector<char> buf(1 << 16);
   ssize_t n = ::llistxattr(p.c_str(), buf.data(), buf.size());
-  if (n < 0) return err_str(errno);
-  std::vector<std::string> names;
+  if (n < 0) return false;
+  names.clear();
   for (ssize_t i = 0; i < n;) {
     std::string name(buf.data() + i);
     names.push_back(name);
     i += static_cast<ssize_t>(name.size()) + 1;
   }
   std::sort(names.begin(), names.end());
+  return true;
+}
+
+std::string xattr_names(const std::string& p) {
+  std::vector<std::string> names;
+  if (!sorted_xattr_names(p, names)) return err_str(errno);
   std::string out = "[";
   for (auto& s : names) out += (out.size() > 1 ? " " : "") + s;
   return out + "]";
 }
 // Names and values of the xattrs of a file, sorted.
 std::string xattrs_of(const std::string& p) {
-  std::vector<char> buf(1 << 16);
-  ssize_t n = ::llistxattr(p.c_str(), buf.data(), buf.size());
-  if (n < 0) return err_str(errno);
   std::vector<std::string> names;
-  for (ssize_t i = 0; i < n;) {
-    std::string name(buf.data() + i);
-    names.push_back(name);
-    i += static_cast<ssize_t>(name.size()) + 1;
-  }
-  std::sort(names.begin(), names.end());
+  if (!sorted_xattr_names(p, names)) return err_str(errno);
   std::string out;
   for (auto& name : names) {
     std::vector<char> v(1 << 16);
@@ -399,18 +398,8 @@ void as_user(rec& r, uid_t uid, gid_t gid, const std::function<void()>& fn) {
 // aborted, which ends the wait, and the child is killed. `hung` tells that this happened.
 int guarded_client(const std::function<int()>& fn, int seconds, dev_t fuse_dev, bool* hung = nullptr) {
   if (hung) *hung = false;
-  pid_t pid = ::fork();
+  pid_t pid = corofuse::testing::start_client(fn, seconds);
   if (pid < 0) return -1;
-  if (pid == 0) {
-    ::alarm(static_cast<unsigned>(seconds));
-    int rc = 99;
-    try {
-      rc = fn();
-    } catch (...) {
-      rc = 98;
-    }
-    ::_exit(rc);
-  }
   const auto deadline = std::chrono::steady_clock::now() + std::chrono::seconds(seconds + 3);
   int status = 0;
   for (;;) {

@@ -42,10 +42,10 @@ inline std::string read_file(const std::string& path) {
   return ss.str();
 }
 
-// Runs `fn` in a child process with a 20 s alarm; returns its exit status (or 128+signal).
-inline int in_client(const std::function<int()>& fn, int seconds = 20) {
+// Starts `fn` in a child process with an alarm of `seconds`; the child's exit status is fn's
+// result (98 when it threw). Returns the child's pid, or -1.
+inline pid_t start_client(const std::function<int()>& fn, int seconds) {
   pid_t pid = ::fork();
-  if (pid < 0) return -1;
   if (pid == 0) {
     ::alarm(static_cast<unsigned>(seconds));
     int rc = 99;
@@ -56,6 +56,13 @@ inline int in_client(const std::function<int()>& fn, int seconds = 20) {
     }
     ::_exit(rc);
   }
+  return pid;
+}
+
+// Runs `fn` in a child process with a 20 s alarm; returns its exit status (or 128+signal).
+inline int in_client(const std::function<int()>& fn, int seconds = 20) {
+  pid_t pid = start_client(fn, seconds);
+  if (pid < 0) return -1;
   int status = 0;
   ::waitpid(pid, &status, 0);
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
