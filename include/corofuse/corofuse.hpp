@@ -3,6 +3,7 @@
 
 #include "corofuse/abi.hpp"
 #include "corofuse/io.hpp"
+#include "corofuse/fs/connection.hpp"
 #include "corofuse/fs/context.hpp"
 #include "corofuse/fs/dispatch.hpp"
 #include "corofuse/fs/result.hpp"

@@ -78,8 +78,10 @@ class server {
  public:
   // Starts `binary MOUNTPOINT args...` and waits until the mount is there (or the server died).
   // `as_user` (a uid, with its primary gid `as_group`) runs it without root, through setpriv: the
-  // mount point is then that user's.
-  server(const std::string& binary, std::vector<std::string> args, int as_user = -1, int as_group = -1) {
+  // mount point is then that user's. `leading` arguments go before the mount point (passthrough's
+  // SOURCE).
+  server(const std::string& binary, std::vector<std::string> args, int as_user = -1, int as_group = -1,
+         std::vector<std::string> leading = {}) {
     char tmpl[] = "/tmp/corofuse-mnt-XXXXXX";
     if (!::mkdtemp(tmpl)) throw std::runtime_error("mkdtemp failed");
     dir_ = tmpl;
@@ -91,6 +93,7 @@ class server {
       argv_s = {"/usr/bin/setpriv", "--reuid=" + std::to_string(as_user), "--regid=" + std::to_string(as_group), "--clear-groups"};
     }
     argv_s.push_back(binary);
+    argv_s.insert(argv_s.end(), leading.begin(), leading.end());
     argv_s.push_back(dir_);
     argv_s.insert(argv_s.end(), args.begin(), args.end());
     pid_ = ::fork();

@@ -14,6 +14,7 @@
 #include <span>
 #include <string_view>
 
+#include "corofuse/fs/connection.hpp"
 #include "corofuse/fs/context.hpp"
 #include "corofuse/fs/types.hpp"
 
@@ -64,6 +65,7 @@ template <typename Fs> concept copy_file_range = requires(Fs& fs, context& c, in
 template <typename Fs> concept statx = requires(Fs& fs, context& c, ino i, const file_info* f, int fl, unsigned m) { fs.statx(c, i, f, fl, m); };
 template <typename Fs> concept tmpfile = requires(Fs& fs, context& c, ino i, mode_t m, int f) { fs.tmpfile(c, i, m, m, f); };
 template <typename Fs> concept destroy = requires(Fs& fs, context& c) { fs.destroy(c); };
+template <typename Fs> concept init = requires(Fs& fs, connection& c) { fs.init(c); };
 // clang-format on
 
 // A member with a handler's name (public, not overloaded: `&Fs::name` must be well-formed).
@@ -106,6 +108,7 @@ COROFUSE_MEMBER_NAMED(copy_file_range)
 COROFUSE_MEMBER_NAMED(statx)
 COROFUSE_MEMBER_NAMED(tmpfile)
 COROFUSE_MEMBER_NAMED(destroy)
+COROFUSE_MEMBER_NAMED(init)
 #undef COROFUSE_MEMBER_NAMED
 
 // Fails the build, naming the expected signature, when a member has a handler's name but not a
@@ -151,6 +154,7 @@ constexpr bool signatures_match() {
   COROFUSE_CHECK(statx, "result<struct statx> statx(context&, ino, const file_info*, int flags, unsigned mask)")
   COROFUSE_CHECK(tmpfile, "result<created> tmpfile(context&, ino, mode_t, mode_t umask, int flags)")
   COROFUSE_CHECK(destroy, "void destroy(context&)")
+  COROFUSE_CHECK(init, "void init(const connection&)")
 #undef COROFUSE_CHECK
   return true;
 }

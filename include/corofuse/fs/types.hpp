@@ -42,6 +42,11 @@ struct open_reply {
   bool keep_cache = false;   // keep cached pages from an earlier open
   bool nonseekable = false;
   bool cache_dir = false;    // OPENDIR: let the kernel cache the listing
+  // Kernel passthrough: READ and WRITE of this open file go from the kernel straight to the
+  // backing file registered as `backing_id` (connection::open_backing); they never reach the
+  // filesystem. Needs init_flag::passthrough, which the kernel refuses with writeback_cache.
+  bool passthrough = false;
+  std::int32_t backing_id = 0;
   std::uint32_t extra_open_flags = 0;  // further abi::fopen bits
 };
 
@@ -181,7 +186,9 @@ inline abi::open_out to_wire(const open_reply& r) noexcept {
   abi::open_out o{};
   o.fh = r.fh;
   o.open_flags = r.extra_open_flags | (r.direct_io ? abi::fopen::direct_io : 0) | (r.keep_cache ? abi::fopen::keep_cache : 0) |
-                 (r.nonseekable ? abi::fopen::nonseekable : 0) | (r.cache_dir ? abi::fopen::cache_dir : 0);
+                 (r.nonseekable ? abi::fopen::nonseekable : 0) | (r.cache_dir ? abi::fopen::cache_dir : 0) |
+                 (r.passthrough ? abi::fopen::passthrough : 0);
+  if (r.passthrough) o.backing_id = r.backing_id;
   return o;
 }
 

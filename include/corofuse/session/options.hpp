@@ -138,6 +138,12 @@ inline std::string apply_mount_option(options& o, std::string_view opt) {
   return "unknown mount option -o " + std::string(opt);
 }
 
+// True for the common options whose value is the next argument: a program that takes positional
+// arguments of its own (passthrough's SOURCE) uses it to tell values from positionals.
+inline bool option_takes_value(std::string_view a) noexcept {
+  return a == "-o" || a == "--transport" || a == "--depth" || a == "--shutdown-grace";
+}
+
 inline parse_outcome parse_command_line(int argc, char** argv, options& o) {
   parse_outcome r;
   auto fail = [&](std::string msg) {

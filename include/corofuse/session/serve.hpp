@@ -219,6 +219,15 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
   if (o.transport != transport_choice::dev_fuse) w.flags |= abi::init_flag::over_io_uring;
   w.max_write = o.max_write;
   w.max_pages = o.max_pages;
+  if (w.flags & abi::init_flag::passthrough) {
+    // The backing files may sit on a plain filesystem (depth 0); the kernel refuses deeper ones
+    // with ELOOP at open_backing. The kernel turns passthrough off beside writeback_cache.
+    w.max_stack_depth = 1;
+    if (w.flags & abi::init_flag::writeback_cache) {
+      log.info("kernel passthrough is not possible with writeback_cache: it stays off");
+      w.flags &= ~abi::init_flag::passthrough;
+    }
+  }
   init_terms terms;
   if (!transport::set_nonblocking(m->fd())) {
     log.info("cannot make /dev/fuse non-blocking: %s", std::strerror(errno));
@@ -239,6 +248,11 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
   if (o.debug)
     log.info("mounted %s: protocol 7.%u, max_write %u, flags 0x%llx", m->mountpoint().c_str(), terms.minor, terms.max_write,
              static_cast<unsigned long long>(terms.flags));
+
+  if constexpr (handlers::init<Fs>) {
+    connection conn(m->fd(), terms.flags, terms.minor, terms.max_write);
+    fs.init(conn);
+  }
 
   proto::layout_options layout;
   layout.setxattr_ext = terms.has(abi::init_flag::setxattr_ext);
