@@ -1,16 +1,24 @@
-// examples/memfs mounted on the host kernel and compared with the kernel's own tmpfs.
+// One suite for the example file systems: the one under test (memfs, or passthrough over a
+// directory) mounted on the host kernel and compared with the kernel's own tmpfs. The same source
+// builds two tests: memfs_test, and passthrough_suite_test (FS_SUITE_PASSTHROUGH defined).
 //
 // Every test runs over both transports (the io_uring ring and classic /dev/fuse). Each mounts a
-// fresh tmpfs as the reference next to a fresh memfs and runs the same scenario on both, each in
-// a client child (a broken server fails the test instead of hanging it). A scenario records every
-// system call's outcome (its value or errno's name) and what it read back; the parent compares the
-// two records line by line, so a failure names the operation and shows tmpfs's answer next to
-// memfs's. Lines a scenario marks with `want` are the test's own expectations: tmpfs must meet
-// them too (or the test is wrong). Lines starting with '~' are informative and not compared.
+// fresh tmpfs as the reference next to a fresh mount of the file system under test and runs the
+// same scenario on both, each in a client child (a broken server fails the test instead of hanging
+// it). A scenario records every system call's outcome (its value or errno's name) and what it read
+// back; the parent compares the two records line by line, so a failure names the operation and
+// shows tmpfs's answer next to the file system's. Lines a scenario marks with `want` are the test's
+// own expectations: tmpfs must meet them too (or the test is wrong). Lines starting with '~' are
+// informative and not compared.
+//
+// passthrough mirrors a second fresh tmpfs (the backing directory, mounted with the reference's
+// options: where memfs gets --size, the backing tmpfs gets size=). After each scenario, the tools
+// test and the random test, the tree seen through the mount must be the backing directory's
+// (names, types, modes, owners, link counts, sizes, contents, symlink targets, xattrs).
 //
 // At the end of each test the server gets SIGTERM: it must exit 0 and leave nothing mounted; on
 // the ring its log must say it served there. The random model-based test prints its seed
-// (override it with MEMFS_TEST_SEED).
+// (override it with FS_SUITE_SEED, or its old name MEMFS_TEST_SEED).
 #include <catch2/catch.hpp>
 
 #include <dirent.h>
@@ -39,6 +47,7 @@
 #include <cstring>
 #include <functional>
 #include <map>
+#include <memory>
 #include <random>
 #include <set>
 #include <sstream>
@@ -62,7 +71,25 @@ using corofuse::testing::server;
 
 namespace {
 
-const std::string memfs_bin = runfile("examples/memfs/memfs");
+#ifdef FS_SUITE_PASSTHROUGH
+#define FS_NAME "passthrough"
+constexpr bool passthrough = true;
+const std::string fs_bin = runfile("examples/passthrough/passthrough");
+#else
+#define FS_NAME "memfs"
+constexpr bool passthrough = false;
+const std::string fs_bin = runfile("examples/memfs/memfs");
+#endif
+const std::string fs_name = FS_NAME;
+// How the tests that limit the space say so: memfs takes --size; passthrough reports and enforces
+// its backing directory's, a tmpfs mounted with size=.
+#ifdef FS_SUITE_PASSTHROUGH
+#define STATFS_LIMIT "of a 64 MiB backing tmpfs"
+#define SIZE_LIMIT "an 8 MiB backing tmpfs (its ENOSPC reaches the client unchanged)"
+#else
+#define STATFS_LIMIT "with --size"
+#define SIZE_LIMIT "--size 8 MiB"
+#endif
 
 constexpr off_t KiB = 1024;
 constexpr off_t MiB = 1024 * KiB;
@@ -449,7 +476,7 @@ std::vector<std::string> read_lines(int fd) {
 // Runs a scenario on `root` in a client child (umask 022); its record, ending in "end: ok" when it
 // ran to its end.
 std::vector<std::string> run_scenario(const std::string& root, const scenario& fn, int seconds, dev_t fuse_dev) {
-  int fd = ::memfd_create("memfs-test-record", MFD_CLOEXEC);
+  int fd = ::memfd_create("fs-suite-record", MFD_CLOEXEC);
   if (fd < 0) return {"memfd_create failed"};
   bool hung = false;
   int rc = guarded_client(
@@ -472,7 +499,7 @@ std::vector<std::string> run_scenario(const std::string& root, const scenario& f
   ::close(fd);
   if (rc != 0)
     lines.push_back("client ended with status " + std::to_string(rc) +
-                    (hung ? " (hung in a FUSE request memfs never answered: connection aborted)"
+                    (hung ? " (hung in a FUSE request " + fs_name + " never answered: connection aborted)"
                           : rc == 128 + SIGALRM ? " (timed out)" : ""));
   return lines;
 }
@@ -481,8 +508,8 @@ bool ends_with(const std::string& s, const std::string& tail) {
   return s.size() >= tail.size() && s.compare(s.size() - tail.size(), tail.size(), tail) == 0;
 }
 
-// Compares the two records: tmpfs's must meet the test's expectations and end normally; memfs's must
-// be the same, line by line.
+// Compares the two records: tmpfs's must meet the test's expectations and end normally; the file
+// system's must be the same, line by line.
 void check_records(const std::vector<std::string>& want_all, const std::vector<std::string>& got_all) {
   std::vector<std::string> want, got;
   std::string notes;
@@ -491,7 +518,7 @@ void check_records(const std::vector<std::string>& want_all, const std::vector<s
     else want.push_back(l);
   }
   for (auto& l : got_all) {
-    if (l.rfind("~", 0) == 0) notes += "memfs " + l.substr(1) + "\n";
+    if (l.rfind("~", 0) == 0) notes += fs_name + " " + l.substr(1) + "\n";
     else got.push_back(l);
   }
   INFO("informative values (not compared):\n" << notes);
@@ -503,7 +530,7 @@ void check_records(const std::vector<std::string>& want_all, const std::vector<s
     const std::string w = i < want.size() ? want[i] : "<nothing>";
     const std::string g = i < got.size() ? got[i] : "<nothing>";
     if (w == g) continue;
-    INFO("record line " << i << ": memfs (left) vs tmpfs (right)");
+    INFO("record line " << i << ": " << fs_name << " (left) vs tmpfs (right)");
     CHECK(g == w);
     if (++shown == 25) {
       FAIL_CHECK("more differences not shown");
@@ -514,6 +541,116 @@ void check_records(const std::vector<std::string>& want_all, const std::vector<s
 
 
 // ---------------------------------------------------------------------------------------------
+// Comparing trees: the random test compares tmpfs's with the file system's; for passthrough every
+// test also compares the backing directory with the tree seen through the mount.
+
+int sorted_names(const std::string& dir, std::vector<std::string>& out) {
+  std::vector<dent> v;
+  out.clear();
+  if (int e = read_dir(dir, v)) return e;
+  for (auto& d : v)
+    if (d.name != "." && d.name != "..") out.push_back(d.name);
+  std::sort(out.begin(), out.end());
+  return 0;
+}
+std::string join(const std::vector<std::string>& v) {
+  std::string s;
+  for (auto& x : v) s += (s.empty() ? "" : " ") + x;
+  return s;
+}
+
+// Where two regular files of the same size `size` first differ ("" when they agree), read in 1 MiB
+// pieces. `a` must be on a tmpfs (which reports its holes exactly). A file over 64 MiB (the sparse
+// ones of the regular-files test, up to 8 GiB) is compared in full only where `a` has data; in
+// `a`'s holes `b` is sampled (64 KiB at each hole's start and end and every 64 MiB), not read whole:
+// reading 8 GiB of zeros through FUSE would take minutes.
+std::string contents_diff(const std::string& a, const std::string& b, off_t size, const std::string& la, const std::string& lb) {
+  int fa = ::open(a.c_str(), O_RDONLY | O_CLOEXEC);
+  int ea = fa < 0 ? errno : 0;
+  int fb = ::open(b.c_str(), O_RDONLY | O_CLOEXEC);
+  int eb = fb < 0 ? errno : 0;
+  std::string out;
+  if (ea || eb) out = "open failed: " + la + " " + (ea ? errname(ea) : "ok") + ", " + lb + " " + (eb ? errname(eb) : "ok");
+  // Compares [from, to) of both.
+  auto range = [&](off_t from, off_t to) {
+    std::string ba, bb;
+    for (off_t at = from; at < to && out.empty();) {
+      const std::size_t n = static_cast<std::size_t>(std::min<off_t>(MiB, to - at));
+      int e1 = 0, e2 = 0;
+      ba = pread_raw(fa, n, at, e1);
+      bb = pread_raw(fb, n, at, e2);
+      if (e1 || e2) {
+        out = "read at " + std::to_string(at) + " failed: " + la + " " + (e1 ? errname(e1) : "ok") + ", " + lb + " " +
+              (e2 ? errname(e2) : "ok");
+      } else if (ba != bb) {
+        std::size_t i = 0;
+        while (i < ba.size() && i < bb.size() && ba[i] == bb[i]) ++i;
+        out = "contents differ from byte " + std::to_string(at + static_cast<off_t>(i)) + " (" + la + " read " +
+              std::to_string(ba.size()) + " bytes there, " + lb + " " + std::to_string(bb.size()) + ")";
+      } else if (ba.size() < n) {
+        out = "both read short at " + std::to_string(at) + " of " + std::to_string(size) + " bytes";
+      }
+      at += static_cast<off_t>(n);
+    }
+  };
+  if (out.empty() && size <= 64 * MiB) {
+    range(0, size);
+  } else if (out.empty()) {
+    for (off_t at = 0; at < size && out.empty();) {
+      off_t data = ::lseek(fa, at, SEEK_DATA);
+      if (data < 0) data = size;  // ENXIO: a hole up to the end
+      // The hole [at, data): only samples of b, which must be zeros.
+      for (off_t s = at; s < data && out.empty();) {
+        const off_t n = std::min<off_t>(64 * KiB, data - s);
+        int e = 0;
+        std::string z = pread_raw(fb, static_cast<std::size_t>(n), s, e);
+        if (e || z.size() != static_cast<std::size_t>(n) || !all_zero(z))
+          out = "in " + la + "'s hole at " + std::to_string(s) + ", " + lb + " reads " + (e ? err_str(e) : show(z));
+        const off_t last = data - std::min<off_t>(64 * KiB, data - at);
+        s = s == last ? data : std::min(s + 64 * MiB, last);
+      }
+      if (data >= size || !out.empty()) break;
+      off_t hole = ::lseek(fa, data, SEEK_HOLE);
+      if (hole < 0) hole = size;
+      range(data, hole);
+      at = hole;
+    }
+  }
+  if (fa >= 0) ::close(fa);
+  if (fb >= 0) ::close(fb);
+  return out;
+}
+
+// The first difference between two trees (names, types, modes, owners, link counts, sizes,
+// contents, symlink targets, xattrs); empty when identical. `ta` is a tmpfs (see contents_diff).
+std::string tree_diff(const std::string& ta, const std::string& tb, const std::string& la = "tmpfs",
+                      const std::string& lb = fs_name, const std::string& rel = "") {
+  std::vector<std::string> na, nb;
+  int ea = sorted_names(ta + rel, na), eb = sorted_names(tb + rel, nb);
+  if (ea || eb) return (rel.empty() ? "/" : rel) + ": listing failed: " + la + " " + errname(ea) + ", " + lb + " " + errname(eb);
+  if (na != nb) return (rel.empty() ? "/" : rel) + ": entries differ: " + la + " [" + join(na) + "] " + lb + " [" + join(nb) + "]";
+  for (auto& n : na) {
+    const std::string r = rel + "/" + n;
+    struct stat sa {}, sb {};
+    if (::lstat((ta + r).c_str(), &sa) != 0 || ::lstat((tb + r).c_str(), &sb) != 0) return r + ": lstat failed";
+    if (describe(sa) != describe(sb)) return r + ": " + la + " " + describe(sa) + " | " + lb + " " + describe(sb);
+    if (S_ISREG(sa.st_mode)) {
+      std::string d = contents_diff(ta + r, tb + r, sa.st_size, la, lb);
+      if (!d.empty()) return r + ": " + d;
+    }
+    if (S_ISLNK(sa.st_mode) && readlink_of(ta + r) != readlink_of(tb + r))
+      return r + ": symlink targets: " + la + " " + readlink_of(ta + r) + " | " + lb + " " + readlink_of(tb + r);
+    if (xattrs_of(ta + r) != xattrs_of(tb + r))
+      return r + ": xattrs: " + la + " " + xattrs_of(ta + r) + " | " + lb + " " + xattrs_of(tb + r);
+    if (S_ISDIR(sa.st_mode)) {
+      std::string d = tree_diff(ta, tb, la, lb, r);
+      if (!d.empty()) return d;
+    }
+  }
+  return "";
+}
+
+// ---------------------------------------------------------------------------------------------
 // The mounts.
 
 // A tmpfs on a fresh temporary directory, mounted nosuid,nodev like the FUSE mount; always
@@ -521,14 +658,14 @@ void check_records(const std::vector<std::string>& want_all, const std::vector<s
 class tmpfs_ref {
  public:
   explicit tmpfs_ref(const std::string& extra_opts = "") {
-    char tmpl[] = "/tmp/memfs-ref-XXXXXX";
+    char tmpl[] = "/tmp/fs-suite-tmpfs-XXXXXX";
     if (!::mkdtemp(tmpl)) throw std::runtime_error("mkdtemp failed");
     dir_ = tmpl;
     std::string opts = "mode=0755" + (extra_opts.empty() ? "" : "," + extra_opts);
     if (::mount("tmpfs", dir_.c_str(), "tmpfs", MS_NOSUID | MS_NODEV, opts.c_str()) != 0) {
       int e = errno;
       ::rmdir(dir_.c_str());
-      throw std::runtime_error("mounting the reference tmpfs failed: " + std::string(std::strerror(e)));
+      throw std::runtime_error("mounting a tmpfs failed: " + std::string(std::strerror(e)));
     }
   }
   ~tmpfs_ref() {
@@ -561,27 +698,37 @@ std::uint64_t requests(const std::string& log, const std::string& op) {
   return counter_value(line, "dev") + counter_value(line, "ring");
 }
 
-// memfs next to its tmpfs reference. allow_other: some scenarios act as nobody.
+std::string size_opt(off_t size) { return size > 0 ? "size=" + std::to_string(size) : ""; }
+
+// The file system under test next to its tmpfs reference. allow_other: some scenarios act as
+// nobody. `size` (bytes; 0: none) limits the space: the reference tmpfs gets size=, memfs --size;
+// passthrough has no such option, its backing tmpfs gets the reference's size= instead.
 struct mounts {
   std::string transport;
   tmpfs_ref ref;
+  // passthrough's SOURCE: a fresh tmpfs mounted like the reference. Declared before fs, so it is
+  // detached only after the server has stopped (and is there before it starts).
+  std::unique_ptr<tmpfs_ref> backing;
   server fs;
   dev_t dev = 0;  // the FUSE connection, to abort if a client hangs
-  mounts(const std::string& t, const std::vector<std::string>& extra = {}, const std::string& tmpfs_opts = "")
-      : transport(t), ref(tmpfs_opts), fs(memfs_bin, args(t, extra)) {}
+  explicit mounts(const std::string& t, off_t size = 0)
+      : transport(t),
+        ref(size_opt(size)),
+        backing(passthrough ? std::make_unique<tmpfs_ref>(size_opt(size)) : nullptr),
+        fs(fs_bin, args(t, size), -1, -1, backing ? std::vector<std::string>{backing->dir()} : std::vector<std::string>{}) {}
 
-  static std::vector<std::string> args(const std::string& t, const std::vector<std::string>& extra) {
+  static std::vector<std::string> args(const std::string& t, off_t size) {
     std::vector<std::string> a{"-d", "-o", "allow_other", "--transport", t};
-    a.insert(a.end(), extra.begin(), extra.end());
+    if (size > 0 && !passthrough) a.insert(a.end(), {"--size", std::to_string(size)});
     return a;
   }
 
-  // Stops memfs with SIGTERM: it exits 0 and leaves nothing mounted; returns its log.
+  // Stops the server with SIGTERM: it exits 0 and leaves nothing mounted; returns its log.
   std::string stop() {
     fs.signal(SIGTERM);
     bool ended = fs.wait_exit(30);
     std::string log = fs.log();
-    INFO("memfs log (tail):\n" << tail(log));
+    INFO(fs_name << " log (tail):\n" << tail(log));
     CHECK(ended);
     if (ended) CHECK(fs.exit_status() == 0);
     CHECK_FALSE(fs.mounted());
@@ -591,19 +738,43 @@ struct mounts {
   }
 };
 
-#define START_MEMFS(m)                                                                                          \
-  do {                                                                                                          \
-    INFO("memfs log:\n" << tail((m).fs.log()));                                                                 \
-    INFO(((m).fs.exited() ? "memfs ended with status " + std::to_string((m).fs.exit_status()) : "memfs runs")); \
-    REQUIRE((m).fs.mounted());                                                                                  \
-    (m).dev = (m).fs.device();                                                                                  \
+#define START_FS(m)                                                                                                      \
+  do {                                                                                                                   \
+    INFO(fs_name << " log:\n" << tail((m).fs.log()));                                                                    \
+    INFO(((m).fs.exited() ? fs_name + " ended with status " + std::to_string((m).fs.exit_status()) : fs_name + " runs")); \
+    REQUIRE((m).fs.mounted());                                                                                           \
+    (m).dev = (m).fs.device();                                                                                           \
   } while (0)
 
-// The same scenario on the tmpfs reference and on memfs; the records must agree.
+// passthrough only: the tree seen through the mount must be the backing directory's, compared in a
+// client (a hang in the mount fails the test instead of hanging it); the first difference is shown.
+void check_backing(const mounts& m, const std::string& when) {
+  if (!m.backing) return;
+  int fd = ::memfd_create("fs-suite-backing-diff", MFD_CLOEXEC);
+  REQUIRE(fd >= 0);
+  bool hung = false;
+  int rc = guarded_client(
+      [&] {
+        std::string d = tree_diff(m.backing->dir(), m.fs.dir(), "backing", fs_name);
+        rec(fd).put(d.empty() ? "same" : d);
+        return d.empty() ? 0 : 1;
+      },
+      120, m.dev, &hung);
+  auto lines = read_lines(fd);
+  ::close(fd);
+  INFO("the backing directory vs the tree through the mount, " << when << ": " << (lines.empty() ? "<no report>" : lines[0])
+                                                                << (hung ? " (hung: connection aborted)" : ""));
+  CHECK(rc == 0);
+  CHECK_FALSE(hung);
+}
+
+// The same scenario on the tmpfs reference and on the file system; the records must agree. For
+// passthrough the backing directory must then hold what the mount shows.
 void same_on_both(const mounts& m, const scenario& fn, int seconds = 30) {
   auto want = run_scenario(m.ref.dir(), fn, seconds, 0);
   auto got = run_scenario(m.fs.dir(), fn, seconds, m.dev);
   check_records(want, got);
+  check_backing(m, "after the scenario");
 }
 
 #define TRANSPORT()                                                         \
@@ -617,11 +788,11 @@ void same_on_both(const mounts& m, const scenario& fn, int seconds = 30) {
 // =============================================================================================
 // 1. Regular files.
 
-TEST_CASE("memfs vs tmpfs: regular files (O_EXCL, modes and umask, read/write, O_APPEND, O_TRUNC, sparse past 4 GiB, truncate)",
-          "[mount][memfs][files]") {
+TEST_CASE(FS_NAME " vs tmpfs: regular files (O_EXCL, modes and umask, read/write, O_APPEND, O_TRUNC, sparse past 4 GiB, truncate)",
+          "[mount][" FS_NAME "][files]") {
   TRANSPORT();
   mounts m(transport);
-  START_MEMFS(m);
+  START_FS(m);
   same_on_both(m, [](rec& r, const std::string& root) {
     auto P = [&](const std::string& n) { return root + "/" + n; };
 
@@ -768,11 +939,11 @@ TEST_CASE("memfs vs tmpfs: regular files (O_EXCL, modes and umask, read/write, O
 // =============================================================================================
 // 2. Directories.
 
-TEST_CASE("memfs vs tmpfs: directories (mkdir/rmdir, ENOTEMPTY, ENOTDIR, EISDIR, listings, nlink, setgid)",
-          "[mount][memfs][dirs]") {
+TEST_CASE(FS_NAME " vs tmpfs: directories (mkdir/rmdir, ENOTEMPTY, ENOTDIR, EISDIR, listings, nlink, setgid)",
+          "[mount][" FS_NAME "][dirs]") {
   TRANSPORT();
   mounts m(transport);
-  START_MEMFS(m);
+  START_FS(m);
   same_on_both(m, [](rec& r, const std::string& root) {
     auto P = [&](const std::string& n) { return root + "/" + n; };
     OK("mkdir d 0777", ::mkdir(P("d").c_str(), 0777));
@@ -875,10 +1046,10 @@ TEST_CASE("memfs vs tmpfs: directories (mkdir/rmdir, ENOTEMPTY, ENOTDIR, EISDIR,
 // =============================================================================================
 // 3. Symbolic links, hard links, fifos and device nodes.
 
-TEST_CASE("memfs vs tmpfs: symlinks, hard links, fifos and device nodes", "[mount][memfs][links]") {
+TEST_CASE(FS_NAME " vs tmpfs: symlinks, hard links, fifos and device nodes", "[mount][" FS_NAME "][links]") {
   TRANSPORT();
   mounts m(transport);
-  START_MEMFS(m);
+  START_FS(m);
   same_on_both(m, [](rec& r, const std::string& root) {
     auto P = [&](const std::string& n) { return root + "/" + n; };
     // Symlinks.
@@ -1011,11 +1182,11 @@ void put_file(const std::string& path, const std::string& data) {
 }
 }  // namespace
 
-TEST_CASE("memfs vs tmpfs: rename (plain, across directories, over files and directories, EINVAL, EISDIR, ENOTDIR, NOREPLACE, EXCHANGE)",
-          "[mount][memfs][rename]") {
+TEST_CASE(FS_NAME " vs tmpfs: rename (plain, across directories, over files and directories, EINVAL, EISDIR, ENOTDIR, NOREPLACE, EXCHANGE)",
+          "[mount][" FS_NAME "][rename]") {
   TRANSPORT();
   mounts m(transport);
-  START_MEMFS(m);
+  START_FS(m);
   same_on_both(m, [](rec& r, const std::string& root) {
     auto P = [&](const std::string& n) { return root + "/" + n; };
     put_file(P("a"), "A");
@@ -1128,10 +1299,10 @@ TEST_CASE("memfs vs tmpfs: rename (plain, across directories, over files and dir
 // =============================================================================================
 // 5. Unlinking open files.
 
-TEST_CASE("memfs vs tmpfs: an unlinked open file stays readable and writable until closed", "[mount][memfs][unlink]") {
+TEST_CASE(FS_NAME " vs tmpfs: an unlinked open file stays readable and writable until closed", "[mount][" FS_NAME "][unlink]") {
   TRANSPORT();
   mounts m(transport);
-  START_MEMFS(m);
+  START_FS(m);
   same_on_both(m, [](rec& r, const std::string& root) {
     auto P = [&](const std::string& n) { return root + "/" + n; };
     int fd = OK("open f", ::open(P("f").c_str(), O_CREAT | O_RDWR, 0644));
@@ -1223,10 +1394,10 @@ TEST_CASE("memfs vs tmpfs: an unlinked open file stays readable and writable unt
 // =============================================================================================
 // 6. fallocate, SEEK_DATA/SEEK_HOLE, copy_file_range.
 
-TEST_CASE("memfs vs tmpfs: fallocate, punching holes, SEEK_DATA/SEEK_HOLE, copy_file_range", "[mount][memfs][fallocate]") {
+TEST_CASE(FS_NAME " vs tmpfs: fallocate, punching holes, SEEK_DATA/SEEK_HOLE, copy_file_range", "[mount][" FS_NAME "][fallocate]") {
   TRANSPORT();
   mounts m(transport);
-  START_MEMFS(m);
+  START_FS(m);
   same_on_both(m, [](rec& r, const std::string& root) {
     auto P = [&](const std::string& n) { return root + "/" + n; };
     int fd = ::open(P("f").c_str(), O_CREAT | O_RDWR, 0644);
@@ -1384,11 +1555,11 @@ TEST_CASE("memfs vs tmpfs: fallocate, punching holes, SEEK_DATA/SEEK_HOLE, copy_
 // =============================================================================================
 // 7. Extended attributes.
 
-TEST_CASE("memfs vs tmpfs: extended attributes (user. and trusted., CREATE/REPLACE, size queries, ERANGE, ENODATA)",
-          "[mount][memfs][xattr]") {
+TEST_CASE(FS_NAME " vs tmpfs: extended attributes (user. and trusted., CREATE/REPLACE, size queries, ERANGE, ENODATA)",
+          "[mount][" FS_NAME "][xattr]") {
   TRANSPORT();
   mounts m(transport);
-  START_MEMFS(m);
+  START_FS(m);
   same_on_both(m, [](rec& r, const std::string& root) {
     auto P = [&](const std::string& n) { return root + "/" + n; };
     put_file(P("f"), "file");
@@ -1504,10 +1675,10 @@ TEST_CASE("memfs vs tmpfs: extended attributes (user. and trusted., CREATE/REPLA
 // =============================================================================================
 // 8. Ownership, permissions and times.
 
-TEST_CASE("memfs vs tmpfs: chmod, chown, setuid/setgid cleared on write, utimensat, mtime/ctime", "[mount][memfs][attrs]") {
+TEST_CASE(FS_NAME " vs tmpfs: chmod, chown, setuid/setgid cleared on write, utimensat, mtime/ctime", "[mount][" FS_NAME "][attrs]") {
   TRANSPORT();
   mounts m(transport);
-  START_MEMFS(m);
+  START_FS(m);
   same_on_both(m, [](rec& r, const std::string& root) {
     auto P = [&](const std::string& n) { return root + "/" + n; };
     ::chmod(root.c_str(), 0755);
@@ -1736,10 +1907,10 @@ TEST_CASE("memfs vs tmpfs: chmod, chown, setuid/setgid cleared on write, utimens
 // =============================================================================================
 // 9. statfs, statx, access, O_TMPFILE.
 
-TEST_CASE("memfs vs tmpfs: statfs with --size, statx, access() as a user, O_TMPFILE", "[mount][memfs][statfs]") {
+TEST_CASE(FS_NAME " vs tmpfs: statfs " STATFS_LIMIT ", statx, access() as a user, O_TMPFILE", "[mount][" FS_NAME "][statfs]") {
   TRANSPORT();
-  mounts m(transport, {"--size", std::to_string(64 * MiB)}, "size=" + std::to_string(64 * MiB));
-  START_MEMFS(m);
+  mounts m(transport, 64 * MiB);
+  START_FS(m);
   {
     struct statfs sf {};
     const long fuse_super_magic = 0x65735546;
@@ -1910,11 +2081,11 @@ TEST_CASE("memfs vs tmpfs: statfs with --size, statx, access() as a user, O_TMPF
 // =============================================================================================
 // 10. Inode lifetime.
 
-TEST_CASE("memfs vs tmpfs: thousands of files created and unlinked: live inode numbers are unique; drop_caches (FORGET)",
-          "[mount][memfs][inodes]") {
+TEST_CASE(FS_NAME " vs tmpfs: thousands of files created and unlinked: live inode numbers are unique; drop_caches (FORGET)",
+          "[mount][" FS_NAME "][inodes]") {
   TRANSPORT();
   mounts m(transport);
-  START_MEMFS(m);
+  START_FS(m);
   same_on_both(
       m,
       [](rec& r, const std::string& root) {
@@ -2059,11 +2230,11 @@ long getdents(int fd, std::size_t bufsize, std::vector<std::pair<std::string, of
 }
 }  // namespace
 
-TEST_CASE("memfs vs tmpfs: listing a 2000-entry directory in small pieces while entries come and go",
-          "[mount][memfs][readdir]") {
+TEST_CASE(FS_NAME " vs tmpfs: listing a 2000-entry directory in small pieces while entries come and go",
+          "[mount][" FS_NAME "][readdir]") {
   TRANSPORT();
   mounts m(transport);
-  START_MEMFS(m);
+  START_FS(m);
   same_on_both(
       m,
       [](rec& r, const std::string& root) {
@@ -2208,11 +2379,11 @@ TEST_CASE("memfs vs tmpfs: listing a 2000-entry directory in small pieces while 
 // =============================================================================================
 // 12. The --size limit.
 
-TEST_CASE("memfs vs tmpfs: --size 8 MiB: ENOSPC, earlier data intact, statfs shows the limit, space reusable",
-          "[mount][memfs][size]") {
+TEST_CASE(FS_NAME " vs tmpfs: " SIZE_LIMIT ": ENOSPC, earlier data intact, statfs shows the limit, space reusable",
+          "[mount][" FS_NAME "][size]") {
   TRANSPORT();
-  mounts m(transport, {"--size", "8388608"}, "size=8388608");
-  START_MEMFS(m);
+  mounts m(transport, 8 * MiB);
+  START_FS(m);
   same_on_both(m, [](rec& r, const std::string& root) {
     auto P = [&](const std::string& n) { return root + "/" + n; };
     std::mt19937 g(11);
@@ -2344,17 +2515,17 @@ void check_sh(const mounts& m, const std::string& what, const std::string& cmd, 
   INFO(what << ":\n" << cmd);
   bool hung = false;
   int rc = guarded_sh(cmd, seconds, m.dev, &hung);
-  INFO((hung ? "hung in a FUSE request memfs never answered: connection aborted" : ""));
+  INFO((hung ? "hung in a FUSE request " + fs_name + " never answered: connection aborted" : std::string()));
   CHECK(rc == 0);
   CHECK_FALSE(hung);
 }
 }  // namespace
 
-TEST_CASE("memfs with real tools: tar, cp -a, diff, dd of a 2 GiB sparse file, mv, ln -s, find, du, df, git",
-          "[mount][memfs][tools]") {
+TEST_CASE(FS_NAME " with real tools: tar, cp -a, diff, dd of a 2 GiB sparse file, mv, ln -s, find, du, df, git",
+          "[mount][" FS_NAME "][tools]") {
   TRANSPORT();
   mounts m(transport);
-  START_MEMFS(m);
+  START_FS(m);
   const std::string R = m.ref.dir(), M = m.fs.dir();
   const std::string meta = "find . ! -type d -printf \"%y %m %n %U %G %s %T@ %p %l\\n\"; find . -type d -printf \"%y %m %n %U %G %T@ %p\\n\"";
   check_sh(m, "the source tree on tmpfs",
@@ -2362,26 +2533,26 @@ TEST_CASE("memfs with real tools: tar, cp -a, diff, dd of a 2 GiB sparse file, m
            "ln -s dir/file src/link && ln src/dir/file src/hard && mkfifo src/fifo && "
            "head -c 300000 /dev/urandom > src/dir/sub/big && chmod 0640 src/empty && chmod 0700 src/dir/sub && "
            "touch -h -d \"2020-01-02 03:04:05\" src/link");
-  // tar: from tmpfs into memfs and back; the archives' listings and the archives themselves agree.
+  // tar: from tmpfs into the file system and back; the archives' listings and the archives themselves agree.
   check_sh(m, "tar cf on tmpfs", "set -e; cd " + R + "/src && tar --sort=name -cf " + R + "/a.tar .");
-  check_sh(m, "tar xf into memfs", "set -e; mkdir " + M + "/x && tar -xpf " + R + "/a.tar -C " + M + "/x");
-  check_sh(m, "tar cf of the tree in memfs", "set -e; cd " + M + "/x && tar --sort=name -cf " + R + "/b.tar .");
+  check_sh(m, "tar xf into " + fs_name, "set -e; mkdir " + M + "/x && tar -xpf " + R + "/a.tar -C " + M + "/x");
+  check_sh(m, "tar cf of the tree in " + fs_name, "set -e; cd " + M + "/x && tar --sort=name -cf " + R + "/b.tar .");
   check_sh(m, "diff -r of the trees", "diff -r --no-dereference -x fifo " + R + "/src " + M + "/x && test -p " + M + "/x/fifo");
   check_sh(m, "tar tvf listings agree", "set -e; tar --full-time -tvf " + R + "/a.tar > " + R + "/a.lst && tar --full-time -tvf " + R +
                                          "/b.tar > " + R + "/b.lst && diff " + R + "/a.lst " + R + "/b.lst");
   check_sh(m, "the archives are identical", "cmp " + R + "/a.tar " + R + "/b.tar");
-  check_sh(m, "the hard link is one inode in memfs",
+  check_sh(m, "the hard link is one inode in " + fs_name,
            "test $(stat -c %i " + M + "/x/hard) = $(stat -c %i " + M + "/x/dir/file) && test $(stat -c %h " + M + "/x/hard) = 2");
-  check_sh(m, "memfs holds the tree's metadata as extracted on tmpfs",
+  check_sh(m, fs_name + " holds the tree's metadata as extracted on tmpfs",
            "set -e; mkdir " + R + "/y && tar -xpf " + R + "/a.tar -C " + R + "/y && (cd " + R + "/y && " + meta + ") | sort > " + R +
                "/y.meta && (cd " + M + "/x && " + meta + ") | sort > " + R + "/x.meta && diff " + R + "/y.meta " + R + "/x.meta");
   // cp -a: everything preserved, to the nanosecond.
-  check_sh(m, "cp -a into memfs", "cp -a " + R + "/src " + M + "/cp");
+  check_sh(m, "cp -a into " + fs_name, "cp -a " + R + "/src " + M + "/cp");
   check_sh(m, "diff -r after cp -a", "diff -r --no-dereference -x fifo " + R + "/src " + M + "/cp && test -p " + M + "/cp/fifo");
   check_sh(m, "cp -a kept modes, owners, links, sizes and times",
            "set -e; (cd " + R + "/src && " + meta + ") | sort > " + R + "/src.meta && (cd " + M + "/cp && " + meta + ") | sort > " +
                R + "/cp.meta && diff " + R + "/src.meta " + R + "/cp.meta");
-  check_sh(m, "cp -a back out of memfs", "set -e; cp -a " + M + "/cp " + R + "/back && diff -r --no-dereference -x fifo " + R +
+  check_sh(m, "cp -a back out of " + fs_name, "set -e; cp -a " + M + "/cp " + R + "/back && diff -r --no-dereference -x fifo " + R +
                                           "/src " + R + "/back");
   // dd: a 2 GiB sparse file.
   check_sh(m, "dd: a 2 GiB sparse file", "set -e; dd if=/dev/zero of=" + M + "/sparse bs=1 count=0 seek=2G status=none && test $(stat -c %s " +
@@ -2423,12 +2594,14 @@ TEST_CASE("memfs with real tools: tar, cp -a, diff, dd of a 2 GiB sparse file, m
   } else {
     WARN("git is not installed: the git round trip is skipped");
   }
+  check_backing(m, "after the tools ran");
   check_sh(m, "rm -rf of everything", "set -e; rm -rf " + M + "/* && test -z \"$(ls -A " + M + ")\"");
+  check_backing(m, "after rm -rf of everything");
   m.stop();
 }
 
 // =============================================================================================
-// 14. Random operations, memfs and tmpfs side by side.
+// 14. Random operations, the file system and tmpfs side by side.
 
 namespace {
 
@@ -2616,58 +2789,10 @@ std::string apply_op(const std::string& root, const op& o) {
   return out;
 }
 
-int sorted_names(const std::string& dir, std::vector<std::string>& out) {
-  std::vector<dent> v;
-  out.clear();
-  if (int e = read_dir(dir, v)) return e;
-  for (auto& d : v)
-    if (d.name != "." && d.name != "..") out.push_back(d.name);
-  std::sort(out.begin(), out.end());
-  return 0;
-}
-std::string join(const std::vector<std::string>& v) {
-  std::string s;
-  for (auto& x : v) s += (s.empty() ? "" : " ") + x;
-  return s;
-}
-
-// The first difference between two trees (names, types, modes, link counts, sizes, contents,
-// symlink targets, xattrs); empty when identical.
-std::string tree_diff(const std::string& ta, const std::string& tb, const std::string& rel = "") {
-  std::vector<std::string> na, nb;
-  int ea = sorted_names(ta + rel, na), eb = sorted_names(tb + rel, nb);
-  if (ea || eb) return (rel.empty() ? "/" : rel) + ": listing failed: tmpfs " + errname(ea) + ", memfs " + errname(eb);
-  if (na != nb) return (rel.empty() ? "/" : rel) + ": entries differ: tmpfs [" + join(na) + "] memfs [" + join(nb) + "]";
-  for (auto& n : na) {
-    const std::string r = rel + "/" + n;
-    struct stat sa {}, sb {};
-    if (::lstat((ta + r).c_str(), &sa) != 0 || ::lstat((tb + r).c_str(), &sb) != 0) return r + ": lstat failed";
-    if (describe(sa) != describe(sb)) return r + ": tmpfs " + describe(sa) + " | memfs " + describe(sb);
-    if (S_ISREG(sa.st_mode)) {
-      std::string ca, cb;
-      int e1 = slurp(ta + r, ca), e2 = slurp(tb + r, cb);
-      if (e1 || e2 || ca != cb) {
-        std::size_t at = 0;
-        while (at < ca.size() && at < cb.size() && ca[at] == cb[at]) ++at;
-        return r + ": contents differ from byte " + std::to_string(at) + " (tmpfs " + std::to_string(ca.size()) + " bytes, memfs " +
-               std::to_string(cb.size()) + " bytes" + (e1 || e2 ? ", read error" : "") + ")";
-      }
-    }
-    if (S_ISLNK(sa.st_mode) && readlink_of(ta + r) != readlink_of(tb + r))
-      return r + ": symlink targets: tmpfs " + readlink_of(ta + r) + " | memfs " + readlink_of(tb + r);
-    if ((S_ISREG(sa.st_mode) || S_ISDIR(sa.st_mode)) && xattrs_of(ta + r) != xattrs_of(tb + r))
-      return r + ": xattrs: tmpfs " + xattrs_of(ta + r) + " | memfs " + xattrs_of(tb + r);
-    if (S_ISDIR(sa.st_mode)) {
-      std::string d = tree_diff(ta, tb, r);
-      if (!d.empty()) return d;
-    }
-  }
-  return "";
-}
-
 std::uint64_t model_seed() {
   static const std::uint64_t seed = [] {
-    if (const char* s = std::getenv("MEMFS_TEST_SEED")) return static_cast<std::uint64_t>(std::strtoull(s, nullptr, 0));
+    for (const char* name : {"FS_SUITE_SEED", "MEMFS_TEST_SEED"})
+      if (const char* s = std::getenv(name)) return static_cast<std::uint64_t>(std::strtoull(s, nullptr, 0));
     return (static_cast<std::uint64_t>(std::random_device{}()) << 32) ^ std::random_device{}();
   }();
   return seed;
@@ -2675,16 +2800,16 @@ std::uint64_t model_seed() {
 
 }  // namespace
 
-TEST_CASE("memfs vs tmpfs: 2000 random operations side by side agree step by step; the trees end identical",
-          "[mount][memfs][random]") {
+TEST_CASE(FS_NAME " vs tmpfs: 2000 random operations side by side agree step by step; the trees end identical",
+          "[mount][" FS_NAME "][random]") {
   TRANSPORT();
   const std::uint64_t seed = model_seed();
-  WARN("random model test seed: " << seed << " (set MEMFS_TEST_SEED to repeat)");
+  WARN("random model test seed: " << seed << " (set FS_SUITE_SEED to repeat)");
   mounts m(transport);
-  START_MEMFS(m);
+  START_FS(m);
   const std::string R = m.ref.dir(), M = m.fs.dir();
-  int fd = ::memfd_create("memfs-model-report", MFD_CLOEXEC);
-  int current = ::memfd_create("memfs-model-current-step", MFD_CLOEXEC);  // for a report if memfs hangs
+  int fd = ::memfd_create("fs-suite-model-report", MFD_CLOEXEC);
+  int current = ::memfd_create("fs-suite-model-current-step", MFD_CLOEXEC);  // for a report if the fs hangs
   REQUIRE(fd >= 0);
   REQUIRE(current >= 0);
   const auto started = std::chrono::steady_clock::now();
@@ -2703,12 +2828,13 @@ TEST_CASE("memfs vs tmpfs: 2000 random operations side by side agree step by ste
           if (::ftruncate(current, 0) != 0 || ::pwrite(current, now_doing.data(), now_doing.size(), 0) < 0) return 4;
           std::string want = apply_op(R, o), got = apply_op(M, o);
           if (want != got) {
-            r.put("step " + std::to_string(step) + ": " + o.desc() + ": tmpfs " + want + " | memfs " + got);
+            r.put("step " + std::to_string(step) + ": " + o.desc() + ": tmpfs " + want + " | " + fs_name + " " + got);
             return 1;
           }
           if (want.find("ERR") == std::string::npos) ++ok_counts[o.kind];
           if (step % 250 == 0 || step == 2000) {
             std::string d = tree_diff(R, M);
+            if (d.empty() && m.backing) d = tree_diff(m.backing->dir(), M, "backing", fs_name);
             if (!d.empty()) {
               r.put("after step " + std::to_string(step) + " (last: " + o.desc() + "): trees differ: " + d);
               return 2;
@@ -2723,7 +2849,7 @@ TEST_CASE("memfs vs tmpfs: 2000 random operations side by side agree step by ste
       120, m.dev, &hung);
   auto lines = read_lines(fd);
   ::close(fd);
-  if (hung) lines.push_back("hung in a FUSE request memfs never answered (connection aborted) at " + [&] {
+  if (hung) lines.push_back("hung in a FUSE request " + fs_name + " never answered (connection aborted) at " + [&] {
                                 auto l = read_lines(current);
                                 return l.empty() ? std::string("?") : l[0];
                               }());
@@ -2733,7 +2859,7 @@ TEST_CASE("memfs vs tmpfs: 2000 random operations side by side agree step by ste
   for (auto& l : lines) report += l + "\n";
   INFO("seed " << seed << ", " << secs << " s\n" << report);
   CHECK(rc == 0);
-  CHECK_FALSE(hung);  // a request memfs never answered (the connection was aborted)
+  CHECK_FALSE(hung);  // a request the file system never answered (the connection was aborted)
   CHECK(secs < 90);
   m.stop();
 }
