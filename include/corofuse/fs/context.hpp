@@ -14,6 +14,9 @@
 
 namespace corofuse {
 
+// A handler that co_awaits I/O returns a task: `task<result<T>>`.
+using io::task;
+
 class context {
  public:
   context(io::ring* ring, const cache_defaults& defaults) noexcept : ring_(ring), defaults_(&defaults) {}

@@ -365,18 +365,17 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
   return st.read_failed ? 1 : 0;
 }
 
-// The whole program of a filesystem: parse the command line, mount, serve, exit.
-//   int main(int argc, char** argv) { my_fs fs; return corofuse::session::main(fs, argc, argv, "my_fs: ..."); }
-// `extra_usage` describes options the program takes out of argv itself before calling this.
-template <typename Fs>
-int main(Fs& fs, int argc, char** argv, std::string_view about, std::string_view extra_usage = {}) {
-  options o;
+// The command line of a filesystem's main(): fills `o`, and returns -1 to go on serving, or the
+// exit status when there is nothing to serve (--help printed: 0; a bad command line, reported in
+// one line: 2). `positionals` names what comes before the options in the usage line.
+inline int parse_main_options(int argc, char** argv, std::string_view about, std::string_view extra_usage, options& o,
+                              std::string_view positionals = "MOUNTPOINT") {
   parse_outcome p = parse_command_line(argc, argv, o);
   const char* name = argc > 0 ? argv[0] : "corofuse";
   if (p.what == parse_outcome::kind::help) {
-    std::printf("%.*s\n\nusage: %s MOUNTPOINT [options]\n\n%.*s%.*s", static_cast<int>(about.size()), about.data(), name,
-                static_cast<int>(extra_usage.size()), extra_usage.data(), static_cast<int>(common_usage.size()),
-                common_usage.data());
+    std::printf("%.*s\n\nusage: %s %.*s [options]\n\n%.*s%.*s", static_cast<int>(about.size()), about.data(), name,
+                static_cast<int>(positionals.size()), positionals.data(), static_cast<int>(extra_usage.size()), extra_usage.data(),
+                static_cast<int>(common_usage.size()), common_usage.data());
     return 0;
   }
   if (p.what == parse_outcome::kind::error) {
@@ -387,6 +386,16 @@ int main(Fs& fs, int argc, char** argv, std::string_view about, std::string_view
     std::string base(name);
     o.mount.subtype = base.substr(base.find_last_of('/') + 1);
   }
+  return -1;
+}
+
+// The whole program of a filesystem: parse the command line, mount, serve, exit.
+//   int main(int argc, char** argv) { my_fs fs; return corofuse::session::main(fs, argc, argv, "my_fs: ..."); }
+// `extra_usage` describes options the program takes out of argv itself before calling this.
+template <typename Fs>
+int main(Fs& fs, int argc, char** argv, std::string_view about, std::string_view extra_usage = {}) {
+  options o;
+  if (int status = parse_main_options(argc, argv, about, extra_usage, o); status >= 0) return status;
   return serve(fs, o);
 }
 

@@ -1,0 +1,890 @@
+// passthrough: mirrors a directory (SOURCE) at the mount point.
+//
+// Inodes: an O_PATH, O_NOFOLLOW handle per backing inode, keyed by (st_dev, st_ino), so hard
+// links are one inode and the backing filesystem cannot reuse an inode number the kernel still
+// knows (the handle keeps that inode alive). Node ids come from a counter and are never reused.
+// Every operation works relative to those handles with *at() calls and a single name component:
+// the server never resolves a path, never follows a symlink, and so never leaves SOURCE, whatever
+// is renamed or replaced inside it behind its back.
+//
+// Data: READ is answered with a file slice (the transport reads the backing file straight into
+// the reply buffer; on the ring that read is linked to COMMIT_AND_FETCH), WRITE, FLUSH, FSYNC,
+// FALLOCATE, GETATTR and STATX are io_uring operations on the queue's own ring, so a queue serves
+// other requests while the backing file works. --passthrough hands READ and WRITE to the kernel
+// (FUSE passthrough with backing ids): they never reach this process.
+//
+// Permissions: the kernel checks them (default_permissions, always on) against the backing files'
+// modes with the caller's full credentials. Objects are created with the caller's fsuid/fsgid
+// (so they belong to the caller), with the server's capabilities kept (its check would only
+// repeat the kernel's, and without the caller's supplementary groups). Run without root, every
+// file is created as the server's user.
+#include <dirent.h>
+#include <fcntl.h>
+#include <linux/fs.h>
+#include <sys/stat.h>
+#include <sys/statvfs.h>
+#include <sys/syscall.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <algorithm>
+#include <atomic>
+#include <cerrno>
+#include <climits>
+#include <cstdint>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <utility>
+#include <vector>
+
+#include "corofuse/corofuse.hpp"
+#include "corofuse/fs/caller_credentials.hpp"
+#include "corofuse/session/serve.hpp"
+
+namespace cf = corofuse;
+
+namespace {
+
+// The magic link of one of our descriptors, for the calls that have no *at() form taking an
+// O_PATH descriptor (open, chmod, truncate, xattrs). The kernel resolves it to the very inode
+// the descriptor holds, whatever has become of its names, and does not follow it further when
+// that inode is a symlink (so xattrs of a symlink itself work through it too).
+struct proc_fd_path {
+  char text[32];
+  explicit proc_fd_path(int fd) noexcept { std::snprintf(text, sizeof text, "/proc/self/fd/%d", fd); }
+  const char* c_str() const noexcept { return text; }
+};
+
+// A name from the kernel as a C string. One component: never empty, never "." or "..", no '/'.
+struct component {
+  char text[NAME_MAX + 1];
+  int error = 0;
+  explicit component(std::string_view n) noexcept {
+    text[0] = 0;
+    if (n.empty() || n == "." || n == ".." || n.find('/') != std::string_view::npos || n.find('\0') != std::string_view::npos) {
+      error = EINVAL;
+    } else if (n.size() > NAME_MAX) {
+      error = ENAMETOOLONG;
+    } else {
+      std::memcpy(text, n.data(), n.size());
+      text[n.size()] = 0;
+    }
+  }
+  const char* c_str() const noexcept { return text; }
+};
+
+cf::error errno_error() { return cf::error(errno ? errno : EIO); }
+
+struct stat to_stat(const struct ::statx& x) {
+  struct stat st {};
+  st.st_dev = makedev(x.stx_dev_major, x.stx_dev_minor);
+  st.st_ino = x.stx_ino;
+  st.st_mode = x.stx_mode;
+  st.st_nlink = x.stx_nlink;
+  st.st_uid = x.stx_uid;
+  st.st_gid = x.stx_gid;
+  st.st_rdev = makedev(x.stx_rdev_major, x.stx_rdev_minor);
+  st.st_size = static_cast<off_t>(x.stx_size);
+  st.st_blksize = static_cast<blksize_t>(x.stx_blksize);
+  st.st_blocks = static_cast<blkcnt_t>(x.stx_blocks);
+  st.st_atim = {x.stx_atime.tv_sec, x.stx_atime.tv_nsec};
+  st.st_mtim = {x.stx_mtime.tv_sec, x.stx_mtime.tv_nsec};
+  st.st_ctim = {x.stx_ctime.tv_sec, x.stx_ctime.tv_nsec};
+  return st;
+}
+
+// The open file handle the kernel passes back: the backing descriptor, and the backing id when
+// the kernel does the I/O itself (--passthrough). Handles are slots checked on every use, so a
+// stale or forged fh gets EBADF instead of acting on some other descriptor of this process.
+struct open_file {
+  int fd = -1;
+  std::int32_t backing_id = 0;
+  DIR* dir = nullptr;     // directories: the listing stream
+  off_t dir_offset = 0;   // where `dir` stands (the d_off of the last entry handed out)
+  std::mutex dir_mutex;
+};
+
+struct options {
+  bool direct_io = false;
+  bool kernel_passthrough = false;
+  bool writeback = false;
+};
+
+}  // namespace
+
+class passthrough {
+ public:
+  passthrough(int source_fd, const struct stat& source_st, options o) : opts_(o) {
+    auto root = std::make_unique<inode>();
+    root->fd = source_fd;
+    root->dev = source_st.st_dev;
+    root->ino = source_st.st_ino;
+    root->type = S_IFDIR;
+    root->id = cf::root_ino;
+    root->lookups = 1;  // the kernel holds the root for the mount's lifetime
+    by_key_[{root->dev, root->ino}] = cf::root_ino;
+    inodes_[cf::root_ino] = std::move(root);
+  }
+
+  ~passthrough() {
+    for (auto& [id, in] : inodes_) ::close(in->fd);
+    for (auto& f : files_)
+      if (f) close_file(*f);
+  }
+
+  std::uint64_t init_flags() const { return opts_.kernel_passthrough ? cf::abi::init_flag::passthrough : 0; }
+
+  void init(const cf::connection& c) {
+    conn_ = c;
+    if (opts_.kernel_passthrough && !c.has(cf::abi::init_flag::passthrough)) {
+      std::fprintf(stderr, "passthrough: the kernel did not agree to FUSE passthrough (needs Linux 6.9+ with "
+                           "CONFIG_FUSE_PASSTHROUGH, and no writeback_cache): serving READ and WRITE itself\n");
+      opts_.kernel_passthrough = false;
+    }
+  }
+
+  // ---- names --------------------------------------------------------------------------------
+
+  cf::result<cf::entry> lookup(cf::context&, cf::ino parent, std::string_view name) {
+    component n(name);
+    if (n.error) return cf::error(n.error);
+    int dirfd = fd_of(parent);
+    if (dirfd < 0) return cf::error(-dirfd);
+    int fd = ::openat(dirfd, n.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return errno_error();
+    return adopt(fd);
+  }
+
+  void forget(cf::context&, cf::ino i, std::uint64_t n) { drop_lookups(i, n); }
+
+  void drop_lookups(cf::ino i, std::uint64_t n) {
+    std::lock_guard lock(mutex_);
+    auto it = inodes_.find(i);
+    if (it == inodes_.end() || i == cf::root_ino) return;
+    inode& in = *it->second;
+    in.lookups = in.lookups > n ? in.lookups - n : 0;
+    if (in.lookups == 0) {
+      ::close(in.fd);
+      by_key_.erase({in.dev, in.ino});
+      inodes_.erase(it);
+    }
+  }
+
+  cf::task<cf::result<cf::attr>> getattr(cf::context& c, cf::ino i, const cf::file_info*) {
+    int fd = fd_of(i);
+    if (fd < 0) co_return cf::error(-fd);
+    struct ::statx x {};
+    int r = co_await cf::io::statx(c.ring(), fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, &x);
+    if (r < 0) co_return cf::error(-r);
+    co_return cf::attr{to_stat(x)};
+  }
+
+  cf::task<cf::result<struct ::statx>> statx(cf::context& c, cf::ino i, const cf::file_info*, int flags, unsigned mask) {
+    int fd = fd_of(i);
+    if (fd < 0) co_return cf::error(-fd);
+    struct ::statx x {};
+    int r = co_await cf::io::statx(c.ring(), fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW | (flags & AT_STATX_SYNC_TYPE), mask, &x);
+    if (r < 0) co_return cf::error(-r);
+    co_return x;
+  }
+
+  cf::result<cf::attr> setattr(cf::context& c, cf::ino i, const cf::set_attr& s, const cf::file_info* fi) {
+    inode_ref in = find(i);
+    if (!in.fd_ok()) return cf::error(in.error());
+    const bool is_link = S_ISLNK(in.type);
+    const int handle_fd = fi ? file_fd(fi->fh) : -1;
+    if (s.has_size()) {
+      if (!S_ISREG(in.type)) return cf::error(S_ISDIR(in.type) ? EISDIR : EINVAL);
+      int r = handle_fd >= 0 ? ::ftruncate(handle_fd, s.size) : ::truncate(proc_fd_path(in.fd).c_str(), s.size);
+      if (r != 0) return errno_error();
+    }
+    if (s.has_uid() || s.has_gid()) {
+      uid_t u = s.has_uid() ? s.uid : static_cast<uid_t>(-1);
+      gid_t g = s.has_gid() ? s.gid : static_cast<gid_t>(-1);
+      if (::fchownat(in.fd, "", u, g, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return errno_error();
+    }
+    // After chown, which clears setuid/setgid: a mode in the same request is the one wanted.
+    if (s.has_mode()) {
+      if (is_link) return cf::error(EOPNOTSUPP);
+      if (::chmod(proc_fd_path(in.fd).c_str(), s.mode & 07777) != 0) return errno_error();
+    }
+    if (s.has_atime() || s.has_mtime()) {
+      timespec ts[2];
+      ts[0] = s.has_atime() ? s.atime : timespec{0, UTIME_OMIT};
+      ts[1] = s.has_mtime() ? s.mtime : timespec{0, UTIME_OMIT};
+      if (::utimensat(in.fd, "", ts, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return errno_error();
+    }
+    (void)c;  // the kernel checked the caller's right to each change (default_permissions)
+    return stat_attr(in.fd);
+  }
+
+  cf::result<std::string> readlink(cf::context&, cf::ino i) {
+    int fd = fd_of(i);
+    if (fd < 0) return cf::error(-fd);
+    char buf[PATH_MAX];
+    ssize_t n = ::readlinkat(fd, "", buf, sizeof buf);
+    if (n < 0) return errno_error();
+    return std::string(buf, static_cast<std::size_t>(n));
+  }
+
+  cf::result<cf::entry> mknod(cf::context& c, cf::ino parent, std::string_view name, mode_t mode, dev_t rdev, mode_t) {
+    return make(c, parent, name, mode, [&](int dirfd, const char* n, mode_t m) { return ::mknodat(dirfd, n, m, rdev); });
+  }
+
+  cf::result<cf::entry> mkdir(cf::context& c, cf::ino parent, std::string_view name, mode_t mode, mode_t) {
+    return make(c, parent, name, S_IFDIR | (mode & 07777), [](int dirfd, const char* n, mode_t m) { return ::mkdirat(dirfd, n, m & 07777); });
+  }
+
+  cf::result<cf::entry> symlink(cf::context& c, cf::ino parent, std::string_view name, std::string_view target) {
+    if (target.size() >= PATH_MAX) return cf::error(ENAMETOOLONG);
+    std::string t(target);
+    return make(c, parent, name, S_IFLNK | 0777, [&](int dirfd, const char* n, mode_t) { return ::symlinkat(t.c_str(), dirfd, n); });
+  }
+
+  cf::result<> unlink(cf::context&, cf::ino parent, std::string_view name) { return remove(parent, name, 0); }
+  cf::result<> rmdir(cf::context&, cf::ino parent, std::string_view name) { return remove(parent, name, AT_REMOVEDIR); }
+
+  cf::result<> rename(cf::context&, cf::ino parent, std::string_view name, cf::ino newparent, std::string_view newname,
+                      unsigned flags) {
+    component from(name), to(newname);
+    if (from.error || to.error) return cf::error(from.error ? from.error : to.error);
+    int a = fd_of(parent), b = fd_of(newparent);
+    if (a < 0 || b < 0) return cf::error(a < 0 ? -a : -b);
+    if (::renameat2(a, from.c_str(), b, to.c_str(), flags) != 0) return errno_error();
+    return cf::ok();
+  }
+
+  cf::result<cf::entry> link(cf::context&, cf::ino i, cf::ino newparent, std::string_view newname) {
+    component n(newname);
+    if (n.error) return cf::error(n.error);
+    int fd = fd_of(i), dirfd = fd_of(newparent);
+    if (fd < 0 || dirfd < 0) return cf::error(fd < 0 ? -fd : -dirfd);
+    // AT_EMPTY_PATH links the handle's inode itself (it needs CAP_DAC_READ_SEARCH); without it,
+    // the magic link names the same inode.
+    if (::linkat(fd, "", dirfd, n.c_str(), AT_EMPTY_PATH) != 0) {
+      if (errno != ENOENT && errno != EPERM) return errno_error();
+      if (::linkat(AT_FDCWD, proc_fd_path(fd).c_str(), dirfd, n.c_str(), AT_SYMLINK_FOLLOW) != 0) return errno_error();
+    }
+    int again = ::openat(dirfd, n.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (again < 0) return errno_error();
+    return adopt(again);
+  }
+
+  // ---- files --------------------------------------------------------------------------------
+
+  cf::result<cf::open_reply> open(cf::context&, cf::ino i, int flags) {
+    inode_ref in = find(i);
+    if (!in.fd_ok()) return cf::error(in.error());
+    if (S_ISLNK(in.type)) return cf::error(ELOOP);
+    int fd = ::open(proc_fd_path(in.fd).c_str(), backing_flags(flags));
+    if (fd < 0) return errno_error();
+    return opened(fd, S_ISREG(in.type));
+  }
+
+  cf::result<cf::created> create(cf::context& c, cf::ino parent, std::string_view name, mode_t mode, mode_t, int flags) {
+    component n(name);
+    if (n.error) return cf::error(n.error);
+    int dirfd = fd_of(parent);
+    if (dirfd < 0) return cf::error(-dirfd);
+    mode = creation_mode(c, dirfd, S_IFREG | (mode & 07777)) & 07777;
+    int fd;
+    {
+      cf::caller_credentials as_caller(c.uid(), c.gid());
+      fd = ::openat(dirfd, n.c_str(), backing_flags(flags) | (flags & O_EXCL) | O_CREAT | O_NOFOLLOW, mode);
+    }
+    if (fd < 0) return errno_error();
+    return finish_created(fd);
+  }
+
+  cf::result<cf::created> tmpfile(cf::context& c, cf::ino parent, mode_t mode, mode_t, int flags) {
+    int dirfd = fd_of(parent);
+    if (dirfd < 0) return cf::error(-dirfd);
+    mode = creation_mode(c, dirfd, S_IFREG | (mode & 07777)) & 07777;
+    int fd;
+    {
+      cf::caller_credentials as_caller(c.uid(), c.gid());
+      fd = ::openat(dirfd, ".", (backing_flags(flags) & ~(O_CREAT | O_DIRECTORY)) | O_TMPFILE, mode);
+    }
+    if (fd < 0) return errno_error();
+    return finish_created(fd);
+  }
+
+  // The transport reads the backing file straight into the reply (linked to the commit on the ring).
+  cf::result<cf::file_slice> read(cf::context&, cf::ino, cf::file_info& fi, std::span<std::byte> out, off_t off) {
+    int fd = file_fd(fi.fh);
+    if (fd < 0) return cf::error(EBADF);
+    return cf::file_slice{fd, off, out.size()};
+  }
+
+  cf::task<cf::result<std::size_t>> write(cf::context& c, cf::ino, cf::file_info& fi, std::span<const std::byte> in, off_t off) {
+    int fd = file_fd(fi.fh);
+    if (fd < 0) co_return cf::error(EBADF);
+    int n = co_await c.write_fixed(fd, in, off);
+    if (n < 0) co_return cf::error(-n);
+    co_return static_cast<std::size_t>(n);
+  }
+
+  // close(2) of a duplicate: what a backing filesystem that reports errors at close (NFS) needs.
+  cf::task<cf::result<>> flush(cf::context& c, cf::ino, cf::file_info& fi) {
+    int fd = file_fd(fi.fh);
+    if (fd < 0) co_return cf::error(EBADF);
+    int dup = ::fcntl(fd, F_DUPFD_CLOEXEC, 0);
+    if (dup < 0) co_return errno_error();
+    int r = co_await cf::io::close(c.ring(), dup);
+    if (r < 0) co_return cf::error(-r);
+    co_return cf::ok();
+  }
+
+  cf::result<> release(cf::context&, cf::ino, cf::file_info& fi) {
+    std::unique_ptr<open_file> f = take_file(fi.fh);
+    if (!f) return cf::error(EBADF);
+    close_file(*f);
+    return cf::ok();
+  }
+
+  cf::task<cf::result<>> fsync(cf::context& c, cf::ino, cf::file_info& fi, bool datasync) {
+    int fd = file_fd(fi.fh);
+    if (fd < 0) co_return cf::error(EBADF);
+    int r = co_await cf::io::fsync(c.ring(), fd, datasync);
+    if (r < 0) co_return cf::error(-r);
+    co_return cf::ok();
+  }
+
+  cf::task<cf::result<>> fallocate(cf::context& c, cf::ino, cf::file_info& fi, int mode, off_t off, off_t len) {
+    int fd = file_fd(fi.fh);
+    if (fd < 0) co_return cf::error(EBADF);
+    if (off < 0 || len <= 0) co_return cf::error(EINVAL);
+    int r = co_await cf::io::fallocate(c.ring(), fd, mode, static_cast<std::uint64_t>(off), static_cast<std::uint64_t>(len));
+    if (r < 0) co_return cf::error(-r);
+    co_return cf::ok();
+  }
+
+  cf::result<off_t> lseek(cf::context&, cf::ino, cf::file_info& fi, off_t off, int whence) {
+    int fd = file_fd(fi.fh);
+    if (fd < 0) return cf::error(EBADF);
+    off_t r = ::lseek(fd, off, whence);
+    if (r < 0) return errno_error();
+    return r;
+  }
+
+  // One bounded piece per request: copy_file_range may answer short, and a queue thread must not
+  // spend seconds copying gigabytes while other requests wait. Callers loop (cp does).
+  cf::result<std::size_t> copy_file_range(cf::context&, cf::ino, cf::file_info& fi_in, off_t off_in, cf::ino, cf::file_info& fi_out,
+                                          off_t off_out, std::size_t len, int flags) {
+    int in = file_fd(fi_in.fh), out = file_fd(fi_out.fh);
+    if (in < 0 || out < 0) return cf::error(EBADF);
+    loff_t a = off_in, b = off_out;
+    ssize_t n = ::copy_file_range(in, &a, out, &b, std::min<std::size_t>(len, copy_piece), static_cast<unsigned>(flags));
+    if (n < 0) return errno_error();
+    return static_cast<std::size_t>(n);
+  }
+
+  // ---- directories --------------------------------------------------------------------------
+
+  cf::result<cf::open_reply> opendir(cf::context&, cf::ino i, int) {
+    int fd = fd_of(i);
+    if (fd < 0) return cf::error(-fd);
+    int dfd = ::openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dfd < 0) return errno_error();
+    DIR* d = ::fdopendir(dfd);
+    if (!d) {
+      int e = errno;
+      ::close(dfd);
+      return cf::error(e);
+    }
+    auto f = std::make_unique<open_file>();
+    f->fd = dfd;
+    f->dir = d;
+    cf::open_reply r;
+    r.fh = keep_file(std::move(f));
+    return r;
+  }
+
+  cf::result<> releasedir(cf::context& c, cf::ino i, cf::file_info& fi) { return release(c, i, fi); }
+
+  cf::task<cf::result<>> fsyncdir(cf::context& c, cf::ino i, cf::file_info& fi, bool datasync) { return fsync(c, i, fi, datasync); }
+
+  cf::result<std::vector<cf::owned_dir_entry>> readdir(cf::context&, cf::ino, cf::file_info& fi, off_t off) {
+    open_file* f = file(fi.fh);
+    if (!f || !f->dir) return cf::error(EBADF);
+    std::vector<cf::owned_dir_entry> out;
+    std::lock_guard lock(f->dir_mutex);
+    int e = list(*f, off, [&](const dirent& d) {
+      out.push_back({d.d_name, d.d_ino, d.d_type, static_cast<std::uint64_t>(d.d_off)});
+      return out.size() < max_listing;  // a reply holds fewer; the rest is read again from its offset
+    });
+    if (e && out.empty()) return cf::error(e);
+    return out;
+  }
+
+  cf::result<> readdirplus(cf::context&, cf::ino i, cf::file_info& fi, off_t off, cf::dirplus_filler& fill) {
+    open_file* f = file(fi.fh);
+    if (!f || !f->dir) return cf::error(EBADF);
+    int dirfd = fd_of(i);
+    if (dirfd < 0) return cf::error(-dirfd);
+    std::lock_guard lock(f->dir_mutex);
+    int e = list(*f, off, [&](const dirent& d) {
+      std::string_view name(d.d_name);
+      const auto next = static_cast<std::uint64_t>(d.d_off);
+      cf::entry plain;  // no lookup: "." and "..", or a name gone since it was listed
+      plain.attr.st_ino = d.d_ino;
+      plain.attr.st_mode = static_cast<mode_t>(d.d_type) << 12;
+      if (name == "." || name == "..") return fill.add(name, plain, next);
+      int fd = ::openat(dirfd, d.d_name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+      cf::result<cf::entry> found = fd >= 0 ? adopt(fd) : cf::result<cf::entry>(cf::error(errno));
+      if (!found) return fill.add(name, plain, next);
+      if (fill.add(name, *found, next)) return true;
+      drop_lookups(found->ino, 1);  // not sent: the kernel will not count it
+      return false;
+    });
+    if (e && fill.count() == 0) return cf::error(e);
+    return cf::ok();
+  }
+
+  // ---- the rest -----------------------------------------------------------------------------
+
+  cf::result<struct statvfs> statfs(cf::context&, cf::ino i) {
+    int fd = fd_of(i);
+    if (fd < 0) return cf::error(-fd);
+    struct statvfs v {};
+    if (::fstatvfs(fd, &v) != 0) return errno_error();
+    return v;
+  }
+
+  // Only asked with no_default_permissions, which passthrough refuses; answered from the mode
+  // bits all the same (supplementary groups are not known here).
+  cf::result<> access(cf::context& c, cf::ino i, int mask) {
+    auto a = stat_attr(fd_of(i));
+    if (!a) return cf::error(a.error_code());
+    const struct stat& st = a->st;
+    if (mask == F_OK) return cf::ok();
+    if (c.uid() == 0) {
+      if ((mask & X_OK) && !S_ISDIR(st.st_mode) && !(st.st_mode & 0111)) return cf::error(EACCES);
+      return cf::ok();
+    }
+    unsigned bits = c.uid() == st.st_uid ? (st.st_mode >> 6) : c.gid() == st.st_gid ? (st.st_mode >> 3) : st.st_mode;
+    if ((static_cast<unsigned>(mask) & ~bits & 7u) != 0) return cf::error(EACCES);
+    return cf::ok();
+  }
+
+  cf::result<std::size_t> getxattr(cf::context&, cf::ino i, std::string_view name, std::span<std::byte> out) {
+    inode_ref in = find(i);
+    if (!in.fd_ok()) return cf::error(in.error());
+    std::string n(name);
+    ssize_t r = ::getxattr(proc_fd_path(in.fd).c_str(), n.c_str(), out.data(), out.size());
+    if (r < 0) return errno_error();
+    return static_cast<std::size_t>(r);
+  }
+
+  cf::result<std::size_t> listxattr(cf::context&, cf::ino i, std::span<std::byte> out) {
+    inode_ref in = find(i);
+    if (!in.fd_ok()) return cf::error(in.error());
+    auto* p = reinterpret_cast<char*>(out.data());
+    ssize_t r = ::listxattr(proc_fd_path(in.fd).c_str(), p, out.size());
+    if (r < 0) return errno_error();
+    return static_cast<std::size_t>(r);
+  }
+
+  cf::result<> setxattr(cf::context&, cf::ino i, std::string_view name, std::span<const std::byte> value, int flags) {
+    inode_ref in = find(i);
+    if (!in.fd_ok()) return cf::error(in.error());
+    std::string n(name);
+    int r = ::setxattr(proc_fd_path(in.fd).c_str(), n.c_str(), value.data(), value.size(), flags);
+    if (r != 0) return errno_error();
+    return cf::ok();
+  }
+
+  cf::result<> removexattr(cf::context&, cf::ino i, std::string_view name) {
+    inode_ref in = find(i);
+    if (!in.fd_ok()) return cf::error(in.error());
+    std::string n(name);
+    int r = ::removexattr(proc_fd_path(in.fd).c_str(), n.c_str());
+    if (r != 0) return errno_error();
+    return cf::ok();
+  }
+
+ private:
+  static constexpr std::size_t max_listing = 4096;
+  static constexpr std::size_t copy_piece = 64u << 20;
+
+  struct inode {
+    int fd = -1;  // O_PATH | O_NOFOLLOW
+    dev_t dev = 0;
+    ino_t ino = 0;
+    mode_t type = 0;  // S_IFMT bits: fixed for an inode's life
+    cf::ino id = 0;
+    std::uint64_t lookups = 0;
+  };
+
+  // What a request needs of an inode, copied out under the lock. The kernel sends no FORGET for
+  // an inode while a request on it is in flight, so the descriptor stays open meanwhile.
+  struct inode_ref {
+    int fd = -ESTALE;
+    mode_t type = 0;
+    bool fd_ok() const noexcept { return fd >= 0; }
+    int error() const noexcept { return -fd; }
+  };
+
+  inode_ref find(cf::ino i) {
+    std::lock_guard lock(mutex_);
+    auto it = inodes_.find(i);
+    if (it == inodes_.end()) return {};
+    return {it->second->fd, it->second->type};
+  }
+
+  // The handle's descriptor, or -errno.
+  int fd_of(cf::ino i) { return find(i).fd; }
+
+  static cf::result<cf::attr> stat_attr(int fd) {
+    if (fd < 0) return cf::error(-fd);
+    cf::attr a;
+    if (::fstatat(fd, "", &a.st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return errno_error();
+    return a;
+  }
+
+  // Takes an O_PATH handle just opened on a name: the inode's entry, counting one lookup. An
+  // inode already known keeps its handle and node id (hard links, a name looked up again).
+  cf::result<cf::entry> adopt(int fd) {
+    cf::entry e;
+    if (::fstatat(fd, "", &e.attr, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) {
+      int err = errno;
+      ::close(fd);
+      return cf::error(err);
+    }
+    std::lock_guard lock(mutex_);
+    auto key = std::make_pair(e.attr.st_dev, e.attr.st_ino);
+    auto it = by_key_.find(key);
+    if (it != by_key_.end()) {
+      ::close(fd);
+      inode& in = *inodes_.at(it->second);
+      in.lookups++;
+      e.ino = in.id;
+      return e;
+    }
+    auto in = std::make_unique<inode>();
+    in->fd = fd;
+    in->dev = e.attr.st_dev;
+    in->ino = e.attr.st_ino;
+    in->type = e.attr.st_mode & S_IFMT;
+    in->id = next_id_++;
+    in->lookups = 1;
+    e.ino = in->id;
+    by_key_[key] = in->id;
+    inodes_[in->id] = std::move(in);
+    return e;
+  }
+
+  // The mode a new object gets. setgid on a new non-directory survives only for a caller in the
+  // group the object will have (the parent's, when the parent is setgid): the kernel's rule,
+  // which the server's own CAP_FSETID would otherwise bypass. Supplementary groups are not known
+  // here, so only the caller's primary group counts.
+  static mode_t creation_mode(const cf::context& c, int dirfd, mode_t mode) {
+    if (S_ISDIR(mode) || !(mode & S_ISGID) || c.uid() == 0) return mode;
+    struct stat dir {};
+    if (::fstatat(dirfd, "", &dir, AT_EMPTY_PATH) != 0) return mode & ~S_ISGID;
+    const gid_t group = (dir.st_mode & S_ISGID) ? dir.st_gid : c.gid();
+    return group == c.gid() ? mode : (mode & ~S_ISGID);
+  }
+
+  template <typename MakeAt>
+  cf::result<cf::entry> make(cf::context& c, cf::ino parent, std::string_view name, mode_t mode, MakeAt&& make_at) {
+    component n(name);
+    if (n.error) return cf::error(n.error);
+    int dirfd = fd_of(parent);
+    if (dirfd < 0) return cf::error(-dirfd);
+    mode = creation_mode(c, dirfd, mode);
+    {
+      cf::caller_credentials as_caller(c.uid(), c.gid());
+      if (make_at(dirfd, n.c_str(), mode) != 0) return errno_error();
+    }
+    int fd = ::openat(dirfd, n.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return errno_error();
+    return adopt(fd);
+  }
+
+  cf::result<> remove(cf::ino parent, std::string_view name, int flags) {
+    component n(name);
+    if (n.error) return cf::error(n.error);
+    int dirfd = fd_of(parent);
+    if (dirfd < 0) return cf::error(-dirfd);
+    if (::unlinkat(dirfd, n.c_str(), flags) != 0) return errno_error();
+    return cf::ok();
+  }
+
+  // open(2) flags for the backing file. O_DIRECT is dropped: the kernel's FUSE layer already
+  // skipped its own cache, and the backing filesystem would impose its alignment on requests the
+  // client aligned for FUSE. With writeback caching the kernel reads around partial writes and
+  // does O_APPEND itself.
+  int backing_flags(int flags) const {
+    flags &= ~(O_CREAT | O_EXCL | O_NOCTTY | O_DIRECT);
+    if (opts_.writeback) {
+      flags &= ~O_APPEND;
+      if ((flags & O_ACCMODE) == O_WRONLY) flags = (flags & ~O_ACCMODE) | O_RDWR;
+    }
+    return flags | O_CLOEXEC;
+  }
+
+  cf::result<cf::created> finish_created(int fd) {
+    int path_fd = ::open(proc_fd_path(fd).c_str(), O_PATH | O_CLOEXEC);
+    if (path_fd < 0) {
+      int e = errno;
+      ::close(fd);
+      return cf::error(e);
+    }
+    auto e = adopt(path_fd);
+    if (!e) {
+      ::close(fd);
+      return cf::error(e.error_code());
+    }
+    auto o = opened(fd, true);
+    if (!o) {
+      drop_lookups(e->ino, 1);
+      return cf::error(o.error_code());
+    }
+    return cf::created{*e, *o};
+  }
+
+  // Files the kernel opened: a slot per handle, and with --passthrough the backing id. A file
+  // whose backing id is refused is served by this process (the reason is logged once).
+  cf::result<cf::open_reply> opened(int fd, bool regular) {
+    auto f = std::make_unique<open_file>();
+    f->fd = fd;
+    cf::open_reply r;
+    r.direct_io = opts_.direct_io;
+    if (opts_.kernel_passthrough && regular) {
+      auto id = conn_.open_backing(fd);
+      if (id) {
+        f->backing_id = *id;
+        r.passthrough = true;
+        r.backing_id = *id;
+        r.direct_io = false;  // the kernel's passthrough decides caching
+      } else if (!passthrough_refused_.exchange(true)) {
+        std::fprintf(stderr, "passthrough: the kernel refused a backing file (%s): such files are served by this process\n",
+                     std::strerror(id.error_code()));
+      }
+    }
+    r.fh = keep_file(std::move(f));
+    return r;
+  }
+
+  void close_file(open_file& f) {
+    if (f.backing_id) (void)conn_.close_backing(f.backing_id);
+    if (f.dir) {
+      ::closedir(f.dir);  // closes f.fd
+    } else if (f.fd >= 0) {
+      ::close(f.fd);
+    }
+    f.fd = -1;
+    f.dir = nullptr;
+  }
+
+  // fh = slot index + 1, with the slot's generation in the high half.
+  std::uint64_t keep_file(std::unique_ptr<open_file> f) {
+    std::lock_guard lock(files_mutex_);
+    std::size_t slot;
+    if (!free_slots_.empty()) {
+      slot = free_slots_.back();
+      free_slots_.pop_back();
+    } else {
+      slot = files_.size();
+      files_.emplace_back();
+      generations_.push_back(0);
+    }
+    files_[slot] = std::move(f);
+    return (static_cast<std::uint64_t>(generations_[slot]) << 32) | (slot + 1);
+  }
+
+  open_file* file(std::uint64_t fh) {
+    std::lock_guard lock(files_mutex_);
+    const std::size_t slot = (fh & 0xffffffffu) - 1;
+    if (slot >= files_.size() || generations_[slot] != (fh >> 32) || !files_[slot]) return nullptr;
+    return files_[slot].get();
+  }
+
+  int file_fd(std::uint64_t fh) {
+    open_file* f = file(fh);
+    return f ? f->fd : -1;
+  }
+
+  std::unique_ptr<open_file> take_file(std::uint64_t fh) {
+    std::lock_guard lock(files_mutex_);
+    const std::size_t slot = (fh & 0xffffffffu) - 1;
+    if (slot >= files_.size() || generations_[slot] != (fh >> 32) || !files_[slot]) return nullptr;
+    generations_[slot]++;
+    free_slots_.push_back(slot);
+    return std::move(files_[slot]);
+  }
+
+  // Walks the directory from the kernel's offset (0, or an entry's d_off). `emit` returns false
+  // when the reply is full. Returns 0 or the errno that stopped the listing.
+  template <typename Emit>
+  static int list(open_file& f, off_t off, Emit&& emit) {
+    if (off != f.dir_offset) {
+      if (off == 0) {
+        ::rewinddir(f.dir);
+      } else {
+        ::seekdir(f.dir, off);
+      }
+      f.dir_offset = off;
+    }
+    for (;;) {
+      const long before = ::telldir(f.dir);
+      errno = 0;
+      dirent* d = ::readdir(f.dir);
+      if (!d) return errno;
+      if (!emit(*d)) {
+        ::seekdir(f.dir, before);  // this entry comes first in the next reply
+        return 0;
+      }
+      f.dir_offset = d->d_off;
+    }
+  }
+
+  options opts_;
+  cf::connection conn_;
+  std::atomic<bool> passthrough_refused_{false};
+
+  std::mutex mutex_;  // the inode table
+  std::unordered_map<cf::ino, std::unique_ptr<inode>> inodes_;
+  std::map<std::pair<dev_t, ino_t>, cf::ino> by_key_;
+  cf::ino next_id_ = cf::root_ino + 1;
+
+  std::mutex files_mutex_;  // the open-file slots
+  std::vector<std::unique_ptr<open_file>> files_;
+  std::vector<std::uint32_t> generations_;
+  std::vector<std::size_t> free_slots_;
+};
+
+namespace {
+
+constexpr std::string_view about =
+    "passthrough: mirrors the directory SOURCE at MOUNTPOINT. Reads and writes of the backing files\n"
+    "run on each queue's io_uring; permissions are checked by the kernel (default_permissions), and\n"
+    "new files belong to the user who created them (when run as root).";
+
+constexpr std::string_view extra_usage =
+    "  SOURCE                 the directory to mirror (a symlink is resolved once, at start)\n"
+    "  --direct-io            open files with direct_io: no kernel page cache for file data\n"
+    "  --passthrough          kernel FUSE passthrough: READ and WRITE go from the kernel to the\n"
+    "                         backing file without reaching this process (Linux 6.9+, needs\n"
+    "                         CAP_SYS_ADMIN; not with -o writeback_cache)\n";
+
+// Takes the first positional argument (SOURCE) and passthrough's own options out of argv.
+struct own_arguments {
+  std::string source;
+  options fs;
+  std::vector<char*> rest;
+};
+
+bool split_arguments(int argc, char** argv, own_arguments& out) {
+  out.rest.push_back(argv[0]);
+  for (int i = 1; i < argc; ++i) {
+    std::string_view a = argv[i];
+    if (a == "--direct-io") {
+      out.fs.direct_io = true;
+    } else if (a == "--passthrough") {
+      out.fs.kernel_passthrough = true;
+    } else if (cf::session::option_takes_value(a) && i + 1 < argc) {
+      out.rest.push_back(argv[i]);
+      out.rest.push_back(argv[++i]);
+    } else if (out.source.empty() && !a.empty() && a[0] != '-') {
+      out.source = std::string(a);
+    } else {
+      out.rest.push_back(argv[i]);
+    }
+  }
+  out.rest.push_back(nullptr);
+  return true;
+}
+
+bool is_inside(const std::string& path, const std::string& dir) {
+  if (dir == "/") return true;
+  return path == dir || (path.size() > dir.size() && path.compare(0, dir.size(), dir) == 0 && path[dir.size()] == '/');
+}
+
+std::string real_path(const std::string& p) {
+  char* r = ::realpath(p.c_str(), nullptr);
+  if (!r) return {};
+  std::string s(r);
+  std::free(r);
+  return s;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  own_arguments args;
+  split_arguments(argc, argv, args);
+  cf::session::options o;
+  int status = cf::session::parse_main_options(static_cast<int>(args.rest.size() - 1), args.rest.data(), about, extra_usage, o,
+                                               "SOURCE MOUNTPOINT");
+  if (status >= 0) return status;
+  const char* name = argv[0];
+  // parse_main_options took the first positional as the mount point: with SOURCE given first,
+  // that was the second one.
+  if (args.source.empty()) {
+    std::fprintf(stderr, "%s: missing SOURCE and MOUNTPOINT (try --help)\n", name);
+    return 2;
+  }
+  if (!o.mount.default_permissions) {
+    std::fprintf(stderr, "%s: -o no_default_permissions is not supported: passthrough relies on the kernel's permission "
+                         "checks (try --help)\n", name);
+    return 2;
+  }
+  if (args.fs.kernel_passthrough && o.writeback_cache) {
+    std::fprintf(stderr, "%s: --passthrough and -o writeback_cache exclude each other (the kernel allows one) (try --help)\n", name);
+    return 2;
+  }
+  args.fs.writeback = o.writeback_cache;
+
+  const std::string source = real_path(args.source);
+  if (source.empty()) {
+    std::fprintf(stderr, "%s: SOURCE %s: %s\n", name, args.source.c_str(), std::strerror(errno));
+    return 1;
+  }
+  struct stat lst {};
+  if (::lstat(args.source.c_str(), &lst) == 0 && S_ISLNK(lst.st_mode))
+    std::fprintf(stderr, "%s: SOURCE %s is a symlink: serving %s\n", name, args.source.c_str(), source.c_str());
+  int source_fd = ::open(source.c_str(), O_PATH | O_DIRECTORY | O_NOFOLLOW | O_CLOEXEC);
+  if (source_fd < 0) {
+    std::fprintf(stderr, "%s: SOURCE %s: %s\n", name, source.c_str(), std::strerror(errno));
+    return 1;
+  }
+  struct stat st {};
+  if (::fstat(source_fd, &st) != 0 || !S_ISDIR(st.st_mode)) {
+    std::fprintf(stderr, "%s: SOURCE %s is not a directory\n", name, source.c_str());
+    return 1;
+  }
+  // Serving a mount inside its own source would make the server wait on itself.
+  const std::string mountpoint = real_path(o.mountpoint);
+  if (!mountpoint.empty() && is_inside(mountpoint, source)) {
+    std::fprintf(stderr, "%s: MOUNTPOINT %s lies inside SOURCE %s: the server would wait on itself\n", name, mountpoint.c_str(),
+                 source.c_str());
+    return 1;
+  }
+  // Files are opened again through /proc/self/fd (there is no other way from an O_PATH handle).
+  {
+    proc_fd_path probe(source_fd);
+    struct stat via_proc {};
+    if (::stat(probe.c_str(), &via_proc) != 0 || via_proc.st_ino != st.st_ino) {
+      std::fprintf(stderr, "%s: /proc is not mounted (passthrough reopens files through /proc/self/fd)\n", name);
+      return 1;
+    }
+  }
+  // Modes come from the kernel with the caller's umask applied; ours must not apply again.
+  ::umask(0);
+  if (cf::can_act_as_caller() && !cf::keep_capabilities_across_fsuid())
+    std::fprintf(stderr, "%s: cannot keep capabilities while acting as a caller (%s): the backing filesystem checks "
+                         "permissions again, without the caller's supplementary groups\n",
+                 name, std::strerror(errno));
+  if (o.mount.fsname.empty()) o.mount.fsname = source;
+  passthrough fs(source_fd, st, args.fs);
+  return cf::session::serve(fs, o);
+}
