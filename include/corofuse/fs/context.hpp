@@ -11,6 +11,7 @@
 #include "corofuse/fs/types.hpp"
 #include "corofuse/io/operations.hpp"
 #include "corofuse/io/ring.hpp"
+#include "corofuse/io/task.hpp"
 
 namespace corofuse {
 

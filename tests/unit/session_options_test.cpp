@@ -1,0 +1,139 @@
+// The shared command line: values, errors (one line each), and what a program with positional
+// arguments of its own (passthrough's SOURCE) relies on.
+#include <catch2/catch.hpp>
+
+#include <cstdio>
+#include <string>
+#include <vector>
+
+#include "corofuse/fs/connection.hpp"
+#include "corofuse/fs/types.hpp"
+#include "corofuse/session/serve.hpp"
+
+namespace cf = corofuse;
+using cf::session::options;
+using cf::session::parse_command_line;
+using cf::session::parse_outcome;
+
+namespace {
+struct argv_of {
+  std::vector<std::string> words;
+  std::vector<char*> ptrs;
+  explicit argv_of(std::vector<std::string> w) : words(std::move(w)) {
+    for (auto& s : words) ptrs.push_back(s.data());
+    ptrs.push_back(nullptr);
+  }
+  int argc() const { return static_cast<int>(words.size()); }
+  char** argv() { return ptrs.data(); }
+};
+
+parse_outcome parse(std::vector<std::string> w, options& o) {
+  argv_of a(std::move(w));
+  return parse_command_line(a.argc(), a.argv(), o);
+}
+}  // namespace
+
+TEST_CASE("command line: values land in the options", "[session][options]") {
+  options o;
+  auto r = parse({"fs", "/mnt", "-o", "allow_other,ro,attr_timeout=2.5,entry_timeout=0,max_pages=64,fsname=src", "-d",
+                  "--transport", "dev", "--depth", "16", "--shutdown-grace", "1"},
+                 o);
+  REQUIRE(r.what == parse_outcome::kind::run);
+  CHECK(o.mountpoint == "/mnt");
+  CHECK(o.mount.allow_other);
+  CHECK(o.mount.read_only);
+  CHECK(o.mount.default_permissions);
+  CHECK(o.cache.attr_timeout == 2.5);
+  CHECK(o.cache.entry_timeout == 0);
+  CHECK(o.max_pages == 64);
+  CHECK(o.max_write == 64 * 4096);  // capped by max_pages
+  CHECK(o.mount.fsname == "src");
+  CHECK(o.debug);
+  CHECK(o.foreground);
+  CHECK(o.transport == cf::session::transport_choice::dev_fuse);
+  CHECK(o.depth == 16);
+  CHECK(o.shutdown_grace == 1.0);
+}
+
+TEST_CASE("command line: every bad input is one error line", "[session][options]") {
+  const std::vector<std::vector<std::string>> bad = {
+      {"fs"},                                      // no mount point
+      {"fs", "/a", "/b"},                          // two
+      {"fs", "/mnt", "--bogus"},                   // unknown option
+      {"fs", "/mnt", "-o", "nosuchopt"},           // unknown -o
+      {"fs", "/mnt", "-o"},                        // -o without a list
+      {"fs", "/mnt", "-o", "max_pages=0"},         // out of range
+      {"fs", "/mnt", "-o", "attr_timeout=-1"},     // negative
+      {"fs", "/mnt", "-o", "attr_timeout=abc"},    // not a number
+      {"fs", "/mnt", "-o", "fsname=a b"},          // space
+      {"fs", "/mnt", "--depth", "0"},              // out of range
+      {"fs", "/mnt", "--depth", "2000"},
+      {"fs", "/mnt", "--depth"},                   // missing value
+      {"fs", "/mnt", "--transport", "carrier"},    // unknown choice
+      {"fs", "/mnt", "--shutdown-grace", "9999"},  // too long
+  };
+  for (const auto& words : bad) {
+    options o;
+    auto r = parse(words, o);
+    std::string line;
+    for (const auto& w : words) line += w + " ";
+    INFO(line);
+    CHECK(r.what == parse_outcome::kind::error);
+    CHECK_FALSE(r.error.empty());
+    CHECK(r.error.find('\n') == std::string::npos);
+  }
+}
+
+TEST_CASE("command line: the options that take a value are known to programs with positionals", "[session][options]") {
+  for (const char* o : {"-o", "--transport", "--depth", "--shutdown-grace"}) CHECK(cf::session::option_takes_value(o));
+  for (const char* o : {"-d", "-f", "--help", "/mnt", "-oallow_other"}) CHECK_FALSE(cf::session::option_takes_value(o));
+}
+
+TEST_CASE("parse_main_options: help is exit 0, a bad line exit 2, a good one goes on with the subtype set", "[session][options]") {
+  {
+    options o;
+    argv_of a({"/usr/bin/myfs", "--help"});
+    CHECK(cf::session::parse_main_options(a.argc(), a.argv(), "about", "", o) == 0);
+  }
+  {
+    options o;
+    argv_of a({"/usr/bin/myfs", "/mnt", "--depth", "x"});
+    CHECK(cf::session::parse_main_options(a.argc(), a.argv(), "about", "", o) == 2);
+  }
+  {
+    options o;
+    argv_of a({"/usr/bin/myfs", "/mnt"});
+    CHECK(cf::session::parse_main_options(a.argc(), a.argv(), "about", "", o) == -1);
+    CHECK(o.mount.subtype == "myfs");
+  }
+}
+
+TEST_CASE("open_reply: passthrough sets FOPEN_PASSTHROUGH and the backing id; otherwise the id is 0", "[fs][types]") {
+  cf::open_reply r;
+  r.fh = 5;
+  r.backing_id = 7;  // ignored without passthrough
+  auto plain = cf::to_wire(r);
+  CHECK(plain.open_flags == 0);
+  CHECK(plain.backing_id == 0);
+  r.passthrough = true;
+  auto wire = cf::to_wire(r);
+  CHECK(wire.fh == 5);
+  CHECK(wire.open_flags == cf::abi::fopen::passthrough);
+  CHECK(wire.backing_id == 7);
+}
+
+TEST_CASE("connection: backing files only when INIT agreed on passthrough; device errors come back as errno", "[fs][connection]") {
+  cf::connection none;
+  CHECK(none.open_backing(0).error_code() == EPERM);
+  // Agreed, but the descriptor is not /dev/fuse: the ioctl fails and says why.
+  std::FILE* f = std::tmpfile();
+  REQUIRE(f);
+  cf::connection c(fileno(f), cf::abi::init_flag::passthrough, 45, 1 << 20);
+  CHECK(c.has(cf::abi::init_flag::passthrough));
+  CHECK_FALSE(c.has(cf::abi::init_flag::writeback_cache));
+  auto id = c.open_backing(fileno(f));
+  CHECK_FALSE(id);
+  CHECK(id.error_code() == ENOTTY);
+  CHECK(c.close_backing(1).error_code() == ENOTTY);
+  std::fclose(f);
+}
