@@ -21,6 +21,7 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/fs.h>
+#include <sys/ioctl.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
@@ -450,6 +451,32 @@ class passthrough {
 
   // ---- the rest -----------------------------------------------------------------------------
 
+  // The ioctls that are safe to pass on: the inode flags chattr/lsattr use, and the extended
+  // attributes of FS_IOC_FSGETXATTR. The kernel has checked the caller's right to set them
+  // (owner, CAP_LINUX_IMMUTABLE for append-only and immutable); anything else is ENOTTY.
+  cf::result<cf::ioctl_reply> ioctl(cf::context&, cf::ino, cf::file_info& fi, unsigned cmd, std::uint64_t,
+                                    std::span<const std::byte> in, std::span<std::byte> out, bool) {
+    int fd = file_fd(fi.fh);
+    if (fd < 0) return cf::error(EBADF);
+    auto pass = [&](auto value, bool sets) -> cf::result<cf::ioctl_reply> {
+      if (sets) {
+        if (in.size() < sizeof value) return cf::error(EINVAL);
+        std::memcpy(&value, in.data(), sizeof value);
+      }
+      if (::ioctl(fd, cmd, &value) != 0) return errno_error();
+      const std::size_t n = std::min(out.size(), sizeof value);
+      std::memcpy(out.data(), &value, n);
+      return cf::ioctl_reply{0, n};
+    };
+    switch (cmd) {
+      case FS_IOC_GETFLAGS: return pass(int{}, false);  // an int, whatever the command's encoding says
+      case FS_IOC_SETFLAGS: return pass(int{}, true);
+      case FS_IOC_FSGETXATTR: return pass(fsxattr{}, false);
+      case FS_IOC_FSSETXATTR: return pass(fsxattr{}, true);
+      default: return cf::error(ENOTTY);
+    }
+  }
+
   cf::result<struct statvfs> statfs(cf::context&, cf::ino i) {
     int fd = fd_of(i);
     if (fd < 0) return cf::error(-fd);
@@ -618,12 +645,13 @@ class passthrough {
     return cf::ok();
   }
 
-  // open(2) flags for the backing file. O_DIRECT is dropped: the kernel's FUSE layer already
+  // open(2) flags for the backing file. O_NOFOLLOW is dropped: the kernel resolved the path, and
+  // the magic link in /proc must be followed to reach the inode. O_DIRECT is dropped: the kernel's FUSE layer already
   // skipped its own cache, and the backing filesystem would impose its alignment on requests the
   // client aligned for FUSE. With writeback caching the kernel reads around partial writes and
   // does O_APPEND itself.
   int backing_flags(int flags) const {
-    flags &= ~(O_CREAT | O_EXCL | O_NOCTTY | O_DIRECT);
+    flags &= ~(O_CREAT | O_EXCL | O_NOCTTY | O_DIRECT | O_NOFOLLOW);
     if (opts_.writeback) {
       flags &= ~O_APPEND;
       if ((flags & O_ACCMODE) == O_WRONLY) flags = (flags & ~O_ACCMODE) | O_RDWR;

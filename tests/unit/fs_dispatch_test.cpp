@@ -742,3 +742,77 @@ TEST_CASE("dispatch: FSYNCDIR, OPENDIR and RELEASEDIR reach their handlers; NOTI
   abi::notify_retrieve_in nr{};
   CHECK(h.run(fs, message(abi::opcode::notify_reply, &nr, sizeof nr, "data")).no_reply);
 }
+
+namespace {
+// Restricted ioctls: a GETFLAGS-like command answered with 4 bytes, an echo, and one that lies.
+struct ioctl_fs {
+  std::vector<std::string> calls;
+  cf::result<cf::ioctl_reply> ioctl(cf::context&, cf::ino i, cf::file_info& fi, unsigned cmd, std::uint64_t arg,
+                                    std::span<const std::byte> in, std::span<std::byte> out, bool is_dir) {
+    calls.push_back("ioctl " + std::to_string(i) + " fh=" + std::to_string(fi.fh) + " cmd=" + std::to_string(cmd) + " arg=" +
+                    std::to_string(arg) + " in=" + std::to_string(in.size()) + " out=" + std::to_string(out.size()) +
+                    (is_dir ? " dir" : ""));
+    if (cmd == 1) {  // answers 4 bytes
+      if (out.size() < 4) return cf::error(EINVAL);
+      std::uint32_t v = 0x10;
+      std::memcpy(out.data(), &v, 4);
+      return cf::ioctl_reply{0, 4};
+    }
+    if (cmd == 2) {  // echoes the input, returns its length
+      std::size_t n = std::min(in.size(), out.size());
+      std::memcpy(out.data(), in.data(), n);
+      return cf::ioctl_reply{static_cast<std::int32_t>(n), n};
+    }
+    if (cmd == 3) return cf::ioctl_reply{0, out.size() + 1};  // more than it was given
+    return cf::error(ENOTTY);
+  }
+};
+}  // namespace
+
+TEST_CASE("dispatch: IOCTL, restricted only: the output follows ioctl_out; input and output both reach the handler", "[fs][dispatch]") {
+  harness h;
+  ioctl_fs fs;
+  abi::ioctl_in in{};
+  in.fh = 12;
+  in.cmd = 1;
+  in.arg = 0x7000;
+  in.out_size = 4;
+  CHECK(h.run(fs, message(abi::opcode::ioctl, &in, sizeof in)).error == 0);
+  CHECK(fs.calls.back() == "ioctl 7 fh=12 cmd=1 arg=28672 in=0 out=4");
+  REQUIRE(h.out.size() == sizeof(abi::ioctl_out) + 4);
+  auto head = h.reply_as<abi::ioctl_out>();
+  CHECK(head.result == 0);
+  CHECK(head.flags == 0);
+  std::uint32_t v = 0;
+  std::memcpy(&v, h.space.data() + sizeof(abi::ioctl_out), 4);
+  CHECK(v == 0x10);
+
+  // Input and output of the same size; on the ring they share the payload.
+  in.cmd = 2;
+  in.in_size = 5;
+  in.out_size = 5;
+  in.flags = abi::ioctl_flag::dir;
+  CHECK(h.run(fs, message(abi::opcode::ioctl, &in, sizeof in, "hello")).error == 0);
+  CHECK(fs.calls.back() == "ioctl 7 fh=12 cmd=2 arg=28672 in=5 out=5 dir");
+  CHECK(h.reply_as<abi::ioctl_out>().result == 5);
+  CHECK(std::string(reinterpret_cast<const char*>(h.space.data()) + sizeof(abi::ioctl_out), 5) == "hello");
+
+  in.flags = 0;
+  in.cmd = 3;
+  CHECK(h.run(fs, message(abi::opcode::ioctl, &in, sizeof in, "hello")).error == EIO);
+  in.cmd = 4;
+  CHECK(h.run(fs, message(abi::opcode::ioctl, &in, sizeof in, "hello")).error == ENOTTY);
+
+  // Unrestricted (the server could name client memory) and 32-bit callers are not served.
+  const auto before = fs.calls.size();
+  in.cmd = 1;
+  in.flags = abi::ioctl_flag::unrestricted;
+  CHECK(h.run(fs, message(abi::opcode::ioctl, &in, sizeof in, "hello")).error == ENOSYS);
+  in.flags = abi::ioctl_flag::compat;
+  CHECK(h.run(fs, message(abi::opcode::ioctl, &in, sizeof in, "hello")).error == ENOTTY);
+  CHECK(fs.calls.size() == before);
+
+  // Without a handler: ENOTTY, what an ioctl nobody knows gives.
+  empty_fs none;
+  CHECK(h.run(none, message(abi::opcode::ioctl, &in, sizeof in, "hello")).error == ENOTTY);
+}

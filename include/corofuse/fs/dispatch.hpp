@@ -21,6 +21,7 @@
 #include <string_view>
 #include <type_traits>
 #include <utility>
+#include <vector>
 
 #include "corofuse/abi/flags.hpp"
 #include "corofuse/abi/protocol.hpp"
@@ -53,6 +54,12 @@ struct set_attr {
   bool has_mtime() const noexcept { return valid & (abi::fattr::mtime | abi::fattr::mtime_now); }
   bool has_ctime() const noexcept { return valid & abi::fattr::ctime; }
   bool kill_suidgid() const noexcept { return valid & abi::fattr::kill_suidgid; }
+};
+
+// IOCTL's reply: the command's return value, and how many bytes of output the handler wrote.
+struct ioctl_reply {
+  std::int32_t result = 0;
+  std::size_t out_size = 0;
 };
 
 // CREATE's reply: the new entry and the open file.
@@ -564,6 +571,34 @@ io::task<reply_status> dispatch(Fs& fs, context& ctx, const proto::request& req,
           co_return detail::put_or_overflow(ok);
         }
         break;
+
+      case opcode::ioctl:
+        if constexpr (handlers::ioctl<Fs>) {
+          auto in = req.op<abi::ioctl_in>();
+          // Only restricted ioctls: the kernel has fetched exactly the argument the command's
+          // _IOC_SIZE names and copies back at most out_size bytes. Unrestricted ones (CUSE, or
+          // a retry with iovecs) would let the server name client addresses: not served.
+          if (in.flags & abi::ioctl_flag::unrestricted) co_return reply_status{ENOSYS};
+          if (in.flags & abi::ioctl_flag::compat) co_return reply_status{ENOTTY};  // a 32-bit caller's layouts
+          file_info fi = detail::file_from(in.fh);
+          // On the ring the output is written into the payload the input came in: keep a copy.
+          std::vector<std::byte> input(req.data().begin(), req.data().end());
+          std::span<std::byte> tail = out.tail();
+          if (tail.size() < sizeof(abi::ioctl_out)) co_return reply_status{ERANGE};
+          std::span<std::byte> data = tail.subspan(sizeof(abi::ioctl_out)).first(std::min<std::size_t>(in.out_size, tail.size() - sizeof(abi::ioctl_out)));
+          result<ioctl_reply> r = co_await detail::handled(
+              fs.ioctl(ctx, node, fi, in.cmd, in.arg, std::span<const std::byte>(input), data, (in.flags & abi::ioctl_flag::dir) != 0));
+          if (!r) co_return detail::error_of(r);
+          if (r->out_size > data.size()) {
+            detail::log_exception(op, "ioctl handler reported more output than its buffer holds");
+            co_return reply_status{EIO};
+          }
+          abi::ioctl_out head{r->result, 0, 0, 0};
+          out.put(head);
+          out.commit(r->out_size);
+          co_return reply_status{};
+        }
+        co_return reply_status{ENOTTY};  // what an ioctl nobody handles gives (ENOSYS would stick)
 
       case opcode::interrupt:     // cancellation of handlers comes with the interrupt work
       case opcode::notify_reply:  // only meaningful to a server that sent RETRIEVE

@@ -65,6 +65,7 @@ template <typename Fs> concept copy_file_range = requires(Fs& fs, context& c, in
 template <typename Fs> concept statx = requires(Fs& fs, context& c, ino i, const file_info* f, int fl, unsigned m) { fs.statx(c, i, f, fl, m); };
 template <typename Fs> concept tmpfile = requires(Fs& fs, context& c, ino i, mode_t m, int f) { fs.tmpfile(c, i, m, m, f); };
 template <typename Fs> concept destroy = requires(Fs& fs, context& c) { fs.destroy(c); };
+template <typename Fs> concept ioctl = requires(Fs& fs, context& c, ino i, file_info& fi, unsigned cmd, std::uint64_t a, const_bytes in, bytes out, bool d) { fs.ioctl(c, i, fi, cmd, a, in, out, d); };
 template <typename Fs> concept init = requires(Fs& fs, connection& c) { fs.init(c); };
 // clang-format on
 
@@ -109,6 +110,7 @@ COROFUSE_MEMBER_NAMED(statx)
 COROFUSE_MEMBER_NAMED(tmpfile)
 COROFUSE_MEMBER_NAMED(destroy)
 COROFUSE_MEMBER_NAMED(init)
+COROFUSE_MEMBER_NAMED(ioctl)
 #undef COROFUSE_MEMBER_NAMED
 
 // Fails the build, naming the expected signature, when a member has a handler's name but not a
@@ -155,6 +157,7 @@ constexpr bool signatures_match() {
   COROFUSE_CHECK(tmpfile, "result<created> tmpfile(context&, ino, mode_t, mode_t umask, int flags)")
   COROFUSE_CHECK(destroy, "void destroy(context&)")
   COROFUSE_CHECK(init, "void init(const connection&)")
+  COROFUSE_CHECK(ioctl, "result<ioctl_reply> ioctl(context&, ino, file_info&, unsigned cmd, std::uint64_t arg, std::span<const std::byte> in, std::span<std::byte> out, bool is_dir)")
 #undef COROFUSE_CHECK
   return true;
 }

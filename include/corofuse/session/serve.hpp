@@ -50,6 +50,7 @@ std::uint64_t wanted_flags(const Fs& fs, const options& o) {
     if (o.readdirplus != readdirplus_mode::off) f |= abi::init_flag::do_readdirplus;
     if (o.readdirplus == readdirplus_mode::automatic) f |= abi::init_flag::readdirplus_auto;
   }
+  if constexpr (handlers::ioctl<Fs>) f |= abi::init_flag::has_ioctl_dir;  // ioctls on directories too
   if (o.async_read) f |= abi::init_flag::async_read;
   if (o.writeback_cache) f |= abi::init_flag::writeback_cache;
   if constexpr (requires { fs.init_flags(); }) f |= fs.init_flags();
