@@ -1069,6 +1069,11 @@ TEST_CASE(FS_NAME " vs tmpfs: symlinks, hard links, fifos and device nodes", "[m
     r.note("content via s", content(P("s")));
     OK("open s O_NOFOLLOW", ::open(P("s").c_str(), O_RDONLY | O_NOFOLLOW));
     OK("open s O_PATH|O_NOFOLLOW", close_now(::open(P("s").c_str(), O_PATH | O_NOFOLLOW)));
+    // O_NOFOLLOW on what is not a link is an ordinary open (tar, cp -a and mv open files so).
+    OK("open t O_RDONLY|O_NOFOLLOW (not a link)", close_now(::open(P("t").c_str(), O_RDONLY | O_NOFOLLOW)));
+    OK("open t O_WRONLY|O_NOFOLLOW (not a link)", close_now(::open(P("t").c_str(), O_WRONLY | O_NOFOLLOW)));
+    OK("open t2 O_CREAT|O_EXCL|O_NOFOLLOW (new)", close_now(::open(P("t2").c_str(), O_CREAT | O_EXCL | O_WRONLY | O_NOFOLLOW, 0644)));
+    OK("unlink t2", ::unlink(P("t2").c_str()));
     OK("symlink s again", ::symlink("other", P("s").c_str()));
     {
       char buf[64];
