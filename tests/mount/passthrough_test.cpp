@@ -1100,7 +1100,17 @@ TEST_CASE("passthrough: EIO and ENOSPC from a faulty backing filesystem reach th
     }, "ERR EIO");
     same("write wnospc", [](const std::string& root) { return write_outcome(root + "/wnospc", std::string(10000, 'n')); }, "write ERR ENOSPC");
   }));
-  m.stop();
+  std::string log = m.stop();
+  INFO(tail(log));
+  CHECK(requests(log, "OPEN") > 0);
+  if (mode == "plain") {
+    CHECK(requests(log, "READ") > 0);
+    CHECK(requests(log, "WRITE") > 0);
+  } else {
+    // The backing files (on a FUSE mount of stacking depth 0) passed through in the kernel too.
+    CHECK(requests(log, "READ") == 0);
+    CHECK(requests(log, "WRITE") == 0);
+  }
 }
 
 // =============================================================================================
@@ -1259,6 +1269,8 @@ TEST_CASE("passthrough: a directory replaced by a symlink to the outside while t
   fill(outside.dir(), "outside");
   REQUIRE(write_file(outside.path("secret"), "outside-secret") == 0);
   REQUIRE(write_file(src.path("e"), "inside-e") == 0);  // a file, replaced by a symlink to outside/f
+  REQUIRE(write_file(src.path("r1"), "r1") == 0);        // renamed into the held directory
+  REQUIRE(write_file(src.path("r2"), "r2") == 0);        // linked into it
   const std::string before = snapshot(outside.dir());
 
   pt_mount m(src.dir(), transport);
@@ -1335,6 +1347,9 @@ TEST_CASE("passthrough: a directory replaced by a symlink to the outside while t
     acceptable("symlink d/newlink", ::symlinkat("x", dfd, "newlink"));
     acceptable("mkfifo d/newfifo", ::mknodat(dfd, "newfifo", S_IFIFO | 0644, 0));
     acceptable("link d/g -> d/g_link", ::linkat(dfd, "g", dfd, "g_link", 0));
+    acceptable("rename r1 -> d/from_root", ::renameat(AT_FDCWD, m.P("r1").c_str(), dfd, "from_root"));
+    acceptable("link r2 -> d/linked_from_root", ::linkat(AT_FDCWD, m.P("r2").c_str(), dfd, "linked_from_root", 0));
+    acceptable("rename d/g_link -> back_in_root", ::renameat(dfd, "g_link", AT_FDCWD, m.P("back_in_root").c_str()));
     // The held file in d, and the held e (now a symlink to outside/f in the backing directory).
     for (auto [label, held] : {std::pair<std::string, int>{"h", hfd}, {"e", efd}}) {
       const std::string p = "/proc/self/fd/" + std::to_string(held);
@@ -1369,7 +1384,9 @@ TEST_CASE("passthrough: a directory replaced by a symlink to the outside while t
     if (exists(in_moved("t")) && slurp(in_moved("t"), c) == 0) r.expect(c == "new-t" || c == "inside-t", "d.moved/t: " + c);
     r.note("note: d.moved now: created=" + std::to_string(exists(in_moved("created"))) + " victim=" + std::to_string(exists(in_moved("victim"))) +
            " f2=" + std::to_string(exists(in_moved("f2"))) + " newdir=" + std::to_string(exists(in_moved("newdir"))) +
-           " sub=" + std::to_string(exists(in_moved("sub"))) + " g_link=" + std::to_string(exists(in_moved("g_link"))));
+           " sub=" + std::to_string(exists(in_moved("sub"))) + " g_link=" + std::to_string(exists(in_moved("g_link"))) +
+           " from_root=" + std::to_string(exists(in_moved("from_root"))) + " back_in_root=" + std::to_string(exists(src.path("back_in_root"))));
+    if (exists(in_moved("from_root"))) r.expect(!exists(src.path("r1")), "r1 both renamed and still there");
     r.expect(!exists(outside.path("created")) && !exists(outside.path("newdir")) && !exists(outside.path("f2")) &&
                  exists(outside.path("victim")) && exists(outside.path("sub")),
              "the outside directory is untouched (names)");
