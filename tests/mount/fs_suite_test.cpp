@@ -18,7 +18,8 @@
 //
 // At the end of each test the server gets SIGTERM: it must exit 0 and leave nothing mounted; on
 // the ring its log must say it served there. The random model-based test prints its seed
-// (override it with FS_SUITE_SEED, or its old name MEMFS_TEST_SEED).
+// (override it with FS_SUITE_SEED, or its old name MEMFS_TEST_SEED). FS_SUITE_SERVER_ARGS adds
+// server options to every mount (e.g. passthrough's --passthrough or --direct-io).
 #include <catch2/catch.hpp>
 
 #include <dirent.h>
@@ -709,17 +710,24 @@ struct mounts {
   // passthrough's SOURCE: a fresh tmpfs mounted like the reference. Declared before fs, so it is
   // detached only after the server has stopped (and is there before it starts).
   std::unique_ptr<tmpfs_ref> backing;
+  std::vector<std::string> server_args;
   server fs;
   dev_t dev = 0;  // the FUSE connection, to abort if a client hangs
   explicit mounts(const std::string& t, off_t size = 0)
       : transport(t),
         ref(size_opt(size)),
         backing(passthrough ? std::make_unique<tmpfs_ref>(size_opt(size)) : nullptr),
-        fs(fs_bin, args(t, size), -1, -1, backing ? std::vector<std::string>{backing->dir()} : std::vector<std::string>{}) {}
+        server_args(args(t, size)),
+        fs(fs_bin, server_args, -1, -1, backing ? std::vector<std::string>{backing->dir()} : std::vector<std::string>{}) {}
 
   static std::vector<std::string> args(const std::string& t, off_t size) {
     std::vector<std::string> a{"-d", "-o", "allow_other", "--transport", t};
     if (size > 0 && !passthrough) a.insert(a.end(), {"--size", std::to_string(size)});
+    // More server options for a whole run, e.g. --test_env=FS_SUITE_SERVER_ARGS=--passthrough.
+    if (const char* more = std::getenv("FS_SUITE_SERVER_ARGS")) {
+      std::istringstream in(more);
+      for (std::string w; in >> w;) a.push_back(w);
+    }
     return a;
   }
 
@@ -740,7 +748,7 @@ struct mounts {
 
 #define START_FS(m)                                                                                                      \
   do {                                                                                                                   \
-    INFO(fs_name << " log:\n" << tail((m).fs.log()));                                                                    \
+    INFO(fs_name << " " << join((m).server_args) << " log:\n" << tail((m).fs.log()));                    \
     INFO(((m).fs.exited() ? fs_name + " ended with status " + std::to_string((m).fs.exit_status()) : fs_name + " runs")); \
     REQUIRE((m).fs.mounted());                                                                                           \
     (m).dev = (m).fs.device();                                                                                           \
