@@ -746,12 +746,12 @@ struct mounts {
   }
 };
 
-#define START_FS(m)                                                                                                      \
-  do {                                                                                                                   \
-    INFO(fs_name << " " << join((m).server_args) << " log:\n" << tail((m).fs.log()));                    \
+#define START_FS(m)                                                                                                       \
+  do {                                                                                                                    \
+    INFO(fs_name << " " << join((m).server_args) << " log:\n" << tail((m).fs.log()));                                     \
     INFO(((m).fs.exited() ? fs_name + " ended with status " + std::to_string((m).fs.exit_status()) : fs_name + " runs")); \
-    REQUIRE((m).fs.mounted());                                                                                           \
-    (m).dev = (m).fs.device();                                                                                           \
+    REQUIRE((m).fs.mounted());                                                                                            \
+    (m).dev = (m).fs.device();                                                                                            \
   } while (0)
 
 // passthrough only: the tree seen through the mount must be the backing directory's, compared in a
@@ -1940,6 +1940,7 @@ TEST_CASE(FS_NAME " vs tmpfs: statfs " STATFS_LIMIT ", statx, access() as a user
                std::to_string(v.f_bfree) + " " + std::to_string(v.f_bavail) + " " + std::to_string(v.f_files) + " " +
                std::to_string(v.f_ffree) + " " + std::to_string(v.f_namemax));
     r.want("f_bsize and f_frsize nonzero", v.f_bsize > 0 && v.f_frsize > 0);
+    // The limit: memfs's --size; passthrough reports its backing tmpfs's (mounted with size=64M).
     r.want("f_blocks * f_frsize is the 64 MiB limit", static_cast<off_t>(v.f_blocks * v.f_frsize) == 64 * MiB);
     r.want("f_bfree <= f_blocks, f_bavail <= f_bfree", v.f_bfree <= v.f_blocks && v.f_bavail <= v.f_bfree);
     r.want("f_namemax is 255", v.f_namemax == 255);
