@@ -384,6 +384,9 @@ struct pt_mount {
     CHECK_FALSE(fs.mounted());
     if (transport == "ring") CHECK(log.find("serving over FUSE-over-io_uring") != std::string::npos);
     CHECK(log.find("counter ") != std::string::npos);
+    // Not a failure: a copy of the mount in another mount namespace (a build sandbox started
+    // meanwhile on this shared machine) keeps the connection alive until the grace period ends.
+    if (log.find("aborting") != std::string::npos) WARN("the server had to abort the connection at SIGTERM");
     return log;
   }
 };
