@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Counts test cases from Bazel build-event files and prints "N passed, N failed".
 
-usage: count_results.py NAME=BEP_JSON_FILE[:BAZEL_EXIT_CODE] [...]
+usage: count_results.py NAME=BEP_JSON_FILE[:BAZEL_EXIT_CODE] [NAME=lines:RESULT_FILE[:EXIT_CODE]] [...]
 
 Each test target's log is read for its own counts: Catch2's summary ("All tests passed (A
 assertions in C test cases)" or "test cases: T | P passed | F failed"), or a plain
@@ -10,6 +10,12 @@ timed out, or failed without a readable summary counts as one failed case, so no
 hide. So does a target whose loading or analysis was aborted, and a Bazel run that failed (exit
 code other than 0 or 3, "tests failed") without any failure counted. Exits 1 when anything failed
 or nothing ran.
+
+A "lines:" file is a suite outside Bazel (tests/vm/run writes one): one line per test case,
+"PASS NAME ..." or "FAIL NAME ...", optionally prefixed by a word and ": " ("vm: PASS uname_7_3
+(0s)"); other lines (a closing "vm: N passed, N failed") are ignored. Each PASS line counts one
+passed case, each FAIL line one failed case. A missing file, a file without any PASS/FAIL line, or
+an exit code other than 0 with no FAIL line counts as one failed case.
 """
 import json
 import re
@@ -118,6 +124,36 @@ def summarize(name, path, bazel_rc=None):
     return passed, failed
 
 
+RESULT_LINE = re.compile(r"^(?:\w+: )?(PASS|FAIL) (\S+)(.*)$")
+
+
+def summarize_lines(name, path, rc=None):
+    try:
+        with open(path, encoding="utf-8", errors="replace") as f:
+            lines = f.read().splitlines()
+    except OSError as e:
+        print(f"[{name}] no result file ({e}): the suite did not run -> 1 failed")
+        return 0, 1
+    passed = failed = 0
+    for line in lines:
+        m = RESULT_LINE.match(line.strip())
+        if not m:
+            continue
+        if m.group(1) == "PASS":
+            passed += 1
+        else:
+            failed += 1
+            print(f"[{name}] {m.group(2)}: FAILED{m.group(3)}")
+    if passed + failed == 0:
+        print(f"[{name}] {path}: no PASS/FAIL lines -> 1 failed")
+        return 0, 1
+    if rc not in (None, 0) and failed == 0:
+        print(f"[{name}] the suite exited with code {rc} -> 1 failed")
+        failed += 1
+    print(f"[{name}] {passed} passed, {failed} failed")
+    return passed, failed
+
+
 def main(argv):
     if not argv:
         print(__doc__)
@@ -125,10 +161,14 @@ def main(argv):
     total_p = total_f = 0
     for arg in argv:
         name, _, spec = arg.partition("=")
+        lines = spec.startswith("lines:")
+        if lines:
+            spec = spec[len("lines:"):]
         path, sep, rc = spec.rpartition(":")
         if not sep or not rc.lstrip("-").isdigit():
             path, rc = spec, None
-        p, f = summarize(name, path, None if rc is None else int(rc))
+        rc = None if rc is None else int(rc)
+        p, f = summarize_lines(name, path, rc) if lines else summarize(name, path, rc)
         total_p += p
         total_f += f
     print(f"{total_p} passed, {total_f} failed")
