@@ -106,7 +106,8 @@ struct stat to_stat(const struct ::statx& x) {
 // stale or forged fh gets EBADF instead of acting on some other descriptor of this process.
 struct open_file {
   int fd = -1;
-  std::int32_t backing_id = 0;
+  corofuse::ino node = 0;        // the inode it was opened on
+  std::int32_t backing_id = 0;   // --passthrough: the inode's backing id, one reference of it
   DIR* dir = nullptr;     // directories: the listing stream
   off_t dir_offset = 0;   // where `dir` stands (the d_off of the last entry handed out)
   std::mutex dir_mutex;
@@ -135,12 +136,17 @@ class passthrough {
   }
 
   ~passthrough() {
-    for (auto& [id, in] : inodes_) ::close(in->fd);
     for (auto& f : files_)
       if (f) close_file(*f);
+    for (auto& [id, in] : inodes_) ::close(in->fd);
   }
 
-  std::uint64_t init_flags() const { return opts_.kernel_passthrough ? cf::abi::init_flag::passthrough : 0; }
+  // HANDLE_KILLPRIV_V2: the kernel says when a write or truncation must drop setuid/setgid, and
+  // passthrough does it with the rules tmpfs follows (the backing filesystem would not: the
+  // server writes with CAP_FSETID).
+  std::uint64_t init_flags() const {
+    return cf::abi::init_flag::handle_killpriv_v2 | (opts_.kernel_passthrough ? cf::abi::init_flag::passthrough : 0);
+  }
 
   void init(const cf::connection& c) {
     conn_ = c;
@@ -205,6 +211,8 @@ class passthrough {
       if (!S_ISREG(in.type)) return cf::error(S_ISDIR(in.type) ? EISDIR : EINVAL);
       int r = handle_fd >= 0 ? ::ftruncate(handle_fd, s.size) : ::truncate(proc_fd_path(in.fd).c_str(), s.size);
       if (r != 0) return errno_error();
+      // A truncation by a caller without CAP_FSETID (a chown's drop is the backing chown's own).
+      if (s.kill_suidgid() && !s.has_uid() && !s.has_gid()) drop_suidgid(in.fd, c);
     }
     if (s.has_uid() || s.has_gid()) {
       uid_t u = s.has_uid() ? s.uid : static_cast<uid_t>(-1);
@@ -222,7 +230,6 @@ class passthrough {
       ts[1] = s.has_mtime() ? s.mtime : timespec{0, UTIME_OMIT};
       if (::utimensat(in.fd, "", ts, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) return errno_error();
     }
-    (void)c;  // the kernel checked the caller's right to each change (default_permissions)
     return stat_attr(in.fd);
   }
 
@@ -280,13 +287,14 @@ class passthrough {
 
   // ---- files --------------------------------------------------------------------------------
 
-  cf::result<cf::open_reply> open(cf::context&, cf::ino i, int flags) {
+  cf::result<cf::open_reply> open(cf::context& c, cf::ino i, int flags) {
     inode_ref in = find(i);
     if (!in.fd_ok()) return cf::error(in.error());
     if (S_ISLNK(in.type)) return cf::error(ELOOP);
     int fd = ::open(proc_fd_path(in.fd).c_str(), backing_flags(flags));
     if (fd < 0) return errno_error();
-    return opened(fd, S_ISREG(in.type));
+    if ((flags & O_TRUNC) && c.kill_suidgid()) drop_suidgid(fd, c);
+    return opened(fd, i, S_ISREG(in.type));
   }
 
   cf::result<cf::created> create(cf::context& c, cf::ino parent, std::string_view name, mode_t mode, mode_t, int flags) {
@@ -301,6 +309,7 @@ class passthrough {
       fd = ::openat(dirfd, n.c_str(), backing_flags(flags) | (flags & O_EXCL) | O_CREAT | O_NOFOLLOW, mode);
     }
     if (fd < 0) return errno_error();
+    if ((flags & O_TRUNC) && c.kill_suidgid()) drop_suidgid(fd, c);  // it existed: truncated
     return finish_created(fd);
   }
 
@@ -327,6 +336,7 @@ class passthrough {
   cf::task<cf::result<std::size_t>> write(cf::context& c, cf::ino, cf::file_info& fi, std::span<const std::byte> in, off_t off) {
     int fd = file_fd(fi.fh);
     if (fd < 0) co_return cf::error(EBADF);
+    if (c.kill_suidgid()) drop_suidgid(fd, c);
     int n = co_await c.write_fixed(fd, in, off);
     if (n < 0) co_return cf::error(-n);
     co_return static_cast<std::size_t>(n);
@@ -510,13 +520,37 @@ class passthrough {
     return static_cast<std::size_t>(r);
   }
 
-  cf::result<std::size_t> listxattr(cf::context&, cf::ino i, std::span<std::byte> out) {
+  // trusted.* names are listed to CAP_SYS_ADMIN only (as tmpfs and ext4 do); the kernel leaves
+  // the filtering to the filesystem, and the server lists as root. The caller's capabilities are
+  // not known here: root (uid 0) stands for them.
+  cf::result<std::size_t> listxattr(cf::context& c, cf::ino i, std::span<std::byte> out) {
     inode_ref in = find(i);
     if (!in.fd_ok()) return cf::error(in.error());
-    auto* p = reinterpret_cast<char*>(out.data());
-    ssize_t r = ::listxattr(proc_fd_path(in.fd).c_str(), p, out.size());
+    const proc_fd_path path(in.fd);
+    if (c.uid() == 0) {
+      ssize_t r = ::listxattr(path.c_str(), reinterpret_cast<char*>(out.data()), out.size());
+      if (r < 0) return errno_error();
+      return static_cast<std::size_t>(r);
+    }
+    std::vector<char> all;
+    ssize_t r;
+    do {  // the list may grow between the size query and the read
+      r = ::listxattr(path.c_str(), nullptr, 0);
+      if (r < 0) return errno_error();
+      all.resize(static_cast<std::size_t>(r));
+      r = ::listxattr(path.c_str(), all.data(), all.size());
+    } while (r < 0 && errno == ERANGE);
     if (r < 0) return errno_error();
-    return static_cast<std::size_t>(r);
+    std::string shown;
+    for (std::size_t at = 0; at < static_cast<std::size_t>(r);) {
+      std::string_view name(all.data() + at);
+      if (name.substr(0, 8) != "trusted.") shown.append(name).push_back('\0');
+      at += name.size() + 1;
+    }
+    if (out.empty()) return shown.size();
+    if (shown.size() > out.size()) return cf::error(ERANGE);
+    std::memcpy(out.data(), shown.data(), shown.size());
+    return shown.size();
   }
 
   cf::result<> setxattr(cf::context&, cf::ino i, std::string_view name, std::span<const std::byte> value, int flags) {
@@ -548,6 +582,8 @@ class passthrough {
     mode_t type = 0;  // S_IFMT bits: fixed for an inode's life
     cf::ino id = 0;
     std::uint64_t lookups = 0;
+    std::int32_t backing_id = 0;     // --passthrough: registered while the inode has open files
+    std::uint32_t backing_refs = 0;
   };
 
   // What a request needs of an inode, copied out under the lock. The kernel sends no FORGET for
@@ -671,7 +707,7 @@ class passthrough {
       ::close(fd);
       return cf::error(e.error_code());
     }
-    auto o = opened(fd, true);
+    auto o = opened(fd, e->ino, true);
     if (!o) {
       drop_lookups(e->ino, 1);
       return cf::error(o.error_code());
@@ -679,23 +715,40 @@ class passthrough {
     return cf::created{*e, *o};
   }
 
-  // Files the kernel opened: a slot per handle, and with --passthrough the backing id. A file
-  // whose backing id is refused is served by this process (the reason is logged once).
-  cf::result<cf::open_reply> opened(int fd, bool regular) {
+  // Files the kernel opened: a slot per handle. With --passthrough, the inode's backing id: the
+  // kernel takes one backing file per inode while it is open (a second id for the same inode is
+  // refused), so the first open registers it and the last release closes it. A file whose backing
+  // id is refused is served by this process (the reason is logged once).
+  cf::result<cf::open_reply> opened(int fd, cf::ino node, bool regular) {
     auto f = std::make_unique<open_file>();
     f->fd = fd;
+    f->node = node;
     cf::open_reply r;
     r.direct_io = opts_.direct_io;
     if (opts_.kernel_passthrough && regular) {
-      auto id = conn_.open_backing(fd);
-      if (id) {
-        f->backing_id = *id;
-        r.passthrough = true;
-        r.backing_id = *id;
-        r.direct_io = false;  // the kernel's passthrough decides caching
-      } else if (!passthrough_refused_.exchange(true)) {
-        std::fprintf(stderr, "passthrough: the kernel refused a backing file (%s): such files are served by this process\n",
-                     std::strerror(id.error_code()));
+      std::lock_guard lock(mutex_);
+      auto it = inodes_.find(node);
+      if (it != inodes_.end()) {
+        inode& in = *it->second;
+        if (in.backing_refs == 0) {
+          // The kernel writes through the backing file with the creds of this moment: without
+          // CAP_FSETID, so that writes clear setuid/setgid (the server never sees them to do it).
+          cf::without_capability no_fsetid(CAP_FSETID);
+          auto id = conn_.open_backing(fd);
+          if (id) {
+            in.backing_id = *id;
+          } else if (!passthrough_refused_.exchange(true)) {
+            std::fprintf(stderr, "passthrough: the kernel refused a backing file (%s): such files are served by this process\n",
+                         std::strerror(id.error_code()));
+          }
+        }
+        if (in.backing_id) {
+          in.backing_refs++;
+          f->backing_id = in.backing_id;
+          r.passthrough = true;
+          r.backing_id = in.backing_id;
+          r.direct_io = false;  // the kernel's passthrough decides caching
+        }
       }
     }
     r.fh = keep_file(std::move(f));
@@ -703,7 +756,14 @@ class passthrough {
   }
 
   void close_file(open_file& f) {
-    if (f.backing_id) (void)conn_.close_backing(f.backing_id);
+    if (f.backing_id) {
+      std::lock_guard lock(mutex_);
+      auto it = inodes_.find(f.node);
+      if (it != inodes_.end() && it->second->backing_id == f.backing_id && --it->second->backing_refs == 0) {
+        (void)conn_.close_backing(f.backing_id);
+        it->second->backing_id = 0;
+      }
+    }
     if (f.dir) {
       ::closedir(f.dir);  // closes f.fd
     } else if (f.fd >= 0) {
@@ -711,6 +771,16 @@ class passthrough {
     }
     f.fd = -1;
     f.dir = nullptr;
+  }
+
+  // setuid always; setgid when group-execute is set or the caller is outside the file's group
+  // (tmpfs's rule; only the caller's primary group is known here).
+  static void drop_suidgid(int fd, const cf::context& c) {
+    struct stat st {};
+    if (::fstatat(fd, "", &st, AT_EMPTY_PATH) != 0 || !S_ISREG(st.st_mode)) return;
+    mode_t kill = S_ISUID;
+    if ((st.st_mode & S_ISGID) && ((st.st_mode & S_IXGRP) || c.gid() != st.st_gid)) kill |= S_ISGID;
+    if (st.st_mode & kill) (void)::chmod(proc_fd_path(fd).c_str(), st.st_mode & 07777 & ~kill);
   }
 
   // fh = slot index + 1, with the slot's generation in the high half.

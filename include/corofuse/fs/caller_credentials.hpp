@@ -18,7 +18,9 @@
 #include <sys/types.h>
 #include <unistd.h>
 
+#include <linux/capability.h>
 #include <linux/securebits.h>
+#include <sys/syscall.h>
 
 namespace corofuse {
 
@@ -55,6 +57,40 @@ class caller_credentials {
  private:
   uid_t old_uid_ = 0;
   gid_t old_gid_ = 0;
+  bool active_ = false;
+};
+
+// Drops one capability from the calling thread's effective set for the guard's lifetime (no-op
+// when it is not there). For credentials the kernel snapshots: a backing file registered for
+// kernel passthrough writes with the creds of the thread that registered it, and without
+// CAP_FSETID those writes clear setuid/setgid as a plain user's would.
+class without_capability {
+ public:
+  explicit without_capability(int cap) noexcept : cap_(cap) {
+    if (!get(data_)) return;
+    const unsigned word = static_cast<unsigned>(cap_) / 32, bit = 1u << (static_cast<unsigned>(cap_) % 32);
+    if (word >= 2 || !(data_[word].effective & bit)) return;
+    __user_cap_data_struct lowered[2] = {data_[0], data_[1]};
+    lowered[word].effective &= ~bit;
+    active_ = set(lowered);
+  }
+  ~without_capability() {
+    if (active_) set(data_);
+  }
+  without_capability(const without_capability&) = delete;
+  without_capability& operator=(const without_capability&) = delete;
+
+ private:
+  static bool get(__user_cap_data_struct (&d)[2]) noexcept {
+    __user_cap_header_struct h{_LINUX_CAPABILITY_VERSION_3, 0};
+    return ::syscall(SYS_capget, &h, d) == 0;
+  }
+  static bool set(__user_cap_data_struct (&d)[2]) noexcept {
+    __user_cap_header_struct h{_LINUX_CAPABILITY_VERSION_3, 0};
+    return ::syscall(SYS_capset, &h, d) == 0;
+  }
+  int cap_;
+  __user_cap_data_struct data_[2]{};
   bool active_ = false;
 };
 
