@@ -269,6 +269,50 @@ TEST_CASE("a zero-copy ring entry is refused by the copying parser", "[proto]") 
   CHECK(r.data().empty());
 }
 
+TEST_CASE("a zero-copy ring entry with a window: WRITE's data is the window, READ has no payload", "[proto]") {
+  // The window stands for the client's pages at the entry's slot: never read, only addressed.
+  std::vector<std::byte> window_space(8192);
+  std::span<const std::byte> window(window_space);
+  abi::write_in w{};
+  w.size = 4096;
+  w.offset = 12288;
+  message m(abi::opcode::write, &w, sizeof w);
+  ring_entry e(m, sizeof w);
+  e.hdr.ring_ent_in_out.flags = abi::uring_ent_zero_copy;
+  e.hdr.ring_ent_in_out.payload_sz = 4096;  // the page bytes, not in the payload
+  proto::request r;
+  REQUIRE(proto::parse_ring_entry(e.hdr, e.payload, e.payload.size(), r, {}, window) == proto::parse_error::none);
+  CHECK(r.data().data() == window.data());
+  CHECK(r.data().size() == 4096);
+  CHECK(r.op<abi::write_in>().offset == 12288);
+
+  // More page bytes than the window (or than payload_sz says) is refused.
+  w.size = 16384;
+  message big(abi::opcode::write, &w, sizeof w);
+  ring_entry e2(big, sizeof w);
+  e2.hdr.ring_ent_in_out.flags = abi::uring_ent_zero_copy;
+  e2.hdr.ring_ent_in_out.payload_sz = 16384;
+  CHECK(proto::parse_ring_entry(e2.hdr, e2.payload, e2.payload.size(), r, {}, window) == proto::parse_error::bad_data_size);
+  e.hdr.ring_ent_in_out.payload_sz = 100;  // less than write_in.size
+  CHECK(proto::parse_ring_entry(e.hdr, e.payload, e.payload.size(), r, {}, window) == proto::parse_error::bad_data_size);
+
+  abi::read_in rd{};
+  rd.size = 65536;
+  message mr(abi::opcode::read, &rd, sizeof rd);
+  ring_entry er(mr, sizeof rd);
+  er.hdr.ring_ent_in_out.flags = abi::uring_ent_zero_copy;
+  REQUIRE(proto::parse_ring_entry(er.hdr, er.payload, er.payload.size(), r, {}, window) == proto::parse_error::none);
+  CHECK(r.opcode() == abi::opcode::read);
+  CHECK(r.data().empty());
+
+  // Only READ and WRITE can be zero-copy.
+  abi::getattr_in g{};
+  message mg(abi::opcode::getattr, &g, sizeof g);
+  ring_entry eg(mg, sizeof g);
+  eg.hdr.ring_ent_in_out.flags = abi::uring_ent_zero_copy;
+  CHECK(proto::parse_ring_entry(eg.hdr, eg.payload, eg.payload.size(), r, {}, window) == proto::parse_error::zero_copy_entry);
+}
+
 TEST_CASE("INIT from a kernel before 7.36 (16-byte init_in) parses, the rest reads as zero", "[proto]") {
   abi::init_in old{};
   old.major = 7;

@@ -4,6 +4,8 @@
 #include <sys/types.h>
 
 #include <cstddef>
+#include <atomic>
+#include <cerrno>
 #include <cstdint>
 #include <span>
 
@@ -33,38 +35,54 @@ class context {
   const cache_defaults& defaults() const noexcept { return *defaults_; }
 
   // Reads from `fd` at `offset` into `dst` on the queue's ring: an io_uring READ_FIXED when `dst`
-  // lies in one of the request's registered buffers (the ring entry's payload, a reader's reply
-  // buffer), a plain READ otherwise. co_await gives the bytes read, or -errno. Pass the buffer a
-  // READ handler was given to move the backing file's data straight into the reply.
+  // lies in one of the request's registered buffers (the ring entry's payload, a pool buffer, a
+  // reader's reply buffer, or, on a zero-copy request, the client's own pages), a plain READ
+  // otherwise. co_await gives the bytes read, or -errno. Pass the buffer a READ handler was given
+  // to move the backing file's data straight into the reply.
   auto read_fixed(int fd, std::span<std::byte> dst, off_t offset) {
-    const int index = registered_index(dst.data(), dst.size());
-    return io::detail::make(*ring_, [=](io_uring_sqe* s) {
-      if (index >= 0) {
-        io_uring_prep_read_fixed(s, fd, dst.data(), static_cast<unsigned>(dst.size()), static_cast<std::uint64_t>(offset), index);
+    const target t = registered_target(dst.data(), dst.size());
+    auto prep = [=](io_uring_sqe* s) {
+      if (t.index >= 0) {
+        io_uring_prep_read_fixed(s, fd, reinterpret_cast<void*>(t.addr), static_cast<unsigned>(dst.size()),
+                                 static_cast<std::uint64_t>(offset), t.index);
       } else {
         io_uring_prep_read(s, fd, dst.data(), static_cast<unsigned>(dst.size()), static_cast<std::uint64_t>(offset));
       }
-    });
+    };
+    if (t.refused) return io::operation<decltype(prep)>::ready(*ring_, prep, -ECONNABORTED);
+    return io::detail::make(*ring_, prep);
   }
 
   // Writes `src` (for a WRITE handler, the data it was given: on the ring it sits in the entry's
-  // registered payload) to `fd` at `offset`: WRITE_FIXED when registered, a plain WRITE otherwise.
+  // registered payload or pool buffer, or in the client's pages on a zero-copy request) to `fd` at
+  // `offset`: WRITE_FIXED when registered, a plain WRITE otherwise.
   auto write_fixed(int fd, std::span<const std::byte> src, off_t offset) {
-    const int index = registered_index(src.data(), src.size());
-    return io::detail::make(*ring_, [=](io_uring_sqe* s) {
-      if (index >= 0) {
-        io_uring_prep_write_fixed(s, fd, src.data(), static_cast<unsigned>(src.size()), static_cast<std::uint64_t>(offset), index);
+    const target t = registered_target(src.data(), src.size());
+    auto prep = [=](io_uring_sqe* s) {
+      if (t.index >= 0) {
+        io_uring_prep_write_fixed(s, fd, reinterpret_cast<const void*>(t.addr), static_cast<unsigned>(src.size()),
+                                  static_cast<std::uint64_t>(offset), t.index);
       } else {
         io_uring_prep_write(s, fd, src.data(), static_cast<unsigned>(src.size()), static_cast<std::uint64_t>(offset));
       }
-    });
+    };
+    if (t.refused) return io::operation<decltype(prep)>::ready(*ring_, prep, -ECONNABORTED);
+    return io::detail::make(*ring_, prep);
   }
 
-  // The transport names the registered buffers this context's requests live in (up to two: a
-  // ring entry's payload; a /dev/fuse reader's request and reply buffers).
-  void set_registered_buffer(unsigned slot, std::span<std::byte> region, int buf_index) noexcept {
-    if (slot < max_regions) regions_[slot] = {region, buf_index};
+  // The transport names the registered buffers this context's requests live in (up to three: a
+  // ring entry's payload or pool; a zero-copy request's window; a /dev/fuse reader's request and
+  // reply buffers). An offset-addressed region stands for buffers the kernel registered at
+  // `buf_index` (the client's pages of a zero-copy request): the address given to io_uring is the
+  // offset into the region, and the region itself is never mapped (touching it faults).
+  void set_registered_buffer(unsigned slot, std::span<std::byte> region, int buf_index, bool offset_addressed = false) noexcept {
+    if (slot < max_regions) regions_[slot] = {region, buf_index, offset_addressed};
   }
+
+  // Zero-copy requests: once the connection is gone (`lost` set), no new operation may touch the
+  // client's pages (Linux 7.3 leaves an aborted request's pages registered); such operations
+  // complete at once with -ECONNABORTED.
+  void set_connection_lost_flag(const std::atomic<bool>* lost) noexcept { lost_ = lost; }
 
   // Set by the transport for each request.
   void begin(const abi::in_header& h) noexcept {
@@ -83,22 +101,32 @@ class context {
   void set_kill_suidgid(bool v) noexcept { kill_suidgid_ = v; }
 
  private:
-  int registered_index(const void* p, std::size_t n) const noexcept {
+  struct target {
+    int index = -1;          // the fixed buffer, or -1: a plain read/write
+    std::uintptr_t addr = 0; // the address io_uring is given
+    bool refused = false;    // a zero-copy window after the connection was lost
+  };
+  target registered_target(const void* p, std::size_t n) const noexcept {
     auto* b = static_cast<const std::byte*>(p);
     for (const auto& r : regions_) {
       if (r.index >= 0 && b >= r.bytes.data() && n <= r.bytes.size() &&
-          static_cast<std::size_t>(b - r.bytes.data()) <= r.bytes.size() - n)
-        return r.index;
+          static_cast<std::size_t>(b - r.bytes.data()) <= r.bytes.size() - n) {
+        const auto offset = static_cast<std::uintptr_t>(b - r.bytes.data());
+        if (!r.offset_addressed) return {r.index, reinterpret_cast<std::uintptr_t>(p), false};
+        return {r.index, offset, lost_ && lost_->load(std::memory_order_acquire)};
+      }
     }
-    return -1;
+    return {};
   }
 
   struct region {
     std::span<std::byte> bytes;
     int index = -1;
+    bool offset_addressed = false;
   };
-  static constexpr unsigned max_regions = 2;
+  static constexpr unsigned max_regions = 3;
   region regions_[max_regions];
+  const std::atomic<bool>* lost_ = nullptr;
   io::ring* ring_;
   const cache_defaults* defaults_;
   uid_t uid_ = 0;

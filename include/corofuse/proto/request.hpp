@@ -92,7 +92,7 @@ class request {
   friend parse_error finish_parse(request&, const layout_options&) noexcept;
   friend parse_error parse_message(bytes, request&, const layout_options&) noexcept;
   friend parse_error parse_ring_entry(const abi::uring_req_header&, bytes, std::size_t, request&,
-                                      const layout_options&) noexcept;
+                                      const layout_options&, bytes) noexcept;
 
   abi::in_header header_{};
   bytes op_;
@@ -183,24 +183,42 @@ inline parse_error parse_message(bytes msg, request& r, const layout_options& o 
 // An io_uring entry: its header buffer (in_header in in_out, the per-op struct in op_in,
 // payload_sz in ring_ent_in_out) and its payload (the arguments, then the extensions).
 // `payload_capacity` is the payload buffer's size: payload_sz beyond it is rejected.
+//
+// A 7.46 zero-copy entry (FUSE_URING_ENT_ZERO_COPY) carries its page data in the client's pages,
+// registered at the entry's fixed-buffer slot, not in the payload. Without a `zero_copy_window`
+// it is refused (reading the data from the payload would hand stale bytes of an earlier request to
+// the filesystem). With one (the transport's never-mapped stand-in for the slot, see
+// context::set_registered_buffer), a WRITE's data is that window's first `size` bytes, to be
+// moved with context::write_fixed, and a READ has nothing in the payload at all.
 inline parse_error parse_ring_entry(const abi::uring_req_header& hdr, bytes payload, std::size_t payload_capacity,
-                                    request& r, const layout_options& o = {}) noexcept {
+                                    request& r, const layout_options& o = {}, bytes zero_copy_window = {}) noexcept {
   r = request{};
   std::memcpy(&r.header_, hdr.in_out, sizeof(abi::in_header));
-  // A zero-copy WRITE's payload_sz counts page bytes that are NOT in this buffer: reading them from
-  // here would hand stale bytes of an earlier request to the filesystem as data.
-  if (hdr.ring_ent_in_out.flags & abi::uring_ent_zero_copy) return parse_error::zero_copy_entry;
-  const std::size_t payload_sz = hdr.ring_ent_in_out.payload_sz;
-  if (payload_sz > payload_capacity || payload_sz > payload.size()) return parse_error::payload_overflow;
+  const bool zero_copy = hdr.ring_ent_in_out.flags & abi::uring_ent_zero_copy;
+  if (zero_copy && zero_copy_window.empty()) return parse_error::zero_copy_entry;
+  if (zero_copy && r.opcode() != abi::opcode::read && r.opcode() != abi::opcode::write) return parse_error::zero_copy_entry;
+  std::size_t payload_sz = hdr.ring_ent_in_out.payload_sz;
   const op_layout l = layout_of(r.opcode(), o);
   if (!l.known) return parse_error::unknown_opcode;
   if (l.op_size > abi::uring_op_in_out_size) return parse_error::short_op_struct;
   r.op_ = bytes(reinterpret_cast<const std::byte*>(hdr.op_in), l.op_size);
+  std::size_t page_bytes = 0;
+  if (zero_copy && r.opcode() == abi::opcode::write) {
+    page_bytes = r.op<abi::write_in>().size;  // counted in payload_sz, but not in the payload
+    if (page_bytes > payload_sz || page_bytes > zero_copy_window.size()) return parse_error::bad_data_size;
+    payload_sz -= page_bytes;
+  }
+  if (payload_sz > payload_capacity || payload_sz > payload.size()) return parse_error::payload_overflow;
   bytes body = payload.first(payload_sz);
   std::size_t ext = std::size_t{r.header_.total_extlen} * 8;
   if (ext > body.size()) return parse_error::bad_extensions;
   r.ext_ = body.last(ext);
   r.args_ = body.first(body.size() - ext);
+  if (zero_copy) {
+    if (!r.args_.empty()) return parse_error::bad_data_size;  // READ and WRITE carry nothing else
+    r.data_ = zero_copy_window.first(page_bytes);
+    return parse_error::none;
+  }
   return finish_parse(r, o);
 }
 
