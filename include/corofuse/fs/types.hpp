@@ -47,6 +47,11 @@ struct open_reply {
   // filesystem. Needs init_flag::passthrough, which the kernel refuses with writeback_cache.
   bool passthrough = false;
   std::int32_t backing_id = 0;
+  // Linux 7.3 zero-copy (FOPEN_IO_URING_ZERO_COPY): on a zero-copy queue, READ and WRITE of this
+  // file carry the client's own pages instead of a copy. The handlers then get a buffer that is
+  // never mapped: they must move the data with context::read_fixed / write_fixed or answer READ
+  // with a file_slice; touching it with the CPU faults. Ignored by other transports.
+  bool zero_copy = false;
   std::uint32_t extra_open_flags = 0;  // further abi::fopen bits
 };
 
@@ -187,7 +192,7 @@ inline abi::open_out to_wire(const open_reply& r) noexcept {
   o.fh = r.fh;
   o.open_flags = r.extra_open_flags | (r.direct_io ? abi::fopen::direct_io : 0) | (r.keep_cache ? abi::fopen::keep_cache : 0) |
                  (r.nonseekable ? abi::fopen::nonseekable : 0) | (r.cache_dir ? abi::fopen::cache_dir : 0) |
-                 (r.passthrough ? abi::fopen::passthrough : 0);
+                 (r.passthrough ? abi::fopen::passthrough : 0) | (r.zero_copy ? abi::fopen::io_uring_zero_copy : 0);
   if (r.passthrough) o.backing_id = r.backing_id;
   return o;
 }

@@ -262,6 +262,18 @@ inline auto cancel_fd(ring& r, file_ref f) {
   });
 }
 
+// Cancels every operation of `opcode` (an IORING_OP_*) in flight on the ring: completes with the
+// number cancelled (0 if none), or -EINVAL before Linux 6.6. An operation already running in a
+// worker cannot be stopped and completes on its own.
+inline auto cancel_opcode(ring& r, std::uint8_t opcode) {
+  return detail::make(r, [=](io_uring_sqe* s) {
+    io_uring_prep_cancel64(s, 0, 0);
+    constexpr unsigned cancel_op = 1u << 5;  // IORING_ASYNC_CANCEL_OP (6.6): match sqe->len as the opcode
+    s->cancel_flags = IORING_ASYNC_CANCEL_ALL | cancel_op;
+    s->len = opcode;
+  });
+}
+
 // ---- links ------------------------------------------------------------------------------------
 
 // The outcome of `first` linked to `second`.

@@ -19,10 +19,13 @@ class counters {
   void request(abi::opcode op, path p) noexcept { slot(p == path::ring ? ring_ : dev_, op).fetch_add(1, std::memory_order_relaxed); }
   void error(abi::opcode op) noexcept { slot(errors_, op).fetch_add(1, std::memory_order_relaxed); }
   void malformed() noexcept { malformed_.fetch_add(1, std::memory_order_relaxed); }
+  // A request whose data was in the client's pages (7.46 zero-copy).
+  void zero_copy() noexcept { zero_copy_.fetch_add(1, std::memory_order_relaxed); }
 
   std::uint64_t requests(abi::opcode op, path p) const noexcept { return get(p == path::ring ? ring_ : dev_, op); }
   std::uint64_t errors(abi::opcode op) const noexcept { return get(errors_, op); }
   std::uint64_t malformed_requests() const noexcept { return malformed_.load(std::memory_order_relaxed); }
+  std::uint64_t zero_copy_requests() const noexcept { return zero_copy_.load(std::memory_order_relaxed); }
   std::uint64_t total(path p) const noexcept {
     std::uint64_t t = 0;
     for (const auto& c : p == path::ring ? ring_ : dev_) t += c.load(std::memory_order_relaxed);
@@ -40,6 +43,7 @@ class counters {
                    static_cast<unsigned long long>(r), static_cast<unsigned long long>(e));
     }
     if (auto m = malformed_requests()) std::fprintf(f, "counter MALFORMED %llu\n", static_cast<unsigned long long>(m));
+    if (auto z = zero_copy_requests()) std::fprintf(f, "counter ZERO_COPY %llu\n", static_cast<unsigned long long>(z));
   }
 
  private:
@@ -56,6 +60,7 @@ class counters {
   table ring_{};
   table errors_{};
   std::atomic<std::uint64_t> malformed_{0};
+  std::atomic<std::uint64_t> zero_copy_{0};
 };
 
 }  // namespace corofuse::session

@@ -1,5 +1,6 @@
 // The command line every corofuse filesystem shares, in the shape libfuse's examples made familiar:
-//   NAME MOUNTPOINT [-o opt[,opt...]] [-f] [-d] [--transport auto|dev] [--depth N] [--help]
+//   NAME MOUNTPOINT [-o opt[,opt...]] [-f] [-d] [--transport auto|pool|ring|dev] [--zero-copy auto|off]
+//   [--depth N] [--shutdown-grace S] [--help]
 #pragma once
 
 #include <cerrno>
@@ -14,7 +15,9 @@
 
 namespace corofuse::session {
 
-enum class transport_choice { automatic, ring, dev_fuse };
+// automatic: the best the kernel offers (pool, then ring, then /dev/fuse); pool: 7.46 buffer pools
+// or exit; ring: the 7.42 ring (per-entry payloads) or exit; dev_fuse: /dev/fuse only.
+enum class transport_choice { automatic, pool, ring, dev_fuse };
 // READDIRPLUS for filesystems that have it: always, when the kernel thinks it pays (after a
 // LOOKUP of an entry of the same directory), or never.
 enum class readdirplus_mode { always, automatic, off };
@@ -25,6 +28,7 @@ struct options {
   bool foreground = false;  // -f (corofuse never forks: accepted for libfuse compatibility)
   bool debug = false;       // -d: log each request's opcode and print the counters at exit
   transport_choice transport = transport_choice::automatic;
+  bool zero_copy = true;              // zero-copy queues when the pool is used and allowed (CAP_SYS_ADMIN)
   unsigned depth = 4;                 // requests in service at once per queue
   std::uint32_t max_write = 1u << 20;
   std::uint32_t max_pages = 256;
@@ -52,9 +56,11 @@ inline constexpr std::string_view common_usage =
     "       readdirplus=yes|auto|no  listings with attributes, for filesystems that serve them (default auto)\n"
     "  -f                     stay in the foreground (corofuse always does)\n"
     "  -d                     debug: log requests, print per-opcode counters at exit (implies -f)\n"
-    "  --transport auto|ring|dev  auto: FUSE-over-io_uring when the kernel offers it (Linux 6.14+\n"
-    "                         with enable_uring=Y), else /dev/fuse; ring: the io_uring ring or\n"
-    "                         exit; dev: classic /dev/fuse only\n"
+    "  --transport auto|pool|ring|dev  auto: the best the kernel offers: buffer pools (Linux 7.3+),\n"
+    "                         the io_uring ring (Linux 6.14+ with enable_uring=Y), else /dev/fuse;\n"
+    "                         pool, ring: that one or exit; dev: classic /dev/fuse only\n"
+    "  --zero-copy auto|off   with buffer pools: zero-copy queues when allowed (CAP_SYS_ADMIN), for\n"
+    "                         files the filesystem opens for it (default auto)\n"
     "  --depth N              requests in service at once (default 4, 1..1024)\n"
     "  --shutdown-grace S     after SIGINT/SIGTERM and the lazy unmount, seconds to wait for open\n"
     "                         files to close before aborting the connection (default 5)\n"
@@ -141,7 +147,7 @@ inline std::string apply_mount_option(options& o, std::string_view opt) {
 // True for the common options whose value is the next argument: a program that takes positional
 // arguments of its own (passthrough's SOURCE) uses it to tell values from positionals.
 inline bool option_takes_value(std::string_view a) noexcept {
-  return a == "-o" || a == "--transport" || a == "--depth" || a == "--shutdown-grace";
+  return a == "-o" || a == "--transport" || a == "--zero-copy" || a == "--depth" || a == "--shutdown-grace";
 }
 
 inline parse_outcome parse_command_line(int argc, char** argv, options& o) {
@@ -184,13 +190,20 @@ inline parse_outcome parse_command_line(int argc, char** argv, options& o) {
       std::string_view v = value(a);
       if (v == "auto") {
         o.transport = transport_choice::automatic;
+      } else if (v == "pool") {
+        o.transport = transport_choice::pool;
       } else if (v == "ring") {
         o.transport = transport_choice::ring;
       } else if (v == "dev") {
         o.transport = transport_choice::dev_fuse;
       } else {
-        return fail("--transport takes auto, ring or dev, not '" + std::string(v) + "'");
+        return fail("--transport takes auto, pool, ring or dev, not '" + std::string(v) + "'");
       }
+    } else if (a == "--zero-copy") {
+      std::string_view v = value(a);
+      if (v == "auto") o.zero_copy = true;
+      else if (v == "off") o.zero_copy = false;
+      else return fail("--zero-copy takes auto or off, not '" + std::string(v) + "'");
     } else if (a == "--depth") {
       std::string_view v = value(a);
       unsigned long long n = 0;

@@ -78,6 +78,7 @@ struct serve_state {
   int live_readers = 0;
   bool read_failed = false;
   io::op_id watcher_op;  // the watcher's pending signal read or grace timeout
+  std::atomic<bool>* connection_lost = nullptr;  // told when a reader sees the connection end
 };
 
 template <typename Fs>
@@ -85,6 +86,8 @@ io::task<void> run_reader(Fs& fs, io::ring& r, serve_state& st, const cache_defa
                           counters& stats, proto::layout_options layout, int first_fixed_index) {
   transport::reader_end end = co_await transport::serve_dev_fuse(fs, r, st.mount->fd(), cache, buf, stats, layout, first_fixed_index);
   if (end == transport::reader_end::read_failed) st.read_failed = true;
+  // ENODEV: unmounted or aborted. The ring's zero-copy entries must stop touching client pages.
+  if (st.connection_lost) st.connection_lost->store(true, std::memory_order_release);
   if (--st.live_readers == 0 && st.watcher_op.pending()) co_await io::cancel(r, st.watcher_op);  // nothing left to watch
 }
 
@@ -235,10 +238,15 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
     return 1;
   }
   if (!negotiate(r, *m, *buffers[0], w, terms, log)) return 1;
-  if (o.transport == transport_choice::ring && !terms.has(abi::init_flag::over_io_uring)) {
+  const bool must_ring = o.transport == transport_choice::ring || o.transport == transport_choice::pool;
+  if (must_ring && !terms.has(abi::init_flag::over_io_uring)) {
     // Nothing has been served yet: the unmount below cannot strand a client.
-    log.info("--transport ring: the kernel does not offer FUSE-over-io_uring (needs Linux 6.14+ and "
-             "/sys/module/fuse/parameters/enable_uring = Y)");
+    log.info("--transport %s: the kernel does not offer FUSE-over-io_uring (needs Linux 6.14+ and "
+             "/sys/module/fuse/parameters/enable_uring = Y)", o.transport == transport_choice::pool ? "pool" : "ring");
+    return 1;
+  }
+  if (o.transport == transport_choice::pool && !terms.offers(abi::init_flag::has_io_uring_bufpool)) {
+    log.info("--transport pool: the kernel does not offer buffer pools (FUSE protocol 7.46, Linux 7.3+)");
     return 1;
   }
   if (o.transport == transport_choice::dev_fuse)
@@ -269,6 +277,9 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
     rs.fuse_fd = m->fd();
     rs.depth = o.depth;
     rs.payload_size = transport::ring_payload_size(terms.max_write, terms.max_pages);
+    // Buffer pools when the kernel offers them (7.46), unless the 7.42 ring was asked for.
+    rs.use_pool = terms.offers(abi::init_flag::has_io_uring_bufpool) && o.transport != transport_choice::ring;
+    rs.zero_copy = rs.use_pool && o.zero_copy;
     rs.layout = layout;
     rs.cache = &o.cache;
     rs.stats = &stats;
@@ -284,8 +295,12 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
       for (auto& t : queue_threads) t.join();
       return 1;
     }
-    log.info("serving over FUSE-over-io_uring: %u queues x %u entries, %zu KiB payload each", queues, o.depth,
-             rs.payload_size / 1024);
+    if (rs.use_pool)
+      log.info("serving over FUSE-over-io_uring with buffer pools: %u queues x %u entries, %zu KiB buffers; %d queues pooled, "
+               "%d zero-copy", queues, o.depth, rs.payload_size / 1024, rs.pool_queues.load(), rs.zero_copy_queues.load());
+    else
+      log.info("serving over FUSE-over-io_uring: %u queues x %u entries, %zu KiB payload each", queues, o.depth,
+               rs.payload_size / 1024);
   }
   // Without the ring, /dev/fuse carries everything: one more reading thread per further possible
   // CPU, each on its own cloned descriptor and ring.
@@ -341,6 +356,7 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
 
   serve_state st;
   st.mount = m.get();
+  st.connection_lost = &rs.connection_lost;
   st.live_readers = static_cast<int>(o.depth);
   {
     io::scope s;

@@ -44,6 +44,7 @@
 #include "corofuse/proto/request.hpp"
 #include "corofuse/session/counters.hpp"
 #include "corofuse/transport/page_buffer.hpp"
+#include "corofuse/transport/pool.hpp"
 
 namespace corofuse::transport {
 
@@ -83,9 +84,19 @@ inline std::size_t ring_payload_size(std::uint32_t max_write, std::uint32_t max_
 // One entry's buffers. The header is what the kernel reads and writes (288 bytes).
 struct ring_entry_buffers {
   alignas(64) abi::uring_req_header header{};
-  page_buffer payload;
-  std::size_t payload_size = 0;
-  iovec iov[2]{};  // REGISTER's argument: header, payload
+  iovec iov[2]{};  // REGISTER's argument: header, payload (empty with a buffer pool)
+};
+
+// Where an entry's requests put their payload: its own buffer (7.42, or a pool the kernel
+// refused), or the queue's pool; plus, on a zero-copy queue, its slot and the window standing for it.
+struct entry_payload {
+  std::span<std::byte> own;      // per-entry payload; empty with a pool
+  int own_index = -1;            // its fixed-buffer slot (-1: not registered)
+  std::span<std::byte> pool;     // the queue's pool; empty without one
+  std::size_t buf_size = 0;      // one pool buffer
+  int pool_index = -1;           // the pool's fixed-buffer slot (-1: not registered)
+  int zero_copy_slot = -1;       // the entry's slot for the client's pages (-1: not zero-copy)
+  std::span<std::byte> window;   // never-mapped stand-in for that slot
 };
 
 // Shared, read-only configuration of the queues plus the cross-thread outcome.
@@ -93,44 +104,82 @@ struct ring_setup {
   int fuse_fd = -1;
   unsigned depth = 4;
   std::size_t payload_size = 0;
+  bool use_pool = false;   // 7.46 buffer pools (the kernel offered them and the options allow)
+  bool zero_copy = false;  // ask for zero-copy queues
   proto::layout_options layout;
   const cache_defaults* cache = nullptr;
   session::counters* stats = nullptr;
   std::atomic<int> queues_failed{0};
   std::atomic<int> register_error{0};  // the first REGISTER failure (negative errno)
   std::atomic<int> queues_running{0};
+  std::atomic<int> pool_queues{0};       // queues serving from a buffer pool
+  std::atomic<int> zero_copy_queues{0};  // of which zero-copy
+  // Set once any part of the server sees the connection end (an entry's -ENOTCONN/-ECONNABORTED,
+  // the /dev/fuse reader's ENODEV): from then on no operation touches a zero-copy slot.
+  std::atomic<bool> connection_lost{false};
 };
 
+inline bool connection_ended(int res) noexcept { return res == -ENOTCONN || res == -ECONNABORTED || res == -ENODEV; }
+
 template <typename Fs>
-io::task<void> serve_ring_entry(Fs& fs, io::ring& r, ring_setup& setup, ring_entry_buffers& e, std::uint16_t qid,
-                                std::atomic<std::uint64_t>& queue_requests, int fixed_index) {
+io::task<void> serve_ring_entry(Fs& fs, io::ring& r, ring_setup& setup, ring_entry_buffers& e, entry_payload where,
+                                std::uint16_t qid, std::atomic<std::uint64_t>& queue_requests) {
   context ctx(&r, *setup.cache);
-  std::span<std::byte> payload(e.payload.get(), e.payload_size);
-  ctx.set_registered_buffer(0, payload, fixed_index);  // -1 when registration failed
+  ctx.set_connection_lost_flag(&setup.connection_lost);
+  const bool pooled = !where.pool.empty();
+  const int cmd_buf_index = pooled ? where.pool_index : -1;  // a registered pool rides on every command
+  if (pooled) {
+    ctx.set_registered_buffer(0, where.pool, where.pool_index);
+  } else {
+    ctx.set_registered_buffer(0, where.own, where.own_index);  // -1 when registration failed
+  }
   e.iov[0] = {&e.header, sizeof e.header};
-  e.iov[1] = {e.payload.get(), e.payload_size};
+  e.iov[1] = pooled ? iovec{nullptr, 0} : iovec{where.own.data(), where.own.size()};
   abi::uring_cmd_req cmd{};
   cmd.qid = qid;
+  if (where.zero_copy_slot >= 0) cmd.ent_zero_copy_buf_index = static_cast<std::uint16_t>(where.zero_copy_slot);
   int res = co_await io::uring_cmd(r, setup.fuse_fd, static_cast<std::uint32_t>(abi::uring_cmd::register_entry), &cmd,
-                                   sizeof cmd, reinterpret_cast<std::uintptr_t>(e.iov), 2);
-  if (res < 0 && res != -ENOTCONN && res != -ECONNABORTED) {
+                                   sizeof cmd, reinterpret_cast<std::uintptr_t>(e.iov), 2, cmd_buf_index);
+  if (res < 0 && !connection_ended(res)) {
     int expected = 0;
     if (setup.register_error.compare_exchange_strong(expected, res))
       std::fprintf(stderr, "corofuse: REGISTER on queue %u failed: %s; the kernel falls back to /dev/fuse\n", qid, std::strerror(-res));
   }
   for (;;) {
     if (res < 0) {
-      if (res != -ENOTCONN && res != -ECONNABORTED && res != -ENODEV)
+      if (connection_ended(res)) {
+        // Operations still in flight on a zero-copy slot would write into pages the client may
+        // already own again (Linux 7.3 leaves them registered after an abort): stop them.
+        if (!setup.connection_lost.exchange(true) && where.zero_copy_slot >= 0)
+          (void)co_await io::cancel_opcode(r, IORING_OP_READ_FIXED);
+      } else {
         std::fprintf(stderr, "corofuse: queue %u: an entry ended on %s; the queue serves on with its other entries\n", qid,
                      std::strerror(-res));
+      }
       break;
     }
-    // A request is in the entry.
-    proto::request req;
-    proto::parse_error pe = proto::parse_ring_entry(e.header, payload, e.payload_size, req, setup.layout);
-    proto::reply_buffer out(payload);
-    reply_status st;
+    // A request is in the entry. With a pool, its buffer is the one the kernel picked (if the
+    // request has anything to copy: a request without gets none, and the reply writes nothing).
+    std::span<std::byte> payload = where.own;
     const std::uint64_t commit_id = e.header.ring_ent_in_out.commit_id;
+    const bool zero_copy = (e.header.ring_ent_in_out.flags & abi::uring_ent_zero_copy) && where.zero_copy_slot >= 0;
+    proto::parse_error pe = proto::parse_error::none;
+    if (pooled) {
+      const std::size_t offset = e.header.ring_ent_in_out.offset;
+      if (offset % where.buf_size != 0 || offset >= where.pool.size() || where.pool.size() - offset < where.buf_size)
+        pe = proto::parse_error::payload_overflow;
+      else
+        payload = where.pool.subspan(offset, where.buf_size);
+    }
+    proto::request req;
+    if (pe == proto::parse_error::none)
+      pe = proto::parse_ring_entry(e.header, payload, payload.size(), req, setup.layout, zero_copy ? where.window : std::span<std::byte>{});
+    ctx.set_registered_buffer(1, zero_copy ? where.window : std::span<std::byte>{}, zero_copy ? where.zero_copy_slot : -1,
+                              /*offset_addressed=*/true);
+    // A zero-copy READ's data goes to the client's pages: the handler's buffer is the window.
+    const bool read_to_pages = zero_copy && pe == proto::parse_error::none && req.opcode() == abi::opcode::read;
+    proto::reply_buffer out(read_to_pages ? where.window : payload);
+    reply_status st;
     if (pe != proto::parse_error::none) {
       setup.stats->malformed();
       std::fprintf(stderr, "corofuse: malformed ring request (queue %u, unique %llu): %.*s\n", qid,
@@ -139,12 +188,14 @@ io::task<void> serve_ring_entry(Fs& fs, io::ring& r, ring_setup& setup, ring_ent
       st.error = proto::errno_for(pe);
     } else {
       setup.stats->request(req.opcode(), session::counters::path::ring);
+      if (zero_copy) setup.stats->zero_copy();
       queue_requests.fetch_add(1, std::memory_order_relaxed);
       st = co_await dispatch(fs, ctx, req, out);
       if (st.error) setup.stats->error(req.opcode());
       if (st.no_reply) st = reply_status{};  // every ring request must be committed to fetch the next
     }
-    // The reply, in place: out_header in in_out, the arguments already in the payload.
+    // The reply, in place: out_header in in_out, the arguments already in the payload (or, for a
+    // zero-copy READ, in the client's pages: payload_sz is then the bytes placed there).
     auto set_reply = [&](int error, std::size_t payload_bytes) {
       abi::out_header oh{};
       oh.len = static_cast<std::uint32_t>(sizeof oh + (error ? 0 : payload_bytes));
@@ -157,14 +208,21 @@ io::task<void> serve_ring_entry(Fs& fs, io::ring& r, ring_setup& setup, ring_ent
       cmd = abi::uring_cmd_req{};
       cmd.commit_id = commit_id;
       cmd.qid = qid;
-      return io::uring_cmd(r, setup.fuse_fd, static_cast<std::uint32_t>(abi::uring_cmd::commit_and_fetch), &cmd, sizeof cmd);
+      return io::uring_cmd(r, setup.fuse_fd, static_cast<std::uint32_t>(abi::uring_cmd::commit_and_fetch), &cmd, sizeof cmd, 0, 0,
+                           cmd_buf_index);
     };
     if (st.read_from_file && !st.error) {
-      // READ from a file: the read into the payload and the commit (reply preset for the full
-      // size) go out together, linked; one completion when the read is complete.
+      // READ from a file: the read into the reply (payload or client pages) and the commit (reply
+      // preset for the full size) go out together, linked; one completion when the read is complete.
+      std::span<std::byte> dst = out.tail().first(st.data_from.size);
+      auto read = ctx.read_fixed(st.data_from.fd, dst, st.data_from.offset);
+      if (read.is_immediate()) {  // refused: the connection is gone
+        set_reply(ECONNABORTED, 0);
+        res = co_await commit();
+        continue;
+      }
       set_reply(0, st.data_from.size);
-      io::link_result lr =
-          co_await io::link(ctx.read_fixed(st.data_from.fd, payload.first(st.data_from.size), st.data_from.offset), commit());
+      io::link_result lr = co_await io::link(std::move(read), commit());
       if (!lr.first_reported) {
         res = lr.second;  // the next request, or the end
         continue;
@@ -191,31 +249,55 @@ void run_ring_queue(Fs& fs, ring_setup& setup, std::uint16_t qid, std::latch& st
     if (pthread_setaffinity_np(pthread_self(), sizeof cpus, &cpus) != 0)
       std::fprintf(stderr, "corofuse: cannot pin queue %u's thread to CPU %u (offline or not allowed); serving it unpinned\n", qid, qid);
 
-    // The entries' buffers outlive the ring (declared first): the kernel may use them until the
-    // ring is gone.
+    // The buffers outlive the ring (declared first): the kernel may use them until the ring is
+    // gone. One block of depth payloads: the pool, or each entry's own payload when there is no
+    // pool.
     std::vector<std::unique_ptr<ring_entry_buffers>> entries;
-    std::vector<iovec> fixed;
-    for (unsigned i = 0; i < setup.depth; ++i) {
-      auto e = std::make_unique<ring_entry_buffers>();
-      e->payload_size = setup.payload_size;
-      e->payload = make_page_buffer(setup.payload_size);
-      fixed.push_back({e->payload.get(), e->payload_size});
-      entries.push_back(std::move(e));
-    }
+    for (unsigned i = 0; i < setup.depth; ++i) entries.push_back(std::make_unique<ring_entry_buffers>());
+    const std::size_t block_size = setup.payload_size * setup.depth;
+    page_buffer block = make_page_buffer(block_size);
+    std::span<std::byte> all(block.get(), block_size);
+    std::vector<reserved_window> windows;
     io::ring_options ro;
     ro.entries = std::max(64u, 2 * setup.depth + 8);
     io::ring r(ro);  // created here: SINGLE_ISSUER makes this thread the ring's only submitter
-    // Payloads as fixed buffers: handlers can READ_FIXED from a backing file straight into them.
-    bool registered = true;
-    try {
-      r.register_buffers(fixed);
-    } catch (const std::exception& ex) {
-      registered = false;
-      std::fprintf(stderr, "corofuse: queue %u: payload buffers not registered (%s); handlers use plain reads\n", qid, ex.what());
+
+    pool_outcome pool;
+    if (setup.use_pool) {
+      pool = set_up_pool_queue(r, setup.fuse_fd, qid, all, setup.depth, setup.zero_copy);
+      if (!pool.note.empty()) std::fprintf(stderr, "corofuse: queue %u: %s\n", qid, pool.note.c_str());
+      if (pool.pool) setup.pool_queues.fetch_add(1);
+      if (pool.zero_copy) {
+        setup.zero_copy_queues.fetch_add(1);
+        for (unsigned i = 0; i < setup.depth; ++i) windows.emplace_back(setup.payload_size);
+      }
+    } else {
+      // Payloads as fixed buffers: handlers can READ_FIXED from a backing file straight into them.
+      try {
+        const iovec whole{all.data(), all.size()};
+        r.register_buffers(std::span<const iovec>(&whole, 1));
+        pool.pool_index = 0;
+      } catch (const std::exception& ex) {
+        std::fprintf(stderr, "corofuse: queue %u: payload buffers not registered (%s); handlers use plain reads\n", qid, ex.what());
+      }
     }
     io::scope s;
-    for (std::size_t i = 0; i < entries.size(); ++i)
-      s.spawn(serve_ring_entry(fs, r, setup, *entries[i], qid, queue_requests, registered ? static_cast<int>(i) : -1));
+    for (std::size_t i = 0; i < entries.size(); ++i) {
+      entry_payload where;
+      if (pool.pool) {
+        where.pool = all;
+        where.buf_size = setup.payload_size;
+        where.pool_index = pool.pool_index;
+        if (pool.zero_copy) {
+          where.zero_copy_slot = static_cast<int>(i);
+          where.window = windows[i].bytes();
+        }
+      } else {
+        where.own = all.subspan(i * setup.payload_size, setup.payload_size);
+        where.own_index = pool.pool_index;  // the whole block is one fixed buffer
+      }
+      s.spawn(serve_ring_entry(fs, r, setup, *entries[i], where, qid, queue_requests));
+    }
     r.submit();  // the REGISTERs go out now, before the session is told this queue is set up
     started.count_down();
     counted_down = true;
