@@ -725,6 +725,9 @@ class passthrough {
     f->node = node;
     cf::open_reply r;
     r.direct_io = opts_.direct_io;
+    // On a zero-copy queue (Linux 7.3, --zero-copy auto) READ and WRITE then move the client's own
+    // pages: the handlers only ever hand their buffers to io_uring (file slice, write_fixed).
+    r.zero_copy = regular;
     if (opts_.kernel_passthrough && regular) {
       std::lock_guard lock(mutex_);
       auto it = inodes_.find(node);
