@@ -81,6 +81,20 @@ struct component {
   const char* c_str() const noexcept { return text; }
 };
 
+// An xattr name as a C string, on the stack (the GETXATTR of security.capability that precedes
+// every write must not allocate). XATTR_NAME_MAX is 255.
+struct xattr_name {
+  char text[256];
+  bool too_long = false;
+  explicit xattr_name(std::string_view n) noexcept {
+    too_long = n.size() >= sizeof text;
+    const std::size_t len = too_long ? 0 : n.size();
+    std::memcpy(text, n.data(), len);
+    text[len] = 0;
+  }
+  const char* c_str() const noexcept { return text; }
+};
+
 cf::error errno_error() { return cf::error(errno ? errno : EIO); }
 
 struct stat to_stat(const struct ::statx& x) {
@@ -357,6 +371,7 @@ class passthrough {
     std::unique_ptr<open_file> f = take_file(fi.fh);
     if (!f) return cf::error(EBADF);
     close_file(*f);
+    recycle(std::move(f));
     return cf::ok();
   }
 
@@ -410,7 +425,7 @@ class passthrough {
       ::close(dfd);
       return cf::error(e);
     }
-    auto f = std::make_unique<open_file>();
+    auto f = new_file();
     f->fd = dfd;
     f->dir = d;
     cf::open_reply r;
@@ -514,7 +529,8 @@ class passthrough {
   cf::result<std::size_t> getxattr(cf::context&, cf::ino i, std::string_view name, std::span<std::byte> out) {
     inode_ref in = find(i);
     if (!in.fd_ok()) return cf::error(in.error());
-    std::string n(name);
+    const xattr_name n(name);
+    if (n.too_long) return cf::error(ERANGE);
     ssize_t r = ::getxattr(proc_fd_path(in.fd).c_str(), n.c_str(), out.data(), out.size());
     if (r < 0) return errno_error();
     return static_cast<std::size_t>(r);
@@ -556,7 +572,8 @@ class passthrough {
   cf::result<> setxattr(cf::context&, cf::ino i, std::string_view name, std::span<const std::byte> value, int flags) {
     inode_ref in = find(i);
     if (!in.fd_ok()) return cf::error(in.error());
-    std::string n(name);
+    const xattr_name n(name);
+    if (n.too_long) return cf::error(ERANGE);
     int r = ::setxattr(proc_fd_path(in.fd).c_str(), n.c_str(), value.data(), value.size(), flags);
     if (r != 0) return errno_error();
     return cf::ok();
@@ -565,7 +582,8 @@ class passthrough {
   cf::result<> removexattr(cf::context&, cf::ino i, std::string_view name) {
     inode_ref in = find(i);
     if (!in.fd_ok()) return cf::error(in.error());
-    std::string n(name);
+    const xattr_name n(name);
+    if (n.too_long) return cf::error(ERANGE);
     int r = ::removexattr(proc_fd_path(in.fd).c_str(), n.c_str());
     if (r != 0) return errno_error();
     return cf::ok();
@@ -720,7 +738,7 @@ class passthrough {
   // refused), so the first open registers it and the last release closes it. A file whose backing
   // id is refused is served by this process (the reason is logged once).
   cf::result<cf::open_reply> opened(int fd, cf::ino node, bool regular) {
-    auto f = std::make_unique<open_file>();
+    auto f = new_file();
     f->fd = fd;
     f->node = node;
     cf::open_reply r;
@@ -784,6 +802,29 @@ class passthrough {
     mode_t kill = S_ISUID;
     if ((st.st_mode & S_ISGID) && ((st.st_mode & S_IXGRP) || c.gid() != st.st_gid)) kill |= S_ISGID;
     if (st.st_mode & kill) (void)::chmod(proc_fd_path(fd).c_str(), st.st_mode & 07777 & ~kill);
+  }
+
+  // Handles are recycled, so that opening a file does not allocate once the server is warm.
+  std::unique_ptr<open_file> new_file() {
+    {
+      std::lock_guard lock(files_mutex_);
+      if (!spare_files_.empty()) {
+        std::unique_ptr<open_file> f = std::move(spare_files_.back());
+        spare_files_.pop_back();
+        f->fd = -1;
+        f->node = 0;
+        f->backing_id = 0;
+        f->dir = nullptr;
+        f->dir_offset = 0;
+        return f;
+      }
+    }
+    return std::make_unique<open_file>();
+  }
+
+  void recycle(std::unique_ptr<open_file> f) {
+    std::lock_guard lock(files_mutex_);
+    if (spare_files_.size() < max_spare_files) spare_files_.push_back(std::move(f));
   }
 
   // fh = slot index + 1, with the slot's generation in the high half.
@@ -861,6 +902,8 @@ class passthrough {
   std::vector<std::unique_ptr<open_file>> files_;
   std::vector<std::uint32_t> generations_;
   std::vector<std::size_t> free_slots_;
+  std::vector<std::unique_ptr<open_file>> spare_files_;
+  static constexpr std::size_t max_spare_files = 1024;
 };
 
 namespace {

@@ -15,7 +15,9 @@ namespace corofuse::io {
 class frame_pool {
  public:
   static constexpr std::size_t granule = 64;
-  static constexpr std::size_t max_pooled_size = 8192;  // bigger frames go to operator new
+  // Bigger frames go to operator new. A dispatch frame holds every case's locals: several KiB, and
+  // more than 8 KiB unoptimised (-O0), so the classes reach 64 KiB (16 KiB of list heads a thread).
+  static constexpr std::size_t max_pooled_size = 65536;
   static constexpr std::size_t max_cached_per_class = 4096;
 
   static void* allocate(std::size_t n) {

@@ -1,0 +1,184 @@
+// No heap allocation per request in steady state: memfs and passthrough, built with every heap
+// allocation counted (alloc_counter.cpp), serve 10,000 requests (READ, WRITE, GETATTR, LOOKUP)
+// through a live mount on each transport, and the count must not move.
+//
+// Caches are off (attr_timeout=0, entry_timeout=0, O_DIRECT), so every call is a request. A
+// warm-up of the same calls from every CPU comes first: pools and tables grow there (the first
+// request of a kind on a serving thread may allocate its frame; a later one must not). Each
+// client opens the file once (OPEN, FLUSH, RELEASE: three requests more, also allocation-free).
+#include <catch2/catch.hpp>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <sched.h>
+
+#include <algorithm>
+#include <chrono>
+#include <functional>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "tests/mount/server_harness.hpp"
+
+using corofuse::testing::in_client;
+using corofuse::testing::runfile;
+using corofuse::testing::server;
+
+namespace {
+
+constexpr int rounds = 2500;  // x 4 calls = 10,000 requests
+constexpr std::size_t block = 4096;
+constexpr int blocks = 256;  // a 1 MiB file
+
+bool uring_enabled() {
+  std::string s = corofuse::testing::read_file("/sys/module/fuse/parameters/enable_uring");
+  return s.rfind("Y", 0) == 0;
+}
+
+// The server's allocation count: SIGUSR2 makes it print "allocations N"; the newest line counts.
+std::uint64_t allocations(server& s) {
+  const std::string before = s.log();
+  s.signal(SIGUSR2);
+  for (int i = 0; i < 200; ++i) {
+    std::string log = s.log();
+    if (log.size() > before.size()) {
+      auto at = log.rfind("allocations ");
+      if (at != std::string::npos && at >= before.size()) return std::stoull(log.substr(at + 12));
+    }
+    std::this_thread::sleep_for(std::chrono::milliseconds(20));
+  }
+  FAIL("the server did not report its allocations");
+  return 0;
+}
+
+std::uint64_t counter(const std::string& log, const std::string& op) {
+  auto at = log.find("counter " + op + " ");
+  if (at == std::string::npos) return 0;
+  std::string line = log.substr(at, log.find('\n', at) - at);
+  auto get = [&](const std::string& key) {
+    auto k = line.find(key + "=");
+    return k == std::string::npos ? 0ull : std::stoull(line.substr(k + key.size() + 1));
+  };
+  return get("dev") + get("ring");
+}
+
+// Runs `fn` in a client pinned to `cpu` (the ring's queue for that CPU serves it).
+int on_cpu(unsigned cpu, const std::function<int()>& fn) {
+  return in_client(
+      [&] {
+        cpu_set_t set;
+        CPU_ZERO(&set);
+        CPU_SET(cpu, &set);
+        if (::sched_setaffinity(0, sizeof set, &set) != 0) return 20;
+        return fn();
+      },
+      120);
+}
+
+// Opens and closes the file `n` times (OPEN, FLUSH, RELEASE): the warm-up of those handlers'
+// frames on every serving thread.
+int open_close(const std::string& dir, int n) {
+  for (int i = 0; i < n; ++i) {
+    int fd = ::open((dir + "/d/f").c_str(), O_RDWR | O_DIRECT);
+    if (fd < 0 || ::close(fd) != 0) return 16;
+  }
+  return 0;
+}
+
+// One round of calls, each one request: O_DIRECT read and write of a block, fstat, and a stat
+// of the path (a LOOKUP, names are not cached).
+int workload(const std::string& dir, int n) {
+  const std::string path = dir + "/d/f";
+  int fd = ::open(path.c_str(), O_RDWR | O_DIRECT);
+  if (fd < 0) return 10;
+  void* mem = nullptr;
+  if (::posix_memalign(&mem, block, block) != 0) return 11;
+  std::memset(mem, 'x', block);
+  for (int i = 0; i < n; ++i) {
+    const off_t off = static_cast<off_t>((i % blocks) * block);
+    if (::pread(fd, mem, block, off) != static_cast<ssize_t>(block)) return 12;
+    if (::pwrite(fd, mem, block, off) != static_cast<ssize_t>(block)) return 13;
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) return 14;
+    if (::stat(path.c_str(), &st) != 0) return 15;
+  }
+  ::free(mem);
+  ::close(fd);
+  return 0;
+}
+
+void check_steady_state(const std::string& fs, const std::string& transport) {
+  INFO(fs << " over " << transport);
+  REQUIRE(::geteuid() == 0);
+  if (transport == "ring") REQUIRE(uring_enabled());
+  std::string source;
+  std::vector<std::string> leading;
+  if (fs == "passthrough") {
+    char tmpl[] = "/tmp/corofuse-alloc-src-XXXXXX";
+    REQUIRE(::mkdtemp(tmpl));
+    source = tmpl;
+    leading.push_back(source);
+  }
+  struct cleanup {
+    std::string dir;
+    ~cleanup() {
+      if (!dir.empty()) (void)std::system(("rm -rf '" + dir + "'").c_str());
+    }
+  } remove_source{source};
+
+  server s(runfile("tests/mount/" + fs + "_counted"),
+           {"-d", "-o", "attr_timeout=0,entry_timeout=0", "--transport", transport}, -1, -1, leading);
+  INFO("server log:\n" << s.log());
+  REQUIRE(s.mounted());
+  const std::string dir = s.dir();
+  REQUIRE(in_client([&] {
+            if (::mkdir((dir + "/d").c_str(), 0755) != 0) return 1;
+            int fd = ::open((dir + "/d/f").c_str(), O_CREAT | O_WRONLY, 0644);
+            if (fd < 0) return 2;
+            std::vector<char> data(block * blocks, 'a');
+            if (::write(fd, data.data(), data.size()) != static_cast<ssize_t>(data.size())) return 3;
+            return ::close(fd) == 0 ? 0 : 4;
+          }) == 0);
+  // Warm-up from every CPU (each has its own queue on the ring; the /dev/fuse threads take
+  // requests in any order): the first request of a kind on a thread may allocate its frame.
+  const unsigned cpus = std::max(1u, std::thread::hardware_concurrency());
+  for (unsigned cpu = 0; cpu < cpus; ++cpu) {
+    REQUIRE(on_cpu(cpu, [&] { return workload(dir, rounds); }) == 0);
+    REQUIRE(on_cpu(cpu, [&] { return open_close(dir, 200); }) == 0);
+  }
+  const std::uint64_t before = allocations(s);
+  for (unsigned cpu = 0; cpu < cpus; ++cpu) REQUIRE(on_cpu(cpu, [&] { return workload(dir, rounds / static_cast<int>(cpus)); }) == 0);
+  const std::uint64_t after = allocations(s);
+
+  s.signal(SIGTERM);
+  REQUIRE(s.wait_exit(30));
+  const std::string log = s.log();
+  INFO("server log (end):\n" << log.substr(log.size() > 3000 ? log.size() - 3000 : 0));
+  // Both phases reached the server: at least 2 x 2500 of each kind.
+  CHECK(counter(log, "READ") >= 2 * rounds);
+  CHECK(counter(log, "WRITE") >= 2 * rounds);
+  CHECK(counter(log, "GETATTR") >= 2 * rounds);
+  CHECK(counter(log, "LOOKUP") >= 2 * rounds);
+  INFO("allocations during 10,000 requests: " << (after - before));
+  CHECK(after - before == 0);
+}
+
+}  // namespace
+
+TEST_CASE("memfs: no heap allocation per request in steady state (READ, WRITE, GETATTR, LOOKUP)", "[mount][alloc]") {
+  const std::string transport = GENERATE(as<std::string>{}, "ring", "dev");
+  check_steady_state("memfs", transport);
+}
+
+TEST_CASE("passthrough: no heap allocation per request in steady state (READ, WRITE, GETATTR, LOOKUP)", "[mount][alloc]") {
+  const std::string transport = GENERATE(as<std::string>{}, "ring", "dev");
+  check_steady_state("passthrough", transport);
+}
