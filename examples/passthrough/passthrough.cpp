@@ -744,8 +744,9 @@ class passthrough {
     cf::open_reply r;
     r.direct_io = opts_.direct_io;
     // On a zero-copy queue (Linux 7.3, --zero-copy auto) READ and WRITE then move the client's own
-    // pages: the handlers only ever hand their buffers to io_uring (file slice, write_fixed).
-    r.zero_copy = regular;
+    // pages: the handlers only ever hand their buffers to io_uring (file slice, write_fixed). Not
+    // said to older kernels, and not beside kernel passthrough (6.18 fails such an open with EIO).
+    r.zero_copy = regular && conn_.protocol_minor() >= cf::abi::minor_with_bufpool && !opts_.kernel_passthrough;
     if (opts_.kernel_passthrough && regular) {
       std::lock_guard lock(mutex_);
       auto it = inodes_.find(node);

@@ -302,6 +302,17 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
       log.info("serving over FUSE-over-io_uring: %u queues x %u entries, %zu KiB payload each", queues, o.depth,
                rs.payload_size / 1024);
   }
+  if (o.debug) {
+    // The buffer memory this mount holds (all of it pinned where registered): the ring's payloads
+    // or pools, the /dev/fuse readers' request and reply buffers, the extra reading threads'.
+    const double mib = 1024.0 * 1024.0;
+    const std::size_t reader_bytes = o.depth * 2 * (max_payload + 4096);
+    const std::size_t ring_bytes = queues * std::size_t{o.depth} * rs.payload_size;
+    const std::size_t thread_bytes = queues ? 0 : (transport::possible_cpus() - 1) * reader_bytes;
+    log.info("buffers: %.1f MiB (ring %.1f MiB = %u queues x %u x %zu KiB; /dev/fuse readers %.1f MiB; extra reading threads "
+             "%.1f MiB)", static_cast<double>(ring_bytes + reader_bytes + thread_bytes) / mib, static_cast<double>(ring_bytes) / mib,
+             queues, o.depth, rs.payload_size / 1024, static_cast<double>(reader_bytes) / mib, static_cast<double>(thread_bytes) / mib);
+  }
   // Without the ring, /dev/fuse carries everything: one more reading thread per further possible
   // CPU, each on its own cloned descriptor and ring.
   transport::dev_threads_setup ds;

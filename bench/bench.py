@@ -1,0 +1,595 @@
+#!/usr/bin/env python3
+"""corofuse benchmarks: builds optimised binaries, mounts each configuration, runs the workload
+matrix, unmounts, and writes bench/RESULTS.md and bench/results.png (see bench/run --help).
+
+Every figure is the median of --repeat runs (default 3) with min and max; ratios are taken against
+the backing tmpfs measured in the same run (the kernel-native ceiling). These machines are shared:
+compare ratios within one run, not absolute numbers across runs.
+"""
+import argparse
+import datetime
+import json
+import os
+import platform
+import re
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+MiB = 1024 * 1024
+
+
+def log(msg):
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+def run(cmd, timeout=600, check=True, **kw):
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, **kw)
+    if check and r.returncode != 0:
+        raise RuntimeError(f"{' '.join(cmd)} failed ({r.returncode}): {r.stderr.strip()[-2000:]}")
+    return r
+
+
+def mounted_device(path):
+    """st_dev of the mount at `path` if it is a FUSE mount point, else None (never stats the mount)."""
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            parts = line.split()
+            if parts[4] == path and " - fuse" in line:
+                major, minor = parts[2].split(":")
+                return int(major), int(minor)
+    return None
+
+
+def detach(path):
+    subprocess.run(["umount", "-l", path], capture_output=True)
+
+
+def abort_connection(dev):
+    if dev is None:
+        return
+    p = f"/sys/fs/fuse/connections/{dev[1]}/abort"
+    try:
+        with open(p, "w") as f:
+            f.write("1")
+    except OSError:
+        pass
+
+
+class Tmpfs:
+    """A fresh tmpfs (the backing directory and the kernel-native ceiling)."""
+
+    def __init__(self, size="16G"):
+        self.dir = tempfile.mkdtemp(prefix="corofuse-bench-tmpfs-")
+        run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", self.dir])
+
+    def close(self):
+        detach(self.dir)
+        os.rmdir(self.dir)
+
+
+class Server:
+    """One FUSE server on a fresh mount point: started, waited for, stopped with SIGTERM (its own
+    PID only), its rusage and counters collected; a mount it leaves is detached and aborted."""
+
+    def __init__(self, binary, args, leading=()):
+        self.dir = tempfile.mkdtemp(prefix="corofuse-bench-mnt-")
+        self.logpath = self.dir + ".log"
+        self.logfile = open(self.logpath, "w")
+        self.proc = subprocess.Popen([binary, *leading, self.dir, "-d", *args], stdout=self.logfile, stderr=subprocess.STDOUT)
+        self.rusage = None
+        self.dev = None
+        deadline = time.time() + 20
+        while time.time() < deadline:
+            self.dev = mounted_device(self.dir)
+            if self.dev and "serving" in self.log():
+                break
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"{binary} exited: {self.log()[-2000:]}")
+            time.sleep(0.05)
+        else:
+            self.stop()
+            raise RuntimeError(f"{binary} did not mount within 20 s: {self.log()[-2000:]}")
+        time.sleep(0.2)
+        self.idle_rss_kib = self.rss_kib()
+
+    def log(self):
+        with open(self.logpath) as f:
+            return f.read()
+
+    def rss_kib(self):
+        try:
+            with open(f"/proc/{self.proc.pid}/status") as f:
+                for line in f:
+                    if line.startswith("VmRSS:"):
+                        return int(line.split()[1])
+        except OSError:
+            pass
+        return 0
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            deadline = time.time() + 30
+            while time.time() < deadline:
+                pid, status, rusage = os.wait4(self.proc.pid, os.WNOHANG)
+                if pid:
+                    self.rusage = rusage
+                    self.proc.returncode = status
+                    break
+                time.sleep(0.05)
+            else:
+                self.proc.kill()
+                _, _, self.rusage = os.wait4(self.proc.pid, 0)
+        if mounted_device(self.dir):
+            detach(self.dir)
+            abort_connection(self.dev)
+        self.logfile.close()
+        text = self.log()
+        os.unlink(self.logpath)
+        os.rmdir(self.dir)
+        return text
+
+
+def counters(text):
+    total = 0
+    per = {}
+    for m in re.finditer(r"^counter (\S+) dev=(\d+) ring=(\d+) errors=(\d+)", text, re.M):
+        n = int(m.group(2)) + int(m.group(3))
+        per[m.group(1)] = n
+        total += n
+    return total, per
+
+
+def drop_caches():
+    subprocess.run(["sync"])
+    with open("/proc/sys/vm/drop_caches", "w") as f:
+        f.write("3")
+
+
+def fio(directory, name, rw, bs, direct, size, engine="sync", iodepth=1, numjobs=2, runtime=None, filename=None, readonly=False):
+    cmd = ["fio", f"--name={name}", f"--rw={rw}", f"--bs={bs}", f"--direct={1 if direct else 0}", f"--ioengine={engine}",
+           f"--iodepth={iodepth}", f"--numjobs={numjobs}", f"--size={size}", "--group_reporting", "--output-format=json"]
+    cmd.append(f"--filename={filename}" if filename else f"--directory={directory}")
+    if runtime:
+        cmd += [f"--runtime={runtime}", "--time_based"]
+    if readonly:
+        cmd.append("--readonly")
+    r = run(cmd, timeout=900)
+    job = json.loads(r.stdout[r.stdout.index("{"):])["jobs"][0]
+    side = job["read"] if "read" in rw else job["write"]
+    return {"MiB/s": side["bw"] / 1024.0, "IOPS": side["iops"]}
+
+
+def lay_out(directory, size):
+    """The fio data files the read workloads use, written once (fio names them NAME.JOB.0)."""
+    for job in range(2):
+        path = os.path.join(directory, f"data.{job}.0")
+        if not os.path.exists(path):
+            fio(directory, "data", "write", "1M", False, size, numjobs=1, filename=path)
+
+
+def meta(binary, *args):
+    r = run([binary, *map(str, args)], timeout=900)
+    name, value, unit = r.stdout.split()
+    return float(value)
+
+
+def summarize(values):
+    return {"median": statistics.median(values), "min": min(values), "max": max(values), "runs": values}
+
+
+WORKLOADS = [
+    # name, fio rw, direct
+    ("read direct", "read", True),
+    ("read buffered", "read", False),
+    ("randread direct", "randread", True),
+    ("randread buffered", "randread", False),
+    ("write direct", "write", True),
+    ("write buffered", "write", False),
+]
+
+
+def measure_config(name, directory, a, bins):
+    """The whole matrix on one mounted directory; returns {workload: summary}."""
+    out = {}
+    lay_out(directory, a.size)
+    for wl, rw, direct in WORKLOADS:
+        vals = []
+        for _ in range(a.repeat):
+            drop_caches()
+            if rw == "write":
+                vals.append(fio(directory, "w", rw, "1M", direct, a.size)["MiB/s"])
+            else:
+                # read the laid-out files: fio's job j of "data" reads data.j.0
+                vals.append(fio(directory, "data", rw, "1M", direct, a.size)["MiB/s"])
+        out[wl] = summarize(vals)
+        log(f"{name}: {wl}: {out[wl]['median']:.0f} MiB/s")
+    vals = []
+    for _ in range(a.repeat):
+        vals.append(fio(directory, "data", "randread", "4k", True, a.size, engine="io_uring", iodepth=32, runtime=a.runtime)["IOPS"])
+    out["4k randread io_uring qd32"] = summarize(vals)
+    log(f"{name}: 4k randread: {out['4k randread io_uring qd32']['median']:.0f} IOPS")
+    for f in os.listdir(directory):
+        if f.startswith("w."):
+            os.unlink(os.path.join(directory, f))
+    # Metadata.
+    stat_target = os.path.join(directory, "data.0.0")
+    out["stat"] = summarize([meta(bins["meta"], "stat", stat_target, a.stats) for _ in range(a.repeat)])
+    out["create+unlink"] = summarize([meta(bins["meta"], "create", directory, a.files) for _ in range(a.repeat)])
+    out["readdir"] = summarize([meta(bins["meta"], "readdir", directory, a.entries, 3) for _ in range(a.repeat)])
+    log(f"{name}: stat {out['stat']['median']:.2f} us, create+unlink {out['create+unlink']['median']:.0f}/s, "
+        f"readdir {out['readdir']['median']:.1f} ms")
+    for job in range(2):
+        os.unlink(os.path.join(directory, f"data.{job}.0"))
+    return out
+
+
+def build(a):
+    targets = ["//examples/memfs", "//examples/passthrough", "//bench:nullfs", "//bench:meta"]
+    run(["bazel", "build", "--config=opt", *targets], timeout=3600, cwd=ROOT)
+    bin_dir = run(["bazel", "info", "--config=opt", "bazel-bin"], cwd=ROOT).stdout.strip()
+    return {
+        "memfs": f"{bin_dir}/examples/memfs/memfs",
+        "passthrough": f"{bin_dir}/examples/passthrough/passthrough",
+        "nullfs": f"{bin_dir}/bench/nullfs",
+        "meta": f"{bin_dir}/bench/meta",
+    }
+
+
+def server_report(server, text, busy_rss_kib):
+    total, per = counters(text)
+    ru = server.rusage
+    cpu = (ru.ru_utime + ru.ru_stime) if ru else 0.0
+    m = re.search(r"buffers: ([\d.]+) MiB", text)
+    return {
+        "requests": total,
+        "cpu_s": cpu,
+        "cpu_us_per_request": cpu * 1e6 / total if total else 0.0,
+        "idle_rss_mib": server.idle_rss_kib / 1024.0,
+        "busy_rss_mib": busy_rss_kib / 1024.0,
+        "peak_rss_mib": (ru.ru_maxrss / 1024.0) if ru else 0.0,
+        "buffers_mib": float(m.group(1)) if m else 0.0,
+        "per_opcode": per,
+    }
+
+
+CONFIGS = [
+    ("native tmpfs", None, None),
+    ("memfs ring", "memfs", ["--transport", "ring"]),
+    ("memfs dev", "memfs", ["--transport", "dev"]),
+    ("passthrough ring", "passthrough", ["--transport", "ring"]),
+    ("passthrough dev", "passthrough", ["--transport", "dev"]),
+    ("passthrough kernel", "passthrough", ["--transport", "ring", "--passthrough"]),
+]
+
+
+def host_matrix(a, bins):
+    results = {"configs": {}, "servers": {}, "null": {}}
+    configs = [c for c in CONFIGS if not a.only or c[0] in a.only or c[1] is None]
+    for name, fs, args in configs:
+        backing = Tmpfs()
+        server = None
+        try:
+            directory = backing.dir
+            if fs is not None:
+                leading = [backing.dir] if fs == "passthrough" else []
+                extra = ["--size", "8G"] if fs == "memfs" else []
+                # attr_timeout=0: every stat(2) is a GETATTR round trip, the figure measured
+                server = Server(bins[fs], ["-o", "attr_timeout=0", *args, *extra], leading)
+                directory = server.dir
+            log(f"=== {name}")
+            results["configs"][name] = measure_config(name, directory, a, bins)
+            if server:
+                busy = server.rss_kib()
+                text = server.stop()
+                results["servers"][name] = server_report(server, text, busy)
+                server = None
+        finally:
+            if server:
+                server.stop()
+            backing.close()
+    # The null filesystem: the framework plus the kernel, nothing else.
+    for transport in ("ring", "dev"):
+        name = f"nullfs {transport}"
+        server = Server(bins["nullfs"], ["-o", "attr_timeout=0", "--transport", transport])
+        try:
+            target = os.path.join(server.dir, "f")
+            stat_us = summarize([meta(bins["meta"], "stat", target, a.stats) for _ in range(a.repeat)])
+            read = summarize([fio(None, "null", "read", "1M", True, "4G", filename=target, readonly=True)["MiB/s"]
+                              for _ in range(a.repeat)])
+            results["null"][name] = {"getattr_per_s": summarize([1e6 / v for v in stat_us["runs"]]), "read_1m": read}
+            log(f"{name}: {results['null'][name]['getattr_per_s']['median']:.0f} GETATTR/s, {read['median']:.0f} MiB/s")
+            if a.perf:
+                profile(server, bins, target, transport, a)
+            busy = server.rss_kib()
+            text = server.stop()
+            results["servers"][name] = server_report(server, text, busy)
+            server = None
+        finally:
+            if server:
+                server.stop()
+    return results
+
+
+def profile(server, bins, target, transport, a):
+    """perf record of the server while it serves GETATTRs and 1 MiB READs; the top of the report."""
+    out = os.path.join(a.out, "perf")
+    os.makedirs(out, exist_ok=True)
+    for what, cmd in (("getattr", [bins["meta"], "stat", target, "200000"]),
+                      ("read", ["fio", "--name=p", "--rw=read", "--bs=1M", "--direct=1", "--numjobs=2", "--size=8G",
+                                f"--filename={target}", "--readonly", "--ioengine=sync"])):
+        data = os.path.join(tempfile.gettempdir(), f"corofuse-perf-{what}.data")
+        rec = subprocess.Popen(["perf", "record", "-g", "-o", data, "-p", str(server.proc.pid)],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        time.sleep(0.5)
+        run(cmd, timeout=600)
+        rec.send_signal(signal.SIGINT)
+        rec.wait(timeout=60)
+        rep = run(["perf", "report", "-i", data, "--stdio", "--no-children", "--percent-limit", "1.5", "-g", "none"],
+                  timeout=300, check=False)
+        with open(os.path.join(out, f"nullfs-{transport}-{what}.txt"), "w") as f:
+            f.write(rep.stdout)
+        os.unlink(data)
+
+
+def fmt(summary, digits=0):
+    return f"{summary['median']:.{digits}f} ({summary['min']:.{digits}f}–{summary['max']:.{digits}f})"
+
+
+def write_report(a, results, bins):
+    cfgs = results["configs"]
+    native = cfgs.get("native tmpfs")
+    names = list(cfgs)
+    lines = []
+    add = lines.append
+    cpu = "unknown"
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next(l.split(":", 1)[1].strip() for l in f if l.startswith("model name"))
+    except (OSError, StopIteration):
+        pass
+    add("# corofuse benchmarks")
+    add("")
+    add(f"Measured {datetime.date.today()} by `bench/run` on {os.cpu_count()} CPUs ({cpu}), Linux {platform.release()}, "
+        f"Debian 12, fio {run(['fio', '--version']).stdout.strip()}. Each figure is the median of {a.repeat} runs "
+        "(min–max in brackets); \"× native\" is the median divided by the backing tmpfs's median in this same run. The "
+        "machine is shared and noisy: compare ratios within this run, not absolute numbers across runs.")
+    add("")
+    add(f"Workloads: fio `--ioengine=sync --bs=1M --numjobs=2 --size={a.size}` per job (a single pass over each job's file; "
+        "caches dropped before each run), and `--ioengine=io_uring --iodepth=32 --bs=4k --direct=1` for IOPS "
+        f"({a.runtime} s). Metadata with `bench/meta`: stat(2) of a file with `-o attr_timeout=0` (every call a GETATTR "
+        f"round trip on FUSE), {a.files} files created and unlinked, a {a.entries}-entry directory listed. FUSE servers run "
+        "with their defaults otherwise (depth 4, 1 MiB requests); passthrough mirrors a tmpfs, memfs holds the data itself.")
+    add("")
+    add("## Throughput (MiB/s)")
+    add("")
+    add("| workload | " + " | ".join(names) + " |")
+    add("|---|" + "---|" * len(names))
+    for wl, _, _ in WORKLOADS:
+        row = [fmt(cfgs[n][wl]) + (f" **{cfgs[n][wl]['median'] / native[wl]['median']:.2f}×**" if native and n != "native tmpfs" else "")
+               for n in names]
+        add(f"| {wl} | " + " | ".join(row) + " |")
+    add("")
+    add("## IOPS and metadata")
+    add("")
+    add("| workload | " + " | ".join(names) + " |")
+    add("|---|" + "---|" * len(names))
+    for wl, unit, digits in (("4k randread io_uring qd32", "IOPS", 0), ("stat", "µs per call", 2),
+                             ("create+unlink", "files/s", 0), ("readdir", "ms per listing", 1)):
+        add(f"| {wl} ({unit}) | " + " | ".join(fmt(cfgs[n][wl], digits) for n in names) + " |")
+    add("")
+    add("## The null filesystem (framework + kernel, no work)")
+    add("")
+    add("| transport | GETATTR round trips/s | 1 MiB READ, direct, 2 jobs (MiB/s) |")
+    add("|---|---|---|")
+    for n, v in results["null"].items():
+        add(f"| {n} | {fmt(v['getattr_per_s'])} | {fmt(v['read_1m'])} |")
+    add("")
+    add("## CPU and memory of the servers")
+    add("")
+    add("CPU per request: the server's user+system time over the whole run of that configuration divided by the requests "
+        "it served (from its counters). RSS: right after mounting (idle), at the end of the workloads (busy), and the "
+        "peak. Buffers: what the transport allocates for requests (registered, so pinned, on the ring).")
+    add("")
+    add("| server | requests | CPU µs/request | idle RSS MiB | busy RSS MiB | peak RSS MiB | buffers MiB |")
+    add("|---|---|---|---|---|---|---|")
+    for n, v in results["servers"].items():
+        add(f"| {n} | {v['requests']} | {v['cpu_us_per_request']:.1f} | {v['idle_rss_mib']:.1f} | {v['busy_rss_mib']:.1f} | "
+            f"{v['peak_rss_mib']:.1f} | {v['buffers_mib']:.1f} |")
+    add("")
+    return lines
+
+
+def chart(a, results):
+    cfgs = results["configs"]
+    native = cfgs.get("native tmpfs")
+    names = [n for n in cfgs if n != "native tmpfs"]
+    if not native or not names:
+        return None
+    data = os.path.join(tempfile.gettempdir(), "corofuse-bench.dat")
+    with open(data, "w") as f:
+        f.write("workload " + " ".join(f'"{n}"' for n in names) + "\n")
+        for wl, _, _ in WORKLOADS:
+            f.write(f'"{wl}" ' + " ".join(f"{cfgs[n][wl]['median'] / native[wl]['median']:.3f}" for n in names) + "\n")
+    png = os.path.join(a.out, "results.png")
+    script = f"""
+set terminal pngcairo size 1200,600 noenhanced
+set output '{png}'
+set title 'Throughput relative to the backing tmpfs (1.0 = kernel-native), median of {a.repeat} runs'
+set style data histograms
+set style histogram cluster gap 1
+set style fill solid 0.8 border -1
+set boxwidth 0.9
+set yrange [0:*]
+set grid ytics
+set key outside right top
+set xtics rotate by -20
+plot for [i=2:{len(names) + 1}] '{data}' using i:xtic(1) title columnheader(i)
+"""
+    r = subprocess.run(["gnuplot"], input=script, capture_output=True, text=True)
+    os.unlink(data)
+    if r.returncode != 0:
+        log(f"gnuplot failed: {r.stderr.strip()}")
+        return None
+    return png
+
+
+VM_SCRIPT = r"""#!/bin/sh
+# In the Linux 7.3 guest: passthrough over the guest's tmpfs in three modes, the fio matrix.
+set -u
+mkdir -p /tmp/src /tmp/p
+for mode in ring pool-copy pool; do
+  case $mode in
+    ring) args="--transport ring" ;;
+    pool-copy) args="--transport pool --zero-copy off" ;;
+    pool) args="--transport pool" ;;
+  esac
+  passthrough /tmp/src /tmp/p $args -d > /tmp/pt-$mode.log 2>&1 &
+  pid=$!
+  i=0
+  until grep -q "serving over" /tmp/pt-$mode.log; do
+    i=$((i + 1)); [ $i -le 300 ] || { echo "BENCHFAIL $mode did not start"; cat /tmp/pt-$mode.log; exit 1; }
+    sleep 0.1
+  done
+  for job in 0 1; do
+    fio --name=data --rw=write --bs=1M --size=@SIZE@ --numjobs=1 --filename=/tmp/p/data.$job.0 --output-format=terse >/dev/null || exit 1
+  done
+  for rep in @REPS@; do
+    for wl in "read 1" "read 0" "randread 1" "randread 0" "write 1" "write 0"; do
+      set -- $wl
+      sync; echo 3 > /proc/sys/vm/drop_caches
+      if [ $1 = write ]; then name=w; else name=data; fi
+      line=$(fio --name=$name --directory=/tmp/p --rw=$1 --bs=1M --direct=$2 --ioengine=sync --numjobs=2 --size=@SIZE@ \
+             --group_reporting --output-format=terse --terse-version=3) || { echo "BENCHFAIL fio $mode $wl"; exit 1; }
+      echo "BENCH $mode $1 $2 $rep $line"
+      rm -f /tmp/p/w.*
+    done
+  done
+  rm -f /tmp/p/data.*
+  kill -TERM $pid; wait $pid
+  echo "BENCHLOG $mode $(grep -E 'serving over|counter (READ|WRITE|ZERO_COPY)' /tmp/pt-$mode.log | tr '\n' ' ')"
+done
+echo BENCHDONE
+"""
+
+
+def vm_matrix(a, bins):
+    """Issue 6's measurement: passthrough on Linux 7.3 in qemu, 7.42 ring vs pool copy vs pool zero-copy."""
+    script = os.path.join(tempfile.gettempdir(), "corofuse-vm-bench.sh")
+    with open(script, "w") as f:
+        f.write(VM_SCRIPT.replace("@SIZE@", a.vm_size).replace("@REPS@", " ".join(str(i) for i in range(1, a.repeat + 1))))
+    cmd = [os.path.join(ROOT, "tools/vm"), "run", "--timeout", "3000", "--mem", "4G",
+           "--add", f"{bins['passthrough']}:/usr/local/bin/passthrough", "--add", f"{shutil.which('fio')}:/usr/local/bin/fio",
+           "--add", f"{script}:/bench.sh", "--", "sh", "/bench.sh"]
+    log("booting Linux 7.3 in qemu (TCG): " + " ".join(cmd))
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=3600)
+    os.unlink(script)
+    if "BENCHDONE" not in r.stdout:
+        raise RuntimeError(f"the VM benchmark did not finish (exit {r.returncode}):\n{r.stdout[-3000:]}\n{r.stderr[-3000:]}")
+    runs = {}
+    logs = {}
+    release = "7.3"
+    for line in r.stdout.splitlines():
+        if line.startswith("BENCH "):
+            parts = line.split(" ", 5)
+            mode, rw, direct = parts[1], parts[2], parts[3] == "1"
+            fields = parts[5].split(";")
+            bw_kib = float(fields[47] if rw == "write" else fields[6])
+            wl = f"{rw} {'direct' if direct else 'buffered'}"
+            runs.setdefault(wl, {}).setdefault(mode, []).append(bw_kib / 1024.0)
+        elif line.startswith("BENCHLOG "):
+            mode, text = line[9:].split(" ", 1)
+            logs[mode] = text
+    m = re.search(r"Linux (\S+)", r.stderr + r.stdout)
+    if m:
+        release = m.group(1).rstrip(",)")
+    return {"release": release, "runs": {wl: {mode: summarize(v) for mode, v in modes.items()} for wl, modes in runs.items()},
+            "logs": logs}
+
+
+def write_vm_report(a, vm):
+    lines = ["# corofuse on Linux 7.3: the 7.42 ring, buffer pools, zero-copy", ""]
+    add = lines.append
+    add(f"Measured {datetime.date.today()} by `bench/run --vm`: Debian's Linux {vm['release']} in qemu with software "
+        "emulation (TCG, 2 vCPUs; KVM cannot run this kernel here), passthrough over the guest's tmpfs, fio "
+        f"`--ioengine=sync --bs=1M --numjobs=2 --size={a.vm_size}` per job, caches dropped before each run, median of "
+        f"{a.repeat} runs (min–max). Under emulation I/O is 10-50 times slower than on the host: only the ratios between "
+        "the modes of this one boot mean anything. fio could go into the initramfs (the harness adds the libraries ldd "
+        "names), so these are fio's own figures.")
+    add("")
+    add("| workload | 7.42 ring (MiB/s) | pool, copy (MiB/s) | pool, zero-copy (MiB/s) | zero-copy / copy | zero-copy / 7.42 ring |")
+    add("|---|---|---|---|---|---|")
+    for wl, modes in vm["runs"].items():
+        ring, copy, zc = modes.get("ring"), modes.get("pool-copy"), modes.get("pool")
+        if not (ring and copy and zc):
+            continue
+        add(f"| {wl} | {fmt(ring)} | {fmt(copy)} | {fmt(zc)} | **{zc['median'] / copy['median']:.2f}×** | "
+            f"{zc['median'] / ring['median']:.2f}× |")
+    add("")
+    add("What each server said (its mode line and counters at exit):")
+    add("")
+    for mode, text in vm["logs"].items():
+        add(f"- `{mode}`: `{text.strip()}`")
+    add("")
+    return lines
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--repeat", type=int, default=3, help="runs per figure (median, min, max); default 3")
+    p.add_argument("--size", default="1G", help="fio file size per job (default 1G)")
+    p.add_argument("--runtime", type=int, default=5, help="seconds of the 4 KiB io_uring run (default 5)")
+    p.add_argument("--stats", type=int, default=20000, help="stat calls (default 20000)")
+    p.add_argument("--files", type=int, default=20000, help="files created and unlinked (default 20000)")
+    p.add_argument("--entries", type=int, default=10000, help="entries of the listed directory (default 10000)")
+    p.add_argument("--only", nargs="*", help="configurations to run besides native tmpfs, e.g. 'memfs ring'")
+    p.add_argument("--perf", action="store_true", help="also profile nullfs (GETATTR, 1 MiB READ) with perf into bench/perf/")
+    p.add_argument("--out", default=os.path.join(ROOT, "bench"), help="where RESULTS.md, results.json and results.png go")
+    p.add_argument("--vm", action="store_true",
+                   help="instead: passthrough on Linux 7.3 in qemu (tools/vm), 7.42 ring vs pool copy vs pool zero-copy, "
+                        "into RESULTS-7.3.md")
+    p.add_argument("--vm-size", default="256M", help="fio file size per job in the VM (default 256M)")
+    a = p.parse_args()
+    if os.geteuid() != 0:
+        sys.exit("bench: run as root (it mounts tmpfs and FUSE filesystems)")
+    for tool in ("fio", "bazel") + (() if a.vm else ("gnuplot",)):
+        if not shutil.which(tool):
+            sys.exit(f"bench: {tool} is missing (apt-get install fio gnuplot-nox; bazel: tools/setup)")
+    if a.perf and not shutil.which("perf"):
+        sys.exit("bench: perf is missing (apt-get install linux-perf)")
+    log("building optimised binaries (bazel build --config=opt)")
+    bins = build(a)
+    if a.vm:
+        vm = vm_matrix(a, bins)
+        os.makedirs(a.out, exist_ok=True)
+        with open(os.path.join(a.out, "results-7.3.json"), "w") as f:
+            json.dump(vm, f, indent=1)
+        with open(os.path.join(a.out, "RESULTS-7.3.md"), "w") as f:
+            f.write("\n".join(write_vm_report(a, vm)) + "\n")
+        log(f"wrote {os.path.join(a.out, 'RESULTS-7.3.md')}")
+        return
+    results = host_matrix(a, bins)
+    os.makedirs(a.out, exist_ok=True)
+    with open(os.path.join(a.out, "results.json"), "w") as f:
+        json.dump(results, f, indent=1)
+    lines = write_report(a, results, bins)
+    png = chart(a, results)
+    if png:
+        lines += ["![throughput relative to the backing tmpfs](results.png)", ""]
+    notes = os.path.join(a.out, "NOTES.md")
+    if os.path.exists(notes):  # hand-written analysis (profiles, where the time goes) follows the tables
+        with open(notes) as f:
+            lines += [f.read()]
+    with open(os.path.join(a.out, "RESULTS.md"), "w") as f:
+        f.write("\n".join(lines) + "\n")
+    log(f"wrote {os.path.join(a.out, 'RESULTS.md')}")
+
+
+if __name__ == "__main__":
+    main()

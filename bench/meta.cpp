@@ -1,0 +1,85 @@
+// Metadata micro-benchmarks on a directory, printing one "name value unit" line each:
+//   meta stat FILE N        N stat(2) calls                       -> stat_us (per call)
+//   meta create DIR N       N files created, then unlinked          -> create_unlink_files_per_s
+//   meta readdir DIR N R    a directory of N entries listed R times  -> readdir_ms (per full listing)
+#include <dirent.h>
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <cstdio>
+#include <cstdlib>
+#include <cstring>
+#include <string>
+
+namespace {
+double seconds_since(std::chrono::steady_clock::time_point t0) {
+  return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+}
+int usage() {
+  std::fprintf(stderr, "usage: meta stat FILE N | meta create DIR N | meta readdir DIR N REPEAT\n");
+  return 2;
+}
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc < 4) return usage();
+  const std::string mode = argv[1], path = argv[2];
+  const long n = std::atol(argv[3]);
+  if (n <= 0) return usage();
+  if (mode == "stat") {
+    struct stat st {};
+    auto t0 = std::chrono::steady_clock::now();
+    for (long i = 0; i < n; ++i)
+      if (::stat(path.c_str(), &st) != 0) return std::perror("stat"), 1;
+    std::printf("stat_us %.3f us\n", seconds_since(t0) * 1e6 / static_cast<double>(n));
+    return 0;
+  }
+  if (mode == "create") {
+    char name[4096];
+    auto t0 = std::chrono::steady_clock::now();
+    for (long i = 0; i < n; ++i) {
+      std::snprintf(name, sizeof name, "%s/c%ld", path.c_str(), i);
+      int fd = ::open(name, O_CREAT | O_EXCL | O_WRONLY, 0644);
+      if (fd < 0 || ::close(fd) != 0) return std::perror("create"), 1;
+    }
+    for (long i = 0; i < n; ++i) {
+      std::snprintf(name, sizeof name, "%s/c%ld", path.c_str(), i);
+      if (::unlink(name) != 0) return std::perror("unlink"), 1;
+    }
+    std::printf("create_unlink_files_per_s %.0f files/s\n", static_cast<double>(n) / seconds_since(t0));
+    return 0;
+  }
+  if (mode == "readdir") {
+    if (argc < 5) return usage();
+    const long repeat = std::atol(argv[4]);
+    char name[4096];
+    std::snprintf(name, sizeof name, "%s/list", path.c_str());
+    const std::string dir = name;
+    if (::mkdir(dir.c_str(), 0755) != 0) return std::perror("mkdir"), 1;
+    for (long i = 0; i < n; ++i) {
+      std::snprintf(name, sizeof name, "%s/entry-with-a-longish-name-%06ld", dir.c_str(), i);
+      int fd = ::open(name, O_CREAT | O_EXCL | O_WRONLY, 0644);
+      if (fd < 0 || ::close(fd) != 0) return std::perror("create"), 1;
+    }
+    long seen = 0;
+    auto t0 = std::chrono::steady_clock::now();
+    for (long r = 0; r < repeat; ++r) {
+      DIR* d = ::opendir(dir.c_str());
+      if (!d) return std::perror("opendir"), 1;
+      while (::readdir(d)) ++seen;
+      ::closedir(d);
+    }
+    const double per = seconds_since(t0) * 1e3 / static_cast<double>(repeat);
+    if (seen != repeat * (n + 2)) std::fprintf(stderr, "meta: saw %ld entries, expected %ld\n", seen, repeat * (n + 2));
+    for (long i = 0; i < n; ++i) {
+      std::snprintf(name, sizeof name, "%s/entry-with-a-longish-name-%06ld", dir.c_str(), i);
+      ::unlink(name);
+    }
+    ::rmdir(dir.c_str());
+    std::printf("readdir_ms %.3f ms\n", per);
+    return seen == repeat * (n + 2) ? 0 : 1;
+  }
+  return usage();
+}

@@ -1,0 +1,77 @@
+// nullfs: a filesystem that answers from memory and does no work, to measure what the framework
+// and the kernel cost by themselves. One directory (the root) with one file, /f, of 64 GiB.
+//
+// READ replies with as many bytes as asked without writing them: the data is whatever the reply
+// buffer held (this is a benchmark, not a filesystem to keep anything in). GETATTR answers a fixed
+// stat. Run it with -o attr_timeout=0 to make every stat(2) a GETATTR round trip.
+#include <dirent.h>
+#include <sys/stat.h>
+
+#include <cerrno>
+#include <algorithm>
+#include <cstdint>
+#include <string_view>
+#include <vector>
+
+#include "corofuse/corofuse.hpp"
+#include "corofuse/session/serve.hpp"
+
+namespace cf = corofuse;
+
+class nullfs {
+ public:
+  static constexpr cf::ino file_ino = 2;
+  static constexpr std::uint64_t file_size = std::uint64_t{64} << 30;
+
+  cf::result<cf::entry> lookup(cf::context&, cf::ino parent, std::string_view name) {
+    if (parent != cf::root_ino || name != "f") return cf::error(ENOENT);
+    cf::entry e;
+    e.ino = file_ino;
+    e.attr = stat_of(file_ino);
+    return e;
+  }
+
+  cf::result<cf::attr> getattr(cf::context&, cf::ino i, const cf::file_info*) {
+    if (i != cf::root_ino && i != file_ino) return cf::error(ENOENT);
+    return cf::attr{stat_of(i)};
+  }
+
+  cf::result<cf::open_reply> open(cf::context&, cf::ino i, int) {
+    if (i != file_ino) return cf::error(EISDIR);
+    return cf::open_reply{};
+  }
+
+  cf::result<std::size_t> read(cf::context&, cf::ino, cf::file_info&, std::span<std::byte> out, off_t off) {
+    if (off < 0 || static_cast<std::uint64_t>(off) >= file_size) return std::size_t{0};
+    return std::min<std::size_t>(out.size(), file_size - static_cast<std::uint64_t>(off));
+  }
+
+  cf::result<std::size_t> write(cf::context&, cf::ino, cf::file_info&, std::span<const std::byte> in, off_t) { return in.size(); }
+
+  cf::result<std::vector<cf::dir_entry>> readdir(cf::context&, cf::ino i, cf::file_info&, off_t off) {
+    if (i != cf::root_ino) return cf::error(ENOTDIR);
+    std::vector<cf::dir_entry> out;
+    if (off < 1) out.push_back({".", cf::root_ino, DT_DIR, 1});
+    if (off < 2) out.push_back({"..", cf::root_ino, DT_DIR, 2});
+    if (off < 3) out.push_back({"f", file_ino, DT_REG, 3});
+    return out;
+  }
+
+ private:
+  static struct stat stat_of(cf::ino i) {
+    struct stat st {};
+    st.st_ino = i;
+    st.st_nlink = i == cf::root_ino ? 2 : 1;
+    st.st_mode = i == cf::root_ino ? (S_IFDIR | 0755) : (S_IFREG | 0644);
+    st.st_size = i == cf::root_ino ? 0 : static_cast<off_t>(file_size);
+    st.st_blksize = 4096;
+    return st;
+  }
+};
+
+int main(int argc, char** argv) {
+  nullfs fs;
+  return cf::session::main(fs, argc, argv,
+                           "nullfs: answers from memory and does no work (a benchmark of the framework and the kernel);\n"
+                           "/f is 64 GiB, and READ returns whatever the reply buffer holds");
+}
