@@ -4,10 +4,12 @@
 #include <sys/types.h>
 
 #include <cstddef>
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <cstdint>
 #include <span>
+#include <utility>
 
 #include "corofuse/abi/protocol.hpp"
 #include "corofuse/fs/types.hpp"
@@ -34,6 +36,20 @@ class context {
   io::ring& ring() const noexcept { return *ring_; }
   const cache_defaults& defaults() const noexcept { return *defaults_; }
 
+  // ---- INTERRUPT ----------------------------------------------------------------------------
+  // True once the kernel has interrupted this request (its client got a signal): the handler's
+  // stop token. Operations issued through the context (read_fixed, write_fixed, track) are then
+  // cancelled and complete with -ECANCELED; a request that ends with ECANCELED after an interrupt
+  // is answered EINTR.
+  bool interrupted() const noexcept { return interrupted_.load(std::memory_order_acquire); }
+
+  // Makes `op` (any io:: operation on ring()) cancellable by an INTERRUPT of this request. Up to
+  // four operations in flight at once are tracked; co_await the result as usual.
+  template <typename Op>
+  Op&& track(Op&& op) noexcept {
+    return std::forward<Op>(op).track(next_tracking_slot());
+  }
+
   // Reads from `fd` at `offset` into `dst` on the queue's ring: an io_uring READ_FIXED when `dst`
   // lies in one of the request's registered buffers (the ring entry's payload, a pool buffer, a
   // reader's reply buffer, or, on a zero-copy request, the client's own pages), a plain READ
@@ -50,7 +66,7 @@ class context {
       }
     };
     if (t.refused) return io::operation<decltype(prep)>::ready(*ring_, prep, -ECONNABORTED);
-    return io::detail::make(*ring_, prep);
+    return std::move(io::detail::make(*ring_, prep).track(next_tracking_slot()));
   }
 
   // Writes `src` (for a WRITE handler, the data it was given: on the ring it sits in the entry's
@@ -67,7 +83,7 @@ class context {
       }
     };
     if (t.refused) return io::operation<decltype(prep)>::ready(*ring_, prep, -ECONNABORTED);
-    return io::detail::make(*ring_, prep);
+    return std::move(io::detail::make(*ring_, prep).track(next_tracking_slot()));
   }
 
   // The transport names the registered buffers this context's requests live in (up to three: a
@@ -84,7 +100,25 @@ class context {
   // complete at once with -ECONNABORTED.
   void set_connection_lost_flag(const std::atomic<bool>* lost) noexcept { lost_ = lost; }
 
-  // Set by the transport for each request.
+  // For the interrupt router and the transports.
+  std::uint64_t serving() const noexcept { return serving_.load(std::memory_order_acquire); }
+  void mark_interrupted() noexcept {
+    interrupted_.store(true, std::memory_order_release);
+    cancel_due_.store(true, std::memory_order_release);
+  }
+  // True once per interruption: the mailbox cancels the tracked operations then.
+  bool cancel_due() noexcept { return cancel_due_.exchange(false, std::memory_order_acq_rel); }
+  std::span<io::op_id> tracked_operations() noexcept { return tracked_; }
+  // A transport starts serving a request in this context (before dispatch), and ends it once
+  // the request is answered: from start to end an INTERRUPT of its unique reaches it.
+  void start(std::uint64_t unique) noexcept {
+    interrupted_.store(false, std::memory_order_relaxed);
+    cancel_due_.store(false, std::memory_order_relaxed);
+    serving_.store(unique, std::memory_order_release);
+  }
+  void end() noexcept { serving_.store(0, std::memory_order_release); }
+
+  // Set by the dispatcher for each request.
   void begin(const abi::in_header& h) noexcept {
     uid_ = h.uid;
     gid_ = h.gid;
@@ -126,6 +160,13 @@ class context {
   };
   static constexpr unsigned max_regions = 3;
   region regions_[max_regions];
+
+  io::op_id& next_tracking_slot() noexcept { return tracked_[next_track_++ % tracked_.size()]; }
+  std::array<io::op_id, 4> tracked_{};
+  unsigned next_track_ = 0;
+  std::atomic<std::uint64_t> serving_{0};
+  std::atomic<bool> interrupted_{false};
+  std::atomic<bool> cancel_due_{false};
   const std::atomic<bool>* lost_ = nullptr;
   io::ring* ring_;
   const cache_defaults* defaults_;

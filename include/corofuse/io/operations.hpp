@@ -262,6 +262,14 @@ inline auto cancel_fd(ring& r, file_ref f) {
   });
 }
 
+// Cancels every operation in flight on the ring (shutdown): completes with the number cancelled.
+inline auto cancel_any(ring& r) {
+  return detail::make(r, [](io_uring_sqe* s) {
+    io_uring_prep_cancel64(s, 0, 0);
+    s->cancel_flags = IORING_ASYNC_CANCEL_ALL | IORING_ASYNC_CANCEL_ANY;
+  });
+}
+
 // Cancels every operation of `opcode` (an IORING_OP_*) in flight on the ring: completes with the
 // number cancelled (0 if none), or -EINVAL before Linux 6.6. An operation already running in a
 // worker cannot be stopped and completes on its own.

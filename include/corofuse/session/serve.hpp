@@ -23,6 +23,7 @@
 
 #include "corofuse/abi/flags.hpp"
 #include "corofuse/fs/dispatch.hpp"
+#include "corofuse/fs/interrupts.hpp"
 #include "corofuse/fs/handlers.hpp"
 #include "corofuse/io/operations.hpp"
 #include "corofuse/io/ring.hpp"
@@ -79,12 +80,15 @@ struct serve_state {
   bool read_failed = false;
   io::op_id watcher_op;  // the watcher's pending signal read or grace timeout
   std::atomic<bool>* connection_lost = nullptr;  // told when a reader sees the connection end
+  interrupt_router* router = nullptr;
+  mailbox* box = nullptr;  // the main thread's
 };
 
 template <typename Fs>
 io::task<void> run_reader(Fs& fs, io::ring& r, serve_state& st, const cache_defaults& cache, transport::dev_buffers& buf,
                           counters& stats, proto::layout_options layout, int first_fixed_index) {
-  transport::reader_end end = co_await transport::serve_dev_fuse(fs, r, st.mount->fd(), cache, buf, stats, layout, first_fixed_index);
+  transport::reader_end end =
+      co_await transport::serve_dev_fuse(fs, r, st.mount->fd(), cache, buf, stats, layout, first_fixed_index, st.router, st.box);
   if (end == transport::reader_end::read_failed) st.read_failed = true;
   // ENODEV: unmounted or aborted. The ring's zero-copy entries must stop touching client pages.
   if (st.connection_lost) st.connection_lost->store(true, std::memory_order_release);
@@ -114,7 +118,12 @@ inline io::task<void> watch_for_stop(io::ring& r, serve_state& st, int sigfd, do
     } else {
       log.info("%s again: aborting the connection", strsignal(static_cast<int>(si.ssi_signo)));
     }
-    if (st.mount->abort()) co_return;
+    if (st.mount->abort()) {
+      // Handlers that would never complete must not keep the process alive: every serving
+      // thread cancels what it has in flight.
+      if (st.router) st.router->stop_all();
+      co_return;
+    }
     log.info("cannot abort the connection (is fusectl mounted on /sys/fs/fuse/connections?): serving the open files "
              "until they are closed; signal again to retry");
   }
@@ -267,7 +276,10 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
   layout.setxattr_ext = terms.has(abi::init_flag::setxattr_ext);
 
   // The ring: one pinned thread per possible CPU, started only now that INIT is answered.
+  // INTERRUPT reaches the request it names on any thread, through the threads' mailboxes.
+  interrupt_router router;
   transport::ring_setup rs;
+  rs.router = &router;
   std::vector<std::thread> queue_threads;
   const unsigned queues = terms.has(abi::init_flag::over_io_uring) ? transport::possible_cpus() : 0;
   std::vector<std::atomic<std::uint64_t>> queue_requests(queues);
@@ -321,6 +333,7 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
     ds.cache = &o.cache;
     ds.stats = &stats;
     ds.layout = layout;
+    ds.router = &router;
     ds.depth = o.depth;
     ds.max_payload = max_payload;
     for (unsigned t = 1; t < transport::possible_cpus(); ++t) {
@@ -344,6 +357,7 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
     if (busy()) {
       log.info("serving threads still waiting after the unmount: aborting the connection");
       m->abort();
+      router.stop_all();  // and whatever their handlers still wait for
     }
     for (auto& t : queue_threads) t.join();
     for (auto& t : dev_threads) t.join();
@@ -365,16 +379,24 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
     }
   }
 
+  mailbox main_box;
+  router.add(main_box);
   serve_state st;
   st.mount = m.get();
   st.connection_lost = &rs.connection_lost;
+  st.router = &router;
+  st.box = &main_box;
   st.live_readers = static_cast<int>(o.depth);
   {
     io::scope s;
+    io::scope watcher;
+    watcher.spawn(watch_mailbox(r, main_box, [&] { return s.active() == 0; }));
     for (unsigned i = 0; i < o.depth; ++i)
       s.spawn(run_reader(fs, r, st, o.cache, *buffers[i], stats, layout, dev_fixed ? static_cast<int>(2 * i) : -1));
     s.spawn(watch_for_stop(r, st, sigfd, o.shutdown_grace, log));
     r.run_until([&] { return s.active() == 0; });
+    main_box.wake();  // the main mailbox's watcher sees the readers gone and ends
+    r.run_until([&] { return watcher.active() == 0; });
     if (s.failed()) {
       try {
         s.rethrow_if_failed();
@@ -385,6 +407,7 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
   }
   m->detach();
   stop_threads();
+  router.remove(main_box);
   if (o.debug) {
     stats.print(stderr);
     for (unsigned q = 0; q < queues; ++q)

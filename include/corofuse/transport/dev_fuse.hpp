@@ -30,6 +30,7 @@
 #include "corofuse/abi/structs.hpp"
 #include "corofuse/fs/context.hpp"
 #include "corofuse/fs/dispatch.hpp"
+#include "corofuse/fs/interrupts.hpp"
 #include "corofuse/io/operations.hpp"
 #include "corofuse/io/ring.hpp"
 #include "corofuse/io/scope.hpp"
@@ -103,10 +104,24 @@ inline bool set_nonblocking(int fd) noexcept {
 // (setxattr_ext) the parser needs.
 // `first_fixed_index` >= 0: the request and reply buffers are registered on `r` at that index and
 // the next, so handlers' ctx.read_fixed/write_fixed use fixed-buffer I/O.
+// `router` and `box` (both or neither): INTERRUPT is routed to the request it names, and this
+// reader's requests can be interrupted through its thread's mailbox.
 template <typename Fs>
 io::task<reader_end> serve_dev_fuse(Fs& fs, io::ring& r, int fd, const cache_defaults& defaults, dev_buffers& buf,
-                                    session::counters& stats, proto::layout_options layout = {}, int first_fixed_index = -1) {
+                                    session::counters& stats, proto::layout_options layout = {}, int first_fixed_index = -1,
+                                    interrupt_router* router = nullptr, mailbox* box = nullptr) {
   context ctx(&r, defaults);
+  struct attachment {
+    interrupt_router* router;
+    mailbox* box;
+    context& ctx;
+    attachment(interrupt_router* r, mailbox* m, context& c) : router(r), box(m), ctx(c) {
+      if (router && box) router->attach(*box, ctx);
+    }
+    ~attachment() {
+      if (router && box) router->detach(*box, ctx);
+    }
+  } attached(router, box, ctx);
   if (first_fixed_index >= 0) {
     ctx.set_registered_buffer(0, buf.request(), first_fixed_index);
     ctx.set_registered_buffer(1, buf.reply(), first_fixed_index + 1);
@@ -145,8 +160,16 @@ io::task<reader_end> serve_dev_fuse(Fs& fs, io::ring& r, int fd, const cache_def
       continue;
     }
     stats.request(req.opcode(), session::counters::path::dev_fuse);
+    if (req.opcode() == abi::opcode::interrupt) {  // never answered
+      if (router) router->interrupt(req.op<abi::interrupt_in>().unique);
+      continue;
+    }
     proto::reply_buffer out(buf.reply());
+    if (router && box) router->start(ctx, req.unique());
+    else ctx.start(req.unique());
     reply_status st = co_await dispatch(fs, ctx, req, out);
+    if (ctx.interrupted() && st.error == ECANCELED) st.error = EINTR;
+    ctx.end();
     if (st.no_reply) continue;
     if (st.read_from_file) {  // the READ's data comes from a file, read straight into the reply
       int got = co_await ctx.read_fixed(st.data_from.fd, out.tail().first(st.data_from.size), st.data_from.offset);
@@ -180,6 +203,7 @@ struct dev_threads_setup {
   unsigned depth = 4;
   std::size_t max_payload = 0;
   std::atomic<int> running{0};
+  interrupt_router* router = nullptr;
 };
 
 // One extra thread serving /dev/fuse on its cloned descriptor `fd` (closed when it ends), with
@@ -203,15 +227,28 @@ void run_dev_thread(Fs& fs, int fd, unsigned index, dev_threads_setup& setup) {
     } catch (const std::exception&) {
       fixed = false;  // the main thread already said why (the same limit applies)
     }
+    mailbox box;
+    if (setup.router) setup.router->add(box);
+    struct leave_router {
+      interrupt_router* router;
+      mailbox& box;
+      ~leave_router() {
+        if (router) router->remove(box);
+      }
+    } leave{setup.router, box};
     io::scope s;
+    io::scope watcher;
+    watcher.spawn(watch_mailbox(r, box, [&] { return s.active() == 0; }));
     for (unsigned i = 0; i < setup.depth; ++i) {
-      auto reader = [](Fs& f, io::ring& rr, int dfd, dev_threads_setup& su, dev_buffers& b, int first) -> io::task<void> {
-        reader_end end = co_await serve_dev_fuse(f, rr, dfd, *su.cache, b, *su.stats, su.layout, first);
+      auto reader = [](Fs& f, io::ring& rr, int dfd, dev_threads_setup& su, dev_buffers& b, int first, mailbox* mb) -> io::task<void> {
+        reader_end end = co_await serve_dev_fuse(f, rr, dfd, *su.cache, b, *su.stats, su.layout, first, su.router, mb);
         if (end == reader_end::read_failed) std::fprintf(stderr, "corofuse: a /dev/fuse reader stopped on an error\n");
       };
-      s.spawn(reader(fs, r, fd, setup, *buffers[i], fixed ? static_cast<int>(2 * i) : -1));
+      s.spawn(reader(fs, r, fd, setup, *buffers[i], fixed ? static_cast<int>(2 * i) : -1, &box));
     }
     r.run_until([&] { return s.active() == 0; });
+    box.wake();
+    r.run_until([&] { return watcher.active() == 0; });
   } catch (const std::exception& e) {
     std::fprintf(stderr, "corofuse: /dev/fuse thread %u failed: %s\n", index, e.what());
   }

@@ -36,6 +36,7 @@
 #include "corofuse/abi/uring.hpp"
 #include "corofuse/fs/context.hpp"
 #include "corofuse/fs/dispatch.hpp"
+#include "corofuse/fs/interrupts.hpp"
 #include "corofuse/io/operations.hpp"
 #include "corofuse/io/ring.hpp"
 #include "corofuse/io/scope.hpp"
@@ -117,14 +118,39 @@ struct ring_setup {
   // Set once any part of the server sees the connection end (an entry's -ENOTCONN/-ECONNABORTED,
   // the /dev/fuse reader's ENODEV): from then on no operation touches a zero-copy slot.
   std::atomic<bool> connection_lost{false};
+  interrupt_router* router = nullptr;  // INTERRUPT and shutdown reach the queues' mailboxes through it
 };
 
 inline bool connection_ended(int res) noexcept { return res == -ENOTCONN || res == -ECONNABORTED || res == -ENODEV; }
 
+// A handler cancelled by an INTERRUPT of its request answers EINTR, what the client's system call
+// then returns.
+inline void answer_interrupted(const context& ctx, reply_status& st) noexcept {
+  if (ctx.interrupted() && st.error == ECANCELED) st.error = EINTR;
+}
+
+// Attaches a context to its thread's mailbox for as long as it lives.
+struct mailbox_attachment {
+  interrupt_router* router;
+  mailbox* box;
+  context* ctx;
+  mailbox_attachment(interrupt_router* r, mailbox* m, context& c) : router(r), box(m), ctx(&c) {
+    if (router && box) router->attach(*box, *ctx);
+  }
+  ~mailbox_attachment() {
+    if (router && box) router->detach(*box, *ctx);
+  }
+  void start(std::uint64_t unique) {
+    if (router) router->start(*ctx, unique);
+    else ctx->start(unique);
+  }
+};
+
 template <typename Fs>
 io::task<void> serve_ring_entry(Fs& fs, io::ring& r, ring_setup& setup, ring_entry_buffers& e, entry_payload where,
-                                std::uint16_t qid, std::atomic<std::uint64_t>& queue_requests) {
+                                std::uint16_t qid, std::atomic<std::uint64_t>& queue_requests, mailbox* box) {
   context ctx(&r, *setup.cache);
+  mailbox_attachment attached(setup.router, box, ctx);
   ctx.set_connection_lost_flag(&setup.connection_lost);
   const bool pooled = !where.pool.empty();
   const int cmd_buf_index = pooled ? where.pool_index : -1;  // a registered pool rides on every command
@@ -147,7 +173,7 @@ io::task<void> serve_ring_entry(Fs& fs, io::ring& r, ring_setup& setup, ring_ent
   }
   for (;;) {
     if (res < 0) {
-      if (connection_ended(res)) {
+      if (connection_ended(res) || res == -ECANCELED) {  // ECANCELED: cancelled at shutdown
         // Operations still in flight on a zero-copy slot would write into pages the client may
         // already own again (Linux 7.3 leaves them registered after an abort): stop them.
         if (!setup.connection_lost.exchange(true) && where.zero_copy_slot >= 0)
@@ -190,7 +216,9 @@ io::task<void> serve_ring_entry(Fs& fs, io::ring& r, ring_setup& setup, ring_ent
       setup.stats->request(req.opcode(), session::counters::path::ring);
       if (zero_copy) setup.stats->zero_copy();
       queue_requests.fetch_add(1, std::memory_order_relaxed);
+      attached.start(req.unique());
       st = co_await dispatch(fs, ctx, req, out);
+      answer_interrupted(ctx, st);
       if (st.error) setup.stats->error(req.opcode());
       if (st.no_reply) st = reply_status{};  // every ring request must be committed to fetch the next
     }
@@ -212,6 +240,7 @@ io::task<void> serve_ring_entry(Fs& fs, io::ring& r, ring_setup& setup, ring_ent
                            cmd_buf_index);
     };
     if (st.read_from_file && !st.error) {
+      ctx.end();
       // READ from a file: the read into the reply (payload or client pages) and the commit (reply
       // preset for the full size) go out together, linked; one completion when the read is complete.
       std::span<std::byte> dst = out.tail().first(st.data_from.size);
@@ -233,6 +262,7 @@ io::task<void> serve_ring_entry(Fs& fs, io::ring& r, ring_setup& setup, ring_ent
       res = co_await commit();
       continue;
     }
+    ctx.end();
     set_reply(st.error, out.size());
     res = co_await commit();
   }
@@ -281,7 +311,18 @@ void run_ring_queue(Fs& fs, ring_setup& setup, std::uint16_t qid, std::latch& st
         std::fprintf(stderr, "corofuse: queue %u: payload buffers not registered (%s); handlers use plain reads\n", qid, ex.what());
       }
     }
+    mailbox box;
+    if (setup.router) setup.router->add(box);
+    struct leave_router {
+      interrupt_router* router;
+      mailbox& box;
+      ~leave_router() {
+        if (router) router->remove(box);
+      }
+    } leave{setup.router, box};
     io::scope s;
+    io::scope watcher;
+    watcher.spawn(watch_mailbox(r, box, [&] { return s.active() == 0; }));
     for (std::size_t i = 0; i < entries.size(); ++i) {
       entry_payload where;
       if (pool.pool) {
@@ -296,12 +337,14 @@ void run_ring_queue(Fs& fs, ring_setup& setup, std::uint16_t qid, std::latch& st
         where.own = all.subspan(i * setup.payload_size, setup.payload_size);
         where.own_index = pool.pool_index;  // the whole block is one fixed buffer
       }
-      s.spawn(serve_ring_entry(fs, r, setup, *entries[i], where, qid, queue_requests));
+      s.spawn(serve_ring_entry(fs, r, setup, *entries[i], where, qid, queue_requests, &box));
     }
     r.submit();  // the REGISTERs go out now, before the session is told this queue is set up
     started.count_down();
     counted_down = true;
     r.run_until([&] { return s.active() == 0; });
+    box.wake();  // the mailbox's watcher sees the entries gone and ends
+    r.run_until([&] { return watcher.active() == 0; });
     setup.queues_running.fetch_sub(1);
   } catch (const std::exception& ex) {
     setup.queues_running.fetch_sub(1);

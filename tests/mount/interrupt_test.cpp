@@ -1,0 +1,257 @@
+// INTERRUPT as cancellation, through a live mount on both transports.
+//
+// A small filesystem served in a forked child (this test's own, so its handlers can be slow on
+// purpose):
+//   /slow     READ waits 60 s on the queue's ring through ctx.track(): an INTERRUPT cancels the
+//             wait, the handler returns ECANCELED, the client's read(2) fails with EINTR at once.
+//   /forever  READ waits an hour on an operation it does NOT track: an INTERRUPT cannot reach it,
+//             but SIGTERM must still end the server (the unmount, the grace period, the abort,
+//             then every thread cancels what it has in flight).
+//   /fast     READ answers at once: it still works after the interrupted ones (nothing leaked).
+#include <catch2/catch.hpp>
+
+#include <fcntl.h>
+#include <signal.h>
+#include <sys/mount.h>
+#include <sys/stat.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <chrono>
+#include <cstring>
+#include <string>
+#include <thread>
+#include <vector>
+
+#include "corofuse/corofuse.hpp"
+#include "corofuse/session/serve.hpp"
+#include "tests/mount/server_harness.hpp"
+
+namespace cf = corofuse;
+using corofuse::testing::is_mounted;
+using corofuse::testing::read_file;
+
+namespace {
+
+constexpr cf::ino slow_ino = 2, forever_ino = 3, fast_ino = 4;
+
+class slow_fs {
+ public:
+  cf::result<cf::entry> lookup(cf::context&, cf::ino parent, std::string_view name) {
+    if (parent != cf::root_ino) return cf::error(ENOTDIR);
+    cf::entry e;
+    if (name == "slow") e.ino = slow_ino;
+    else if (name == "forever") e.ino = forever_ino;
+    else if (name == "fast") e.ino = fast_ino;
+    else return cf::error(ENOENT);
+    e.attr = stat_of(e.ino);
+    return e;
+  }
+  cf::result<cf::attr> getattr(cf::context&, cf::ino i, const cf::file_info*) {
+    if (i < cf::root_ino || i > fast_ino) return cf::error(ENOENT);
+    return cf::attr{stat_of(i)};
+  }
+  cf::result<cf::open_reply> open(cf::context&, cf::ino i, int) {
+    if (i == cf::root_ino) return cf::error(EISDIR);
+    cf::open_reply r;
+    r.direct_io = true;  // every read(2) is a READ
+    return r;
+  }
+  cf::task<cf::result<std::size_t>> read(cf::context& ctx, cf::ino i, cf::file_info&, std::span<std::byte> out, off_t off) {
+    if (i == slow_ino) {
+      int r = co_await ctx.track(cf::io::timeout(ctx.ring(), std::chrono::seconds(60)));
+      if (r == -ECANCELED || ctx.interrupted()) co_return cf::error(ECANCELED);
+    } else if (i == forever_ino) {
+      (void)co_await cf::io::timeout(ctx.ring(), std::chrono::hours(1));  // not tracked
+      co_return cf::error(EIO);
+    }
+    if (off >= 4096) co_return std::size_t{0};
+    const std::size_t n = std::min<std::size_t>(out.size(), 4096 - static_cast<std::size_t>(off));
+    std::memset(out.data(), 'f', n);
+    co_return n;
+  }
+
+ private:
+  static struct stat stat_of(cf::ino i) {
+    struct stat st {};
+    st.st_ino = i;
+    st.st_nlink = i == cf::root_ino ? 2 : 1;
+    st.st_mode = i == cf::root_ino ? (S_IFDIR | 0755) : (S_IFREG | 0644);
+    st.st_size = i == cf::root_ino ? 0 : 4096;
+    return st;
+  }
+};
+
+// slow_fs served by a forked child; the guard stops it (its own PID) and cleans the mount up.
+class slow_mount {
+ public:
+  explicit slow_mount(cf::session::transport_choice t) {
+    char tmpl[] = "/tmp/corofuse-slow-XXXXXX";
+    if (!::mkdtemp(tmpl)) throw std::runtime_error("mkdtemp failed");
+    dir_ = tmpl;
+    log_ = dir_ + ".log";
+    pid_ = ::fork();
+    if (pid_ < 0) throw std::runtime_error("fork failed");
+    if (pid_ == 0) {
+      int fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+      if (fd >= 0) {
+        ::dup2(fd, 1);
+        ::dup2(fd, 2);
+      }
+      int rc = 1;
+      try {
+        slow_fs fs;
+        cf::session::options o;
+        o.mountpoint = dir_;
+        o.mount.fsname = "slowfs";
+        o.transport = t;
+        o.debug = true;
+        o.shutdown_grace = 1;
+        rc = cf::session::serve(fs, o);
+      } catch (...) {
+        rc = 97;
+      }
+      ::_exit(rc);
+    }
+    for (int i = 0; i < 200 && !is_mounted(dir_); ++i) {
+      if (exited()) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    dev_ = corofuse::session::mounted_device(dir_);
+  }
+  ~slow_mount() {
+    if (pid_ > 0) {
+      ::kill(pid_, SIGKILL);
+      ::waitpid(pid_, nullptr, 0);
+    }
+    if (is_mounted(dir_)) {
+      ::umount2(dir_.c_str(), MNT_DETACH);
+      corofuse::session::abort_connection(dev_);
+    }
+    ::rmdir(dir_.c_str());
+    ::unlink(log_.c_str());
+  }
+  bool exited() {
+    if (pid_ <= 0) return true;
+    int status = 0;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      status_ = status;
+      pid_ = -1;
+      return true;
+    }
+    return false;
+  }
+  // SIGTERM; true when the server exited within `seconds`.
+  bool terminate(int seconds) {
+    if (pid_ > 0) ::kill(pid_, SIGTERM);
+    for (int i = 0; i < seconds * 20; ++i) {
+      if (exited()) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return exited();
+  }
+  int exit_code() const { return WIFEXITED(status_) ? WEXITSTATUS(status_) : 128 + WTERMSIG(status_); }
+  std::string path(const char* name) const { return dir_ + "/" + name; }
+  const std::string& dir() const { return dir_; }
+  dev_t dev() const { return dev_; }
+  std::string log() const { return read_file(log_); }
+
+ private:
+  std::string dir_, log_;
+  pid_t pid_ = -1;
+  int status_ = 0;
+  dev_t dev_ = 0;
+};
+
+void on_usr1(int) {}
+
+// In a client child: read(2) of `path` with SIGUSR1 handled without SA_RESTART; the parent signals
+// after `delay`. Exit status: 0 = EINTR within `limit` seconds, 1 = another result, 2 = too slow.
+pid_t start_interrupted_read(const std::string& path, double limit) {
+  return corofuse::testing::start_client(
+      [&] {
+        struct sigaction sa {};
+        sa.sa_handler = on_usr1;
+        ::sigaction(SIGUSR1, &sa, nullptr);  // no SA_RESTART: the read must end
+        int fd = ::open(path.c_str(), O_RDONLY);
+        if (fd < 0) return 3;
+        char buf[4096];
+        auto t0 = std::chrono::steady_clock::now();
+        ssize_t n = ::read(fd, buf, sizeof buf);
+        int e = errno;
+        double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+        ::close(fd);
+        if (n >= 0 || e != EINTR) return 1;
+        return took < limit ? 0 : 2;
+      },
+      90);
+}
+
+int wait_status(pid_t pid) {
+  int status = 0;
+  ::waitpid(pid, &status, 0);
+  return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+}
+
+bool uring_enabled() { return read_file("/sys/module/fuse/parameters/enable_uring").rfind("Y", 0) == 0; }
+
+}  // namespace
+
+TEST_CASE("INTERRUPT cancels a slow handler's tracked operation: the client's read ends with EINTR at once", "[mount][interrupt]") {
+  const auto t = GENERATE(cf::session::transport_choice::ring, cf::session::transport_choice::dev_fuse);
+  REQUIRE(::geteuid() == 0);
+  if (t == cf::session::transport_choice::ring) REQUIRE(uring_enabled());
+  slow_mount m(t);
+  INFO("server log:\n" << m.log());
+  REQUIRE(is_mounted(m.dir()));
+
+  for (int round = 0; round < 3; ++round) {  // more than once: nothing is left behind by the first
+    pid_t client = start_interrupted_read(m.path("slow"), 10.0);
+    REQUIRE(client > 0);
+    std::this_thread::sleep_for(std::chrono::milliseconds(500));  // the READ is in the handler by now
+    ::kill(client, SIGUSR1);
+    CHECK(wait_status(client) == 0);  // EINTR, well before the handler's 60 s
+  }
+  // The same server still answers.
+  CHECK(corofuse::testing::in_client([&] {
+          int fd = ::open(m.path("fast").c_str(), O_RDONLY);
+          char buf[16];
+          return fd >= 0 && ::read(fd, buf, sizeof buf) == 16 && buf[0] == 'f' ? 0 : 1;
+        }) == 0);
+  CHECK(m.terminate(20));
+  CHECK(m.exit_code() == 0);
+  CHECK_FALSE(is_mounted(m.dir()));
+  const std::string log = m.log();
+  INFO("server log at exit:\n" << log);
+  CHECK(log.find("counter INTERRUPT dev=") != std::string::npos);  // the interrupts were received
+}
+
+TEST_CASE("A handler that never completes does not keep SIGTERM from ending the server", "[mount][interrupt]") {
+  const auto t = GENERATE(cf::session::transport_choice::ring, cf::session::transport_choice::dev_fuse);
+  REQUIRE(::geteuid() == 0);
+  if (t == cf::session::transport_choice::ring) REQUIRE(uring_enabled());
+  slow_mount m(t);
+  INFO("server log:\n" << m.log());
+  REQUIRE(is_mounted(m.dir()));
+  // A client stuck in the never-ending READ (killed at the end; its read fails once the
+  // connection is aborted).
+  pid_t client = corofuse::testing::start_client(
+      [&] {
+        int fd = ::open(m.path("forever").c_str(), O_RDONLY);
+        char buf[16];
+        return fd >= 0 && ::read(fd, buf, sizeof buf) < 0 ? 0 : 1;
+      },
+      60);
+  REQUIRE(client > 0);
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  const auto t0 = std::chrono::steady_clock::now();
+  CHECK(m.terminate(30));  // unmount, 1 s grace, abort, cancel everything in flight
+  const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  INFO("the server took " << took << " s to exit; its log:\n" << m.log());
+  CHECK(m.exit_code() == 0);
+  CHECK_FALSE(is_mounted(m.dir()));
+  CHECK(wait_status(client) == 0);  // the client's read failed (the connection was aborted)
+}
