@@ -474,7 +474,7 @@ io::task<reply_status> dispatch(Fs& fs, context& ctx, const proto::request& req,
         // On the ring the value is written into the payload the name came in: keep a copy.
         char name_copy[256];
         const std::size_t name_len = std::min<std::size_t>(req.name().size(), sizeof name_copy);
-        std::memcpy(name_copy, req.name().data(), name_len);
+        if (name_len) std::memcpy(name_copy, req.name().data(), name_len);  // LISTXATTR has no name (data() may be null)
         const std::string_view xattr_name(name_copy, name_len);
         if (req.name().size() > sizeof name_copy) co_return reply_status{ERANGE};  // XATTR_NAME_MAX is 255
         result<std::size_t> r = error(ENOSYS);
