@@ -289,7 +289,8 @@ int main(int argc, char** argv) {
     o.zero_copy = true;
     o.depth = depth;
     o.debug = true;
-    o.shutdown_grace = 2;
+    // The default shutdown grace (5 s): the pipe's data (3 s after the READ) comes before the
+    // shutdown, so only a cancel at the abort itself keeps it out of the client's pages.
     o.mount.subtype = "za";
     std::_Exit(cf::session::serve(fs, o));
   }
