@@ -33,6 +33,7 @@
 
 #include "corofuse/corofuse.hpp"
 #include "corofuse/session/serve.hpp"
+#include "examples/memfs/control_channel.hpp"
 
 namespace cf = corofuse;
 
@@ -65,6 +66,24 @@ class memfs {
   // The kernel leaves clearing setuid/setgid to memfs (and says when): that is how tmpfs's rule,
   // which also drops setgid for a writer outside the file's group, can be followed exactly.
   std::uint64_t init_flags() const { return cf::abi::init_flag::handle_killpriv_v2; }
+
+  // ---- changes from outside the mount (--control FIFO) ------------------------------------------
+  // Commands written to the FIFO change the tree behind the kernel's back; memfs then tells the
+  // kernel with notifications, so that even with long cache times it sees the change at once:
+  //   set PATH TEXT     PATH's contents become TEXT            -> inval_inode (data and attributes)
+  //   set-unnotified PATH TEXT   the same, and the kernel is not told (to show why it must be)
+  //   store PATH TEXT   the same, pushed into the kernel's cache -> inval_inode (attributes) + store
+  //   rm PATH           PATH (not a directory) is unlinked     -> delete
+  //   mv OLD NEW        OLD is renamed to NEW                   -> inval_entry for both names
+  //   retrieve PATH     reads back the kernel's cached data of PATH and compares it with memfs's
+  //   epoch             every cached name becomes stale         -> inc_epoch (Linux 6.16+)
+  // Each command logs one line "memfs control: COMMAND: RESULT" on stderr.
+  void set_control_path(std::string path) { control_path_ = std::move(path); }
+
+  void init(const cf::connection& c) {
+    conn_ = c;
+    if (!control_path_.empty()) control_ = std::make_unique<control_channel>(control_path_, [this](std::string_view l) { control(l); });
+  }
 
   // ---- names --------------------------------------------------------------------------------
 
@@ -847,11 +866,149 @@ class memfs {
     }
   }
 
+  // The control FIFO's commands (on its own thread).
+  static std::string_view next_word(std::string_view& rest) {
+    std::size_t start = rest.find_first_not_of(' ');
+    if (start == std::string_view::npos) return rest = {}, std::string_view{};
+    rest.remove_prefix(start);
+    std::size_t end = rest.find(' ');
+    std::string_view w = rest.substr(0, end);
+    rest = end == std::string_view::npos ? std::string_view{} : rest.substr(end + 1);
+    return w;
+  }
+
+  // PATH (relative to the root, '/'-separated) to its parent directory and last name; under mutex_.
+  node* parent_of(std::string_view path, std::string& name) {
+    node* dir = find(cf::root_ino);
+    while (!path.empty() && path.front() == '/') path.remove_prefix(1);
+    for (;;) {
+      std::size_t slash = path.find('/');
+      if (slash == std::string_view::npos) {
+        name = std::string(path);
+        return name.empty() ? nullptr : dir;
+      }
+      auto it = dir->children.find(path.substr(0, slash));
+      if (it == dir->children.end()) return nullptr;
+      dir = find(it->second);
+      if (!dir || !S_ISDIR(dir->mode)) return nullptr;
+      path.remove_prefix(slash + 1);
+    }
+  }
+  node* resolve(std::string_view path) {
+    std::string name;
+    node* dir = parent_of(path, name);
+    if (!dir) return nullptr;
+    auto it = dir->children.find(name);
+    return it == dir->children.end() ? nullptr : find(it->second);
+  }
+
+  // ENOENT from a notification: the kernel had nothing of it cached, so nothing to invalidate.
+  static std::string describe(const cf::result<>& r) {
+    if (r) return "ok";
+    if (r.error_code() == ENOENT) return "ok (not cached)";
+    return std::string("error ") + std::strerror(r.error_code());
+  }
+
+  void control(std::string_view line) {
+    std::string_view rest = line;
+    const std::string_view cmd = next_word(rest);
+    std::string result;
+    cf::context none(nullptr, cache_);
+    if (cmd == "set" || cmd == "store" || cmd == "set-unnotified") {
+      const std::string path(next_word(rest));
+      const std::string text(rest);
+      cf::ino ino = 0;
+      {
+        std::lock_guard lock(mutex_);
+        node* nd = resolve(path);
+        if (nd && S_ISREG(nd->mode)) {
+          resize(*nd, 0);
+          copy_in(*nd, 0, std::as_bytes(std::span(text.data(), text.size())));
+          nd->mtime = nd->ctime = now();
+          ino = nd->ino;
+        }
+      }
+      if (!ino) {
+        result = "error: no such regular file";
+      } else if (cmd == "set-unnotified") {
+        result = "ok (the kernel was not told: it may show the old contents until its caches expire)";
+      } else if (cmd == "set") {
+        result = describe(conn_.inval_inode(ino, 0, 0));
+      } else {
+        result = describe(conn_.inval_inode(ino, -1, 0)) + ", store " +
+                 describe(conn_.store(ino, 0, std::as_bytes(std::span(text.data(), text.size()))));
+      }
+    } else if (cmd == "rm") {
+      const std::string path(next_word(rest));
+      std::string name;
+      cf::ino parent = 0, child = 0;
+      {
+        std::lock_guard lock(mutex_);
+        node* dir = parent_of(path, name);
+        node* nd = dir ? resolve(path) : nullptr;
+        if (nd) parent = dir->ino, child = nd->ino;
+      }
+      auto r = parent ? unlink(none, parent, name) : cf::result<>(cf::error(ENOENT));
+      result = r ? "unlinked, notify delete " + describe(conn_.delete_entry(parent, child, name)) : describe(r);
+    } else if (cmd == "mv") {
+      const std::string from(next_word(rest)), to(next_word(rest));
+      std::string from_name, to_name;
+      cf::ino from_dir = 0, to_dir = 0;
+      {
+        std::lock_guard lock(mutex_);
+        node* a = parent_of(from, from_name);
+        node* b = parent_of(to, to_name);
+        if (a && b) from_dir = a->ino, to_dir = b->ino;
+      }
+      auto r = from_dir ? rename(none, from_dir, from_name, to_dir, to_name, 0) : cf::result<>(cf::error(ENOENT));
+      result = r ? "renamed, inval_entry " + describe(conn_.inval_entry(from_dir, from_name)) + " and " +
+                       describe(conn_.inval_entry(to_dir, to_name))
+                 : describe(r);
+    } else if (cmd == "retrieve") {
+      const std::string path(next_word(rest));
+      cf::ino ino = 0;
+      std::vector<std::byte> mine;
+      {
+        std::lock_guard lock(mutex_);
+        node* nd = resolve(path);
+        if (nd && S_ISREG(nd->mode)) {
+          ino = nd->ino;
+          mine.resize(std::min<std::uint64_t>(nd->size, 1 << 20));
+          copy_out(*nd, 0, mine);
+        }
+      }
+      if (!ino) {
+        result = "error: no such regular file";
+      } else {
+        if (!control_ring_) control_ring_ = std::make_unique<cf::io::ring>(cf::io::ring_options{});
+        std::vector<std::byte> cached(mine.size());
+        auto got = cf::io::sync_wait(*control_ring_, conn_.retrieve(*control_ring_, ino, 0, cached));
+        if (!got) {
+          result = describe(cf::error(got.error_code()));
+        } else {
+          const bool same = std::memcmp(cached.data(), mine.data(), *got) == 0;
+          result = std::to_string(*got) + " bytes cached, " + (same ? "same as memfs" : "DIFFERENT from memfs");
+          if (!same && *got <= 64) result += ": \"" + std::string(reinterpret_cast<const char*>(cached.data()), *got) + "\"";
+        }
+      }
+    } else if (cmd == "epoch") {
+      result = describe(conn_.inc_epoch());
+    } else {
+      result = "error: unknown command (set, store, rm, mv, retrieve, epoch)";
+    }
+    std::fprintf(stderr, "memfs control: %.*s: %s\n", static_cast<int>(line.size()), line.data(), result.c_str());
+  }
+
   std::mutex mutex_;
   std::unordered_map<cf::ino, std::unique_ptr<node>> nodes_;
   cf::ino next_ino_ = cf::root_ino;
   std::uint64_t limit_;
   std::uint64_t used_ = 0;
+  cf::connection conn_;
+  cf::cache_defaults cache_;
+  std::string control_path_;
+  std::unique_ptr<cf::io::ring> control_ring_;    // the control thread's, for RETRIEVE
+  std::unique_ptr<control_channel> control_;      // last: its thread stops first
 };
 
 namespace {
@@ -889,6 +1046,7 @@ int main(int argc, char** argv) {
   std::uint64_t size = static_cast<std::uint64_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<std::uint64_t>(sysconf(_SC_PAGESIZE)) / 4;
   // Take --size out of argv; the session parses the rest.
   std::vector<char*> rest{argv[0]};
+  std::string control;
   for (int i = 1; i < argc; ++i) {
     std::string_view a = argv[i];
     std::string_view value;
@@ -900,6 +1058,13 @@ int main(int argc, char** argv) {
       value = argv[++i];
     } else if (a.substr(0, 7) == "--size=") {
       value = a.substr(7);
+    } else if (a == "--control") {
+      if (i + 1 >= argc) {
+        std::fprintf(stderr, "%s: --control needs a FIFO path (try --help)\n", argv[0]);
+        return 2;
+      }
+      control = argv[++i];
+      continue;
     } else {
       rest.push_back(argv[i]);
       continue;
@@ -912,8 +1077,12 @@ int main(int argc, char** argv) {
   }
   rest.push_back(nullptr);
   memfs fs(size);
+  if (!control.empty()) fs.set_control_path(control);
   return corofuse::session::main(fs, static_cast<int>(rest.size() - 1), rest.data(),
                                  "memfs: an in-memory POSIX filesystem (files, directories, links, devices, xattrs)",
                                  "  --size N               the most file data memfs holds: bytes, with K/M/G/T, or N% of RAM\n"
-                                 "                         (default 25%); writes beyond it fail with ENOSPC\n");
+                                 "                         (default 25%); writes beyond it fail with ENOSPC\n"
+                                 "  --control FIFO         take commands from FIFO (created if missing) that change the tree\n"
+                                 "                         behind the kernel's back and notify it: set|store PATH TEXT, rm PATH,\n"
+                                 "                         mv OLD NEW, retrieve PATH, epoch (see memfs.cpp)\n");
 }

@@ -22,6 +22,7 @@
 #include <fcntl.h>
 #include <linux/fs.h>
 #include <sys/ioctl.h>
+#include <sys/resource.h>
 #include <sys/stat.h>
 #include <sys/statvfs.h>
 #include <sys/syscall.h>
@@ -1022,6 +1023,13 @@ int main(int argc, char** argv) {
       std::fprintf(stderr, "%s: /proc is not mounted (passthrough reopens files through /proc/self/fd)\n", name);
       return 1;
     }
+  }
+  // One descriptor per inode the kernel knows: the soft limit on open files (often 1024) would cap
+  // the tree at that; raise it to the hard limit, as libfuse's passthrough_hp does.
+  if (struct rlimit nofile {}; ::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
+    nofile.rlim_cur = nofile.rlim_max;
+    if (::setrlimit(RLIMIT_NOFILE, &nofile) != 0)
+      std::fprintf(stderr, "%s: cannot raise the open-file limit: %s\n", name, std::strerror(errno));
   }
   // Modes come from the kernel with the caller's umask applied; ours must not apply again.
   ::umask(0);

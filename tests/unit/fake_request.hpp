@@ -46,8 +46,16 @@ struct ring_entry {
   abi::uring_req_header hdr{};
   std::vector<std::byte> payload = std::vector<std::byte>(4096);
 
+  // As the kernel lays a request out in an entry: the op struct in op_in, the rest in the payload;
+  // but NOTIFY_REPLY and REMOVEMAPPING have an empty first argument, so their struct leads the
+  // payload (fuse_set_zero_arg0).
   explicit ring_entry(const message& m, std::size_t op_size) {
+    abi::in_header h;
+    std::memcpy(&h, m.bytes.data(), sizeof h);
     std::memcpy(hdr.in_out, m.bytes.data(), sizeof(abi::in_header));
+    const auto op = static_cast<abi::opcode>(h.opcode);
+    const bool in_payload = op == abi::opcode::notify_reply || op == abi::opcode::removemapping;
+    if (in_payload) op_size = 0;
     std::memcpy(hdr.op_in, m.bytes.data() + sizeof(abi::in_header), op_size);
     std::size_t rest = m.bytes.size() - sizeof(abi::in_header) - op_size;
     std::memcpy(payload.data(), m.bytes.data() + sizeof(abi::in_header) + op_size, rest);

@@ -313,6 +313,22 @@ TEST_CASE("a zero-copy ring entry with a window: WRITE's data is the window, REA
   CHECK(proto::parse_ring_entry(eg.hdr, eg.payload, eg.payload.size(), r, {}, window) == proto::parse_error::zero_copy_entry);
 }
 
+TEST_CASE("NOTIFY_REPLY on the ring: the retrieve struct leads the payload, the data follows", "[proto]") {
+  abi::notify_retrieve_in in{};
+  in.offset = 4096;
+  in.size = 5;
+  message m(abi::opcode::notify_reply, &in, sizeof in, "hello");
+  ring_entry e(m, sizeof in);
+  CHECK(e.hdr.ring_ent_in_out.payload_sz == sizeof in + 5);
+  proto::request r;
+  REQUIRE(e.parse(r) == proto::parse_error::none);
+  CHECK(r.op<abi::notify_retrieve_in>().offset == 4096);
+  CHECK(r.op<abi::notify_retrieve_in>().size == 5);
+  CHECK(std::string(reinterpret_cast<const char*>(r.data().data()), r.data().size()) == "hello");
+  e.hdr.ring_ent_in_out.payload_sz = 10;  // shorter than the struct
+  CHECK(e.parse(r) == proto::parse_error::short_op_struct);
+}
+
 TEST_CASE("INIT from a kernel before 7.36 (16-byte init_in) parses, the rest reads as zero", "[proto]") {
   abi::init_in old{};
   old.major = 7;

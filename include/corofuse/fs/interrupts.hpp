@@ -51,6 +51,9 @@ class mailbox {
   int fd() const noexcept { return fd_; }
   // Set before a final wake: cancel everything in flight on the ring and end.
   std::atomic<bool> stopping{false};
+  // Set when the connection is gone: cancel the data operations in flight (a zero-copy READ_FIXED
+  // would otherwise still write into pages the client owns again: Linux 7.3 leaves them registered).
+  std::atomic<bool> lost{false};
   std::vector<context*> contexts;  // changed and read under the router's lock only
 
  private:
@@ -115,6 +118,15 @@ class interrupt_router {
     return false;
   }
 
+  // The connection ended (seen by any thread): every thread cancels its data operations in flight.
+  void connection_lost() {
+    std::lock_guard lock(mutex_);
+    for (mailbox* m : boxes_) {
+      if (m->lost.exchange(true, std::memory_order_acq_rel)) continue;
+      m->wake();
+    }
+  }
+
   // Shutdown: every thread cancels what it has in flight.
   void stop_all() {
     std::lock_guard lock(mutex_);
@@ -138,6 +150,7 @@ class interrupt_router {
 // thread wakes the mailbox then).
 template <typename Finished>
 io::task<void> watch_mailbox(io::ring& r, mailbox& m, Finished finished) {
+  bool lost_handled = false;
   for (;;) {
     std::uint64_t v = 0;
     int n = co_await io::read(r, m.fd(), std::span(reinterpret_cast<std::byte*>(&v), sizeof v), static_cast<std::uint64_t>(-1));
@@ -146,6 +159,11 @@ io::task<void> watch_mailbox(io::ring& r, mailbox& m, Finished finished) {
     if (m.stopping.load(std::memory_order_acquire)) {
       (void)co_await io::cancel_any(r);
       continue;
+    }
+    if (m.lost.load(std::memory_order_acquire) && !lost_handled) {
+      lost_handled = true;
+      (void)co_await io::cancel_opcode(r, IORING_OP_READ_FIXED);
+      (void)co_await io::cancel_opcode(r, IORING_OP_WRITE_FIXED);
     }
     // Only this thread adds or removes its own contexts, so reading the list here needs no lock.
     for (std::size_t i = 0; i < m.contexts.size(); ++i) {

@@ -201,7 +201,10 @@ inline parse_error parse_ring_entry(const abi::uring_req_header& hdr, bytes payl
   const op_layout l = layout_of(r.opcode(), o);
   if (!l.known) return parse_error::unknown_opcode;
   if (l.op_size > abi::uring_op_in_out_size) return parse_error::short_op_struct;
-  r.op_ = bytes(reinterpret_cast<const std::byte*>(hdr.op_in), l.op_size);
+  // The kernel puts a request's first argument in op_in, and gives NOTIFY_REPLY and
+  // REMOVEMAPPING an empty first argument (fuse_set_zero_arg0): their struct leads the payload.
+  const bool op_in_payload = r.opcode() == abi::opcode::notify_reply || r.opcode() == abi::opcode::removemapping;
+  if (!op_in_payload) r.op_ = bytes(reinterpret_cast<const std::byte*>(hdr.op_in), l.op_size);
   std::size_t page_bytes = 0;
   if (zero_copy && r.opcode() == abi::opcode::write) {
     page_bytes = r.op<abi::write_in>().size;  // counted in payload_sz, but not in the payload
@@ -214,6 +217,11 @@ inline parse_error parse_ring_entry(const abi::uring_req_header& hdr, bytes payl
   if (ext > body.size()) return parse_error::bad_extensions;
   r.ext_ = body.last(ext);
   r.args_ = body.first(body.size() - ext);
+  if (op_in_payload) {
+    if (r.args_.size() < l.op_size) return parse_error::short_op_struct;
+    r.op_ = r.args_.first(l.op_size);
+    r.args_ = r.args_.subspan(l.op_size);
+  }
   if (zero_copy) {
     if (!r.args_.empty()) return parse_error::bad_data_size;  // READ and WRITE carry nothing else
     r.data_ = zero_copy_window.first(page_bytes);

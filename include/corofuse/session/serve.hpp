@@ -82,16 +82,19 @@ struct serve_state {
   std::atomic<bool>* connection_lost = nullptr;  // told when a reader sees the connection end
   interrupt_router* router = nullptr;
   mailbox* box = nullptr;  // the main thread's
+  notify_replies* replies = nullptr;
 };
 
 template <typename Fs>
 io::task<void> run_reader(Fs& fs, io::ring& r, serve_state& st, const cache_defaults& cache, transport::dev_buffers& buf,
                           counters& stats, proto::layout_options layout, int first_fixed_index) {
   transport::reader_end end =
-      co_await transport::serve_dev_fuse(fs, r, st.mount->fd(), cache, buf, stats, layout, first_fixed_index, st.router, st.box);
+      co_await transport::serve_dev_fuse(fs, r, st.mount->fd(), cache, buf, stats, layout, first_fixed_index, st.router, st.box,
+                                         st.replies);
   if (end == transport::reader_end::read_failed) st.read_failed = true;
   // ENODEV: unmounted or aborted. The ring's zero-copy entries must stop touching client pages.
   if (st.connection_lost) st.connection_lost->store(true, std::memory_order_release);
+  if (st.router) st.router->connection_lost();  // every thread cancels its data operations in flight
   if (--st.live_readers == 0 && st.watcher_op.pending()) co_await io::cancel(r, st.watcher_op);  // nothing left to watch
 }
 
@@ -267,8 +270,10 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
     log.info("mounted %s: protocol 7.%u, max_write %u, flags 0x%llx", m->mountpoint().c_str(), terms.minor, terms.max_write,
              static_cast<unsigned long long>(terms.flags));
 
+  // RETRIEVE's answers come back on /dev/fuse, to whichever reader: routed to the asker.
+  notify_replies replies;
   if constexpr (handlers::init<Fs>) {
-    connection conn(m->fd(), terms.flags, terms.minor, terms.max_write);
+    connection conn(m->fd(), terms.flags, terms.minor, terms.max_write, &replies);
     fs.init(conn);
   }
 
@@ -295,6 +300,7 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
     rs.layout = layout;
     rs.cache = &o.cache;
     rs.stats = &stats;
+    rs.replies = &replies;
     rs.queues_running = static_cast<int>(queues);
     for (unsigned q = 0; q < queues; ++q)
       queue_threads.emplace_back([&, q] { transport::run_ring_queue(fs, rs, static_cast<std::uint16_t>(q), started, queue_requests[q]); });
@@ -334,6 +340,7 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
     ds.stats = &stats;
     ds.layout = layout;
     ds.router = &router;
+    ds.replies = &replies;
     ds.depth = o.depth;
     ds.max_payload = max_payload;
     for (unsigned t = 1; t < transport::possible_cpus(); ++t) {
@@ -386,6 +393,7 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
   st.connection_lost = &rs.connection_lost;
   st.router = &router;
   st.box = &main_box;
+  st.replies = &replies;
   st.live_readers = static_cast<int>(o.depth);
   {
     io::scope s;

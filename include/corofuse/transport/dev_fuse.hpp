@@ -31,6 +31,7 @@
 #include "corofuse/fs/context.hpp"
 #include "corofuse/fs/dispatch.hpp"
 #include "corofuse/fs/interrupts.hpp"
+#include "corofuse/fs/notify_replies.hpp"
 #include "corofuse/io/operations.hpp"
 #include "corofuse/io/ring.hpp"
 #include "corofuse/io/scope.hpp"
@@ -109,7 +110,8 @@ inline bool set_nonblocking(int fd) noexcept {
 template <typename Fs>
 io::task<reader_end> serve_dev_fuse(Fs& fs, io::ring& r, int fd, const cache_defaults& defaults, dev_buffers& buf,
                                     session::counters& stats, proto::layout_options layout = {}, int first_fixed_index = -1,
-                                    interrupt_router* router = nullptr, mailbox* box = nullptr) {
+                                    interrupt_router* router = nullptr, mailbox* box = nullptr,
+                                    notify_replies* replies = nullptr) {
   context ctx(&r, defaults);
   struct attachment {
     interrupt_router* router;
@@ -164,6 +166,11 @@ io::task<reader_end> serve_dev_fuse(Fs& fs, io::ring& r, int fd, const cache_def
       if (router) router->interrupt(req.op<abi::interrupt_in>().unique);
       continue;
     }
+    if (req.opcode() == abi::opcode::notify_reply) {  // a RETRIEVE's data, for the coroutine that asked; never answered
+      if (!replies || !replies->complete(req.unique(), req.data()))
+        std::fprintf(stderr, "corofuse: NOTIFY_REPLY %llu that nobody waits for\n", static_cast<unsigned long long>(req.unique()));
+      continue;
+    }
     proto::reply_buffer out(buf.reply());
     if (router && box) router->start(ctx, req.unique());
     else ctx.start(req.unique());
@@ -204,6 +211,7 @@ struct dev_threads_setup {
   std::size_t max_payload = 0;
   std::atomic<int> running{0};
   interrupt_router* router = nullptr;
+  notify_replies* replies = nullptr;
 };
 
 // One extra thread serving /dev/fuse on its cloned descriptor `fd` (closed when it ends), with
@@ -241,7 +249,7 @@ void run_dev_thread(Fs& fs, int fd, unsigned index, dev_threads_setup& setup) {
     watcher.spawn(watch_mailbox(r, box, [&] { return s.active() == 0; }));
     for (unsigned i = 0; i < setup.depth; ++i) {
       auto reader = [](Fs& f, io::ring& rr, int dfd, dev_threads_setup& su, dev_buffers& b, int first, mailbox* mb) -> io::task<void> {
-        reader_end end = co_await serve_dev_fuse(f, rr, dfd, *su.cache, b, *su.stats, su.layout, first, su.router, mb);
+        reader_end end = co_await serve_dev_fuse(f, rr, dfd, *su.cache, b, *su.stats, su.layout, first, su.router, mb, su.replies);
         if (end == reader_end::read_failed) std::fprintf(stderr, "corofuse: a /dev/fuse reader stopped on an error\n");
       };
       s.spawn(reader(fs, r, fd, setup, *buffers[i], fixed ? static_cast<int>(2 * i) : -1, &box));

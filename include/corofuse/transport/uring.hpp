@@ -37,6 +37,7 @@
 #include "corofuse/fs/context.hpp"
 #include "corofuse/fs/dispatch.hpp"
 #include "corofuse/fs/interrupts.hpp"
+#include "corofuse/fs/notify_replies.hpp"
 #include "corofuse/io/operations.hpp"
 #include "corofuse/io/ring.hpp"
 #include "corofuse/io/scope.hpp"
@@ -119,6 +120,7 @@ struct ring_setup {
   // the /dev/fuse reader's ENODEV): from then on no operation touches a zero-copy slot.
   std::atomic<bool> connection_lost{false};
   interrupt_router* router = nullptr;  // INTERRUPT and shutdown reach the queues' mailboxes through it
+  notify_replies* replies = nullptr;   // RETRIEVE's answers (NOTIFY_REPLY) may come over the ring too
 };
 
 inline bool connection_ended(int res) noexcept { return res == -ENOTCONN || res == -ECONNABORTED || res == -ENODEV; }
@@ -176,8 +178,7 @@ io::task<void> serve_ring_entry(Fs& fs, io::ring& r, ring_setup& setup, ring_ent
       if (connection_ended(res) || res == -ECANCELED) {  // ECANCELED: cancelled at shutdown
         // Operations still in flight on a zero-copy slot would write into pages the client may
         // already own again (Linux 7.3 leaves them registered after an abort): stop them.
-        if (!setup.connection_lost.exchange(true) && where.zero_copy_slot >= 0)
-          (void)co_await io::cancel_opcode(r, IORING_OP_READ_FIXED);
+        if (!setup.connection_lost.exchange(true) && setup.router) setup.router->connection_lost();
       } else {
         std::fprintf(stderr, "corofuse: queue %u: an entry ended on %s; the queue serves on with its other entries\n", qid,
                      std::strerror(-res));
@@ -217,6 +218,7 @@ io::task<void> serve_ring_entry(Fs& fs, io::ring& r, ring_setup& setup, ring_ent
       if (zero_copy) setup.stats->zero_copy();
       queue_requests.fetch_add(1, std::memory_order_relaxed);
       attached.start(req.unique());
+      if (req.opcode() == abi::opcode::notify_reply && setup.replies) setup.replies->complete(req.unique(), req.data());
       st = co_await dispatch(fs, ctx, req, out);
       answer_interrupted(ctx, st);
       if (st.error) setup.stats->error(req.opcode());
