@@ -88,7 +88,7 @@ class slow_fs {
 // slow_fs served by a forked child; the guard stops it (its own PID) and cleans the mount up.
 class slow_mount {
  public:
-  explicit slow_mount(cf::session::transport_choice t) {
+  explicit slow_mount(cf::session::transport_choice t, std::uint16_t request_timeout = 0) {
     char tmpl[] = "/tmp/corofuse-slow-XXXXXX";
     if (!::mkdtemp(tmpl)) throw std::runtime_error("mkdtemp failed");
     dir_ = tmpl;
@@ -110,6 +110,7 @@ class slow_mount {
         o.transport = t;
         o.debug = true;
         o.shutdown_grace = 1;
+        o.request_timeout = request_timeout;
         rc = cf::session::serve(fs, o);
       } catch (...) {
         rc = 97;
@@ -254,4 +255,31 @@ TEST_CASE("A handler that never completes does not keep SIGTERM from ending the 
   CHECK(m.exit_code() == 0);
   CHECK_FALSE(is_mounted(m.dir()));
   CHECK(wait_status(client) == 0);  // the client's read failed (the connection was aborted)
+}
+
+TEST_CASE("-o request_timeout: the kernel gives up on a request that waits too long", "[mount][interrupt]") {
+  const auto t = GENERATE(cf::session::transport_choice::ring, cf::session::transport_choice::dev_fuse);
+  REQUIRE(::geteuid() == 0);
+  if (t == cf::session::transport_choice::ring) REQUIRE(uring_enabled());
+  slow_mount m(t, 2);
+  INFO("server log:\n" << m.log());
+  REQUIRE(is_mounted(m.dir()));
+  const std::string log0 = m.log();
+  if (log0.find("does not offer request timeouts") != std::string::npos) {
+    WARN("this kernel has no FUSE request timeouts: not tested");
+    return;
+  }
+  // The never-ending READ: the kernel aborts the connection after about 2 s (it checks
+  // periodically), and the client's read fails instead of hanging.
+  int rc = corofuse::testing::in_client(
+      [&] {
+        int fd = ::open(m.path("forever").c_str(), O_RDONLY);
+        if (fd < 0) return 3;
+        char buf[16];
+        return ::read(fd, buf, sizeof buf) < 0 ? 0 : 1;  // the alarm (90 s) fails the test if it hangs
+      },
+      90);
+  CHECK(rc == 0);
+  CHECK(m.terminate(30));
+  CHECK_FALSE(is_mounted(m.dir()));
 }

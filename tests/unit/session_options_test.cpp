@@ -35,8 +35,8 @@ parse_outcome parse(std::vector<std::string> w, options& o) {
 
 TEST_CASE("command line: values land in the options", "[session][options]") {
   options o;
-  auto r = parse({"fs", "/mnt", "-o", "allow_other,ro,attr_timeout=2.5,entry_timeout=0,max_pages=64,fsname=src", "-d",
-                  "--transport", "dev", "--depth", "16", "--shutdown-grace", "1"},
+  auto r = parse({"fs", "/mnt", "-o", "allow_other,ro,attr_timeout=2.5,entry_timeout=0,max_pages=64,fsname=src,request_timeout=30",
+                  "-d", "--transport", "dev", "--depth", "16", "--shutdown-grace", "1", "--zero-copy", "off"},
                  o);
   REQUIRE(r.what == parse_outcome::kind::run);
   CHECK(o.mountpoint == "/mnt");
@@ -53,6 +53,12 @@ TEST_CASE("command line: values land in the options", "[session][options]") {
   CHECK(o.transport == cf::session::transport_choice::dev_fuse);
   CHECK(o.depth == 16);
   CHECK(o.shutdown_grace == 1.0);
+  CHECK(o.request_timeout == 30);
+  CHECK_FALSE(o.zero_copy);
+  options p;
+  REQUIRE(parse({"fs", "/mnt", "--transport", "pool"}, p).what == parse_outcome::kind::run);
+  CHECK(p.transport == cf::session::transport_choice::pool);
+  CHECK(p.zero_copy);
 }
 
 TEST_CASE("command line: every bad input is one error line", "[session][options]") {
@@ -71,6 +77,10 @@ TEST_CASE("command line: every bad input is one error line", "[session][options]
       {"fs", "/mnt", "--depth"},                   // missing value
       {"fs", "/mnt", "--transport", "carrier"},    // unknown choice
       {"fs", "/mnt", "--shutdown-grace", "9999"},  // too long
+      {"fs", "/mnt", "-o", "request_timeout=0"},   // out of range
+      {"fs", "/mnt", "-o", "request_timeout=70000"},
+      {"fs", "/mnt", "--zero-copy", "maybe"},      // unknown choice
+      {"fs", "/mnt", "--transport", "pools"},
   };
   for (const auto& words : bad) {
     options o;
@@ -85,7 +95,7 @@ TEST_CASE("command line: every bad input is one error line", "[session][options]
 }
 
 TEST_CASE("command line: the options that take a value are known to programs with positionals", "[session][options]") {
-  for (const char* o : {"-o", "--transport", "--depth", "--shutdown-grace"}) CHECK(cf::session::option_takes_value(o));
+  for (const char* o : {"-o", "--transport", "--zero-copy", "--depth", "--shutdown-grace"}) CHECK(cf::session::option_takes_value(o));
   for (const char* o : {"-d", "-f", "--help", "/mnt", "-oallow_other"}) CHECK_FALSE(cf::session::option_takes_value(o));
 }
 

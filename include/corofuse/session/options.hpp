@@ -37,6 +37,7 @@ struct options {
   bool async_read = true;
   readdirplus_mode readdirplus = readdirplus_mode::automatic;
   double shutdown_grace = 5.0;  // seconds between the lazy unmount and aborting the connection
+  std::uint16_t request_timeout = 0;  // seconds the kernel waits for any reply before aborting (0: for ever)
 };
 
 inline constexpr std::string_view common_usage =
@@ -54,6 +55,8 @@ inline constexpr std::string_view common_usage =
     "       writeback_cache      let the kernel cache writes\n"
     "       async_read / sync_read  allow (default) or forbid parallel reads of one file\n"
     "       readdirplus=yes|auto|no  listings with attributes, for filesystems that serve them (default auto)\n"
+    "       request_timeout=S    the kernel aborts the connection when a request waits longer than S\n"
+    "                            seconds for its reply (1-65535; Linux 6.14+, FUSE 7.43; default: never)\n"
     "  -f                     stay in the foreground (corofuse always does)\n"
     "  -d                     debug: log requests, print per-opcode counters at exit (implies -f)\n"
     "  --transport auto|pool|ring|dev  auto: the best the kernel offers: buffer pools (Linux 7.3+),\n"
@@ -132,6 +135,11 @@ inline std::string apply_mount_option(options& o, std::string_view opt) {
       else if (val == "auto") o.readdirplus = readdirplus_mode::automatic;
       else if (val == "no") o.readdirplus = readdirplus_mode::off;
       else return bad("yes, auto or no");
+      return "";
+    }
+    if (key == "request_timeout") {
+      if (!detail::parse_unsigned(val, 65535, n) || n < 1) return bad("whole seconds from 1 to 65535");
+      o.request_timeout = static_cast<std::uint16_t>(n);
       return "";
     }
     if (key == "attr_timeout" || key == "entry_timeout") {

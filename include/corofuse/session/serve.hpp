@@ -235,6 +235,10 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
   if (o.transport != transport_choice::dev_fuse) w.flags |= abi::init_flag::over_io_uring;
   w.max_write = o.max_write;
   w.max_pages = o.max_pages;
+  if (o.request_timeout) {
+    w.flags |= abi::init_flag::request_timeout;
+    w.request_timeout = o.request_timeout;
+  }
   if (w.flags & abi::init_flag::passthrough) {
     // The backing files may sit on a plain filesystem (depth 0); the kernel refuses deeper ones
     // with ELOOP at open_backing. The kernel turns passthrough off beside writeback_cache.
@@ -266,6 +270,8 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
   else if (!terms.offers(abi::init_flag::over_io_uring))
     log.info("serving /dev/fuse: the kernel does not offer FUSE-over-io_uring (needs Linux 6.14+ and "
              "/sys/module/fuse/parameters/enable_uring = Y)");
+  if (o.request_timeout && !terms.has(abi::init_flag::request_timeout))
+    log.info("-o request_timeout: the kernel does not offer request timeouts (FUSE 7.43, Linux 6.14+): requests wait for ever");
   if (o.debug)
     log.info("mounted %s: protocol 7.%u, max_write %u, flags 0x%llx", m->mountpoint().c_str(), terms.minor, terms.max_write,
              static_cast<unsigned long long>(terms.flags));
