@@ -182,7 +182,11 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     const proto::op_layout l = proto::layout_of(static_cast<abi::opcode>(h.opcode), o);
     const std::size_t op_size = std::min<std::size_t>(l.op_size, abi::uring_op_in_out_size);
     const std::size_t after_header = msg.size() > sizeof(abi::in_header) ? msg.size() - sizeof(abi::in_header) : 0;
-    const std::size_t op_bytes = std::min(op_size, after_header);
+    // NOTIFY_REPLY and REMOVEMAPPING have an empty first argument on the ring: their struct leads
+    // the payload (the kernel's fuse_set_zero_arg0).
+    const auto opc = static_cast<abi::opcode>(h.opcode);
+    const bool op_leads_payload = opc == abi::opcode::notify_reply || opc == abi::opcode::removemapping;
+    const std::size_t op_bytes = op_leads_payload ? 0 : std::min(op_size, after_header);
     if (op_bytes) std::memcpy(hdr.op_in, msg.data() + sizeof(abi::in_header), op_bytes);
     const std::size_t payload_len = after_header - op_bytes;
     std::unique_ptr<std::byte[]> payload_store(new std::byte[payload_len + 1]);
@@ -214,8 +218,9 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
           std::size_t used = payload_sz;
           if (zc && ring.opcode() == abi::opcode::write) used -= ring.op<abi::write_in>().size;
           FUZZ_CHECK(used <= payload.size() && used <= cap);
-          check_views(ring, proto::bytes(reinterpret_cast<const std::byte*>(hdr.op_in), sizeof hdr.op_in), payload.first(used), win,
-                      zc != 0);
+          check_views(ring,
+                      op_leads_payload ? payload.first(used) : proto::bytes(reinterpret_cast<const std::byte*>(hdr.op_in), sizeof hdr.op_in),
+                      payload.first(used), win, zc != 0);
           FUZZ_CHECK(ring.op_bytes().size() == l.op_size);
           // Differential: a message that parsed, given as a copying entry with its natural size,
           // parses to the same views (unless it was an old short INIT, whose op struct the ring
