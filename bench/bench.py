@@ -220,11 +220,25 @@ def measure_config(name, directory, a, bins):
             os.unlink(os.path.join(directory, f))
     # Metadata.
     stat_target = os.path.join(directory, "data.0.0")
-    out["stat"] = summarize([meta(bins["meta"], "stat", stat_target, a.stats) for _ in range(a.repeat)])
-    out["create+unlink"] = summarize([meta(bins["meta"], "create", directory, a.files) for _ in range(a.repeat)])
-    out["readdir"] = summarize([meta(bins["meta"], "readdir", directory, a.entries, 3) for _ in range(a.repeat)])
-    log(f"{name}: stat {out['stat']['median']:.2f} us, create+unlink {out['create+unlink']['median']:.0f}/s, "
-        f"readdir {out['readdir']['median']:.1f} ms")
+
+    def attempt(key, *args):
+        """A metadata figure, or the reason it could not be measured (kept in the report)."""
+        try:
+            out[key] = summarize([meta(bins["meta"], *args) for _ in range(a.repeat)])
+            log(f"{name}: {key}: {out[key]['median']:.2f}")
+        except RuntimeError as e:
+            out[key] = {"error": str(e).split(": ")[-1][:80]}
+            log(f"{name}: {key} failed: {e}")
+            for f in os.listdir(directory):  # what a failed run left behind
+                p = os.path.join(directory, f)
+                if f.startswith("c") and f[1:].isdigit():
+                    os.unlink(p)
+                elif f == "list":
+                    shutil.rmtree(p, ignore_errors=True)
+
+    attempt("stat", "stat", stat_target, a.stats)
+    attempt("create+unlink", "create", directory, a.files)
+    attempt("readdir", "readdir", directory, a.entries, 3)
     for job in range(2):
         os.unlink(os.path.join(directory, f"data.{job}.0"))
     return out
@@ -339,6 +353,8 @@ def profile(server, bins, target, transport, a):
 
 
 def fmt(summary, digits=0):
+    if "error" in summary:
+        return f"failed: {summary['error']}"
     return f"{summary['median']:.{digits}f} ({summary['min']:.{digits}f}–{summary['max']:.{digits}f})"
 
 

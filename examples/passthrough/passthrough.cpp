@@ -1025,11 +1025,24 @@ int main(int argc, char** argv) {
     }
   }
   // One descriptor per inode the kernel knows: the soft limit on open files (often 1024) would cap
-  // the tree at that; raise it to the hard limit, as libfuse's passthrough_hp does.
-  if (struct rlimit nofile {}; ::getrlimit(RLIMIT_NOFILE, &nofile) == 0 && nofile.rlim_cur < nofile.rlim_max) {
-    nofile.rlim_cur = nofile.rlim_max;
-    if (::setrlimit(RLIMIT_NOFILE, &nofile) != 0)
-      std::fprintf(stderr, "%s: cannot raise the open-file limit: %s\n", name, std::strerror(errno));
+  // the tree at that. Raise it to the hard limit, and as root the hard limit to fs.nr_open (the
+  // most the kernel allows a process); libfuse's passthrough_hp raises the soft one.
+  if (struct rlimit nofile {}; ::getrlimit(RLIMIT_NOFILE, &nofile) == 0) {
+    rlim_t most = nofile.rlim_max;
+    std::FILE* f = cf::can_act_as_caller() ? std::fopen("/proc/sys/fs/nr_open", "r") : nullptr;
+    if (f) {
+      unsigned long nr_open = 0;
+      if (std::fscanf(f, "%lu", &nr_open) == 1 && nr_open > most) most = nr_open;
+      std::fclose(f);
+    }
+    if (nofile.rlim_cur < most) {
+      struct rlimit raised {most, most};
+      if (::setrlimit(RLIMIT_NOFILE, &raised) != 0) {
+        raised = {nofile.rlim_max, nofile.rlim_max};
+        if (::setrlimit(RLIMIT_NOFILE, &raised) != 0)
+          std::fprintf(stderr, "%s: cannot raise the open-file limit: %s\n", name, std::strerror(errno));
+      }
+    }
   }
   // Modes come from the kernel with the caller's umask applied; ours must not apply again.
   ::umask(0);
