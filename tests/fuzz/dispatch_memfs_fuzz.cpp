@@ -284,7 +284,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
       // The ring: header buffer and payload; the reply goes over the payload.
       std::memcpy(hdr.in_out, msg.data(), sizeof(abi::in_header));
       const std::size_t op_size = std::min(proto::layout_of(op).op_size, body.size());
-      std::memcpy(hdr.op_in, body.data(), std::min(op_size, abi::uring_op_in_out_size));
+      if (op_size) std::memcpy(hdr.op_in, body.data(), std::min(op_size, abi::uring_op_in_out_size));
       const std::size_t args = msg.size() - sizeof(abi::in_header) - op_size;
       std::memset(payload.data(), 0xa5, payload.size());  // stale bytes of an "earlier request"
       std::memcpy(payload.data(), msg.data() + sizeof(abi::in_header) + op_size, std::min(args, payload.size()));
