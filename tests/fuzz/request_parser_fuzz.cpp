@@ -141,11 +141,6 @@ void check_views(const proto::request& r, proto::bytes op_area, proto::bytes arg
     FUZZ_CHECK(r.data().size() == std::size_t{r.op<abi::batch_forget_in>().count} * sizeof(abi::forget_one));
 }
 
-// NOTIFY_REPLY's and REMOVEMAPPING's structs lead the payload on the ring (not op_in): their forms differ.
-bool comparable(const proto::request& r) {
-  return r.opcode() != abi::opcode::notify_reply && r.opcode() != abi::opcode::removemapping;
-}
-
 bool same(proto::bytes a, proto::bytes b) { return a.size() == b.size() && (a.empty() || std::memcmp(a.data(), b.data(), a.size()) == 0); }
 
 }  // namespace
@@ -231,7 +226,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
           // parses to the same views (unless it was an old short INIT, whose op struct the ring
           // form cannot have).
           if (zc == 0 && s == 0 && cap == payload_len && dev_err == proto::parse_error::none &&
-              dev.op_bytes().size() == l.op_size && comparable(dev)) {
+              dev.op_bytes().size() == l.op_size) {
             FUZZ_CHECK(same(dev.op_bytes(), ring.op_bytes()));
             FUZZ_CHECK(same(dev.args(), ring.args()));
             FUZZ_CHECK(same(dev.extensions(), ring.extensions()));
@@ -244,7 +239,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     }
     // And the other way: a copying entry with its natural size that fails to parse must fail as a
     // message too (unless the message's own length field is what differs).
-    if (dev_err == proto::parse_error::none && dev.op_bytes().size() == l.op_size && comparable(dev)) {
+    if (dev_err == proto::parse_error::none && dev.op_bytes().size() == l.op_size) {
       hdr.ring_ent_in_out.flags = 0;
       hdr.ring_ent_in_out.payload_sz = static_cast<std::uint32_t>(payload_len);
       proto::request ring;
