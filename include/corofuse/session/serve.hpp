@@ -121,9 +121,10 @@ inline io::task<void> watch_for_stop(io::ring& r, serve_state& st, int sigfd, do
     } else {
       log.info("%s again: aborting the connection", strsignal(static_cast<int>(si.ssi_signo)));
     }
-    if (st.mount->abort()) {
-      // Handlers that would never complete must not keep the process alive: every serving
-      // thread cancels what it has in flight.
+    // Aborted now, or gone already (the kernel's request timeout, say: then there is nothing
+    // left to abort). Either way handlers that would never complete must not keep the process
+    // alive: every serving thread cancels what it has in flight.
+    if (st.mount->abort() || (st.connection_lost && st.connection_lost->load(std::memory_order_acquire))) {
       if (st.router) st.router->stop_all();
       co_return;
     }
