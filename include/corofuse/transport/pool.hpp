@@ -84,22 +84,29 @@ inline pool_outcome set_up_pool_queue(io::ring& r, int fuse_fd, std::uint16_t qi
                                       bool want_zero_copy) {
   pool_outcome out;
   const iovec pool_iov{pool.data(), pool.size()};
-  // The fixed-buffer table first: zero-copy needs its slots, and a failure here means no zero-copy.
+  // The fixed-buffer table first: zero-copy needs its slots (a sparse table pins nothing), and a
+  // failure here means no zero-copy. The pool goes in the last slot if the locked-memory limit
+  // allows; a pool that cannot be registered still serves (the kernel then copies through the
+  // user address, and handlers read with plain READs), and does not cost zero-copy.
+  bool table = false;
   if (want_zero_copy) {
     try {
       r.register_buffers_sparse(depth + 1);
-      r.update_buffers(depth, std::span<const iovec>(&pool_iov, 1));
-      out.pool_index = static_cast<int>(depth);
+      table = true;
     } catch (const std::exception& e) {
       out.note = std::string("no zero-copy (") + e.what() + ")";
       want_zero_copy = false;
+    }
+    if (table) {
       try {
-        r.unregister_buffers();
-      } catch (const std::exception&) {
+        r.update_buffers(depth, std::span<const iovec>(&pool_iov, 1));
+        out.pool_index = static_cast<int>(depth);
+      } catch (const std::exception& e) {
+        out.note = std::string("pool not registered (") + e.what() + "): handlers use plain reads";
       }
     }
   }
-  if (out.pool_index < 0) {
+  if (!table) {
     try {
       r.register_buffers(std::span<const iovec>(&pool_iov, 1));
       out.pool_index = 0;
