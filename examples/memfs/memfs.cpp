@@ -65,7 +65,15 @@ class memfs {
 
   // The kernel leaves clearing setuid/setgid to memfs (and says when): that is how tmpfs's rule,
   // which also drops setgid for a writer outside the file's group, can be followed exactly.
-  std::uint64_t init_flags() const { return cf::abi::init_flag::handle_killpriv_v2; }
+  // Security contexts (an LSM's label for each new object) arrive with the creating request and
+  // are kept as the object's xattr, as a disk filesystem would store them.
+  std::uint64_t init_flags() const { return cf::abi::init_flag::handle_killpriv_v2 | cf::abi::init_flag::security_ctx; }
+
+  // memfs allows idmapped mounts (-o allow_idmap): the owner of a new object comes with the
+  // creating request, and nothing else depends on who asks, except two rules that then take the
+  // cautious side: trusted.* xattrs are listed to nobody, and a truncation by an unknown caller
+  // drops setgid (the caller is never known to be in the file's group).
+  static constexpr bool supports_idmapped_mounts = true;
 
   // ---- changes from outside the mount (--control FIFO) ------------------------------------------
   // Commands written to the FIFO change the tree behind the kernel's back; memfs then tells the
@@ -327,6 +335,7 @@ class memfs {
     if (!dir) return cf::error(ENOENT);
     if (!S_ISDIR(dir->mode)) return cf::error(ENOTDIR);
     node& nd = make_node(S_IFREG | (mode & 07777), c.uid(), group_for(*dir, c));
+    label(nd, c);
     nd.nlink = 0;  // nameless until linkat gives it one
     nd.linkable = true;
     nd.opens = 1;
@@ -657,6 +666,13 @@ class memfs {
     return ref;
   }
 
+  // The security context the kernel sent with a creating request becomes the object's xattr.
+  static void label(node& nd, const cf::context& c) {
+    if (c.security_context_name().empty()) return;
+    const auto v = c.security_context_value();
+    nd.xattrs[std::string(c.security_context_name())] = std::string(reinterpret_cast<const char*>(v.data()), v.size());
+  }
+
   // New files take the directory's group when it is setgid (and new directories stay setgid).
   static gid_t group_for(const node& dir, const cf::context& c) { return (dir.mode & S_ISGID) ? dir.gid : c.gid(); }
 
@@ -678,6 +694,7 @@ class memfs {
     if (dir->children.count(name)) return cf::error(EEXIST);
     if ((mode & S_IFMT) == S_IFDIR && (dir->mode & S_ISGID)) mode |= S_ISGID;
     node& nd = make_node(mode, c.uid(), group_for(*dir, c));
+    label(nd, c);
     add_name(*dir, name, nd.ino);
     dir->mtime = dir->ctime = nd.ctime;
     return &nd;

@@ -159,9 +159,19 @@ class passthrough {
   // HANDLE_KILLPRIV_V2: the kernel says when a write or truncation must drop setuid/setgid, and
   // passthrough does it with the rules tmpfs follows (the backing filesystem would not: the
   // server writes with CAP_FSETID).
+  // security_ctx: an LSM's label for each new object comes with the creating request and is
+  // written to the backing object (the server's own creation would otherwise label it as the
+  // server's, not the caller's).
   std::uint64_t init_flags() const {
-    return cf::abi::init_flag::handle_killpriv_v2 | (opts_.kernel_passthrough ? cf::abi::init_flag::passthrough : 0);
+    return cf::abi::init_flag::handle_killpriv_v2 | cf::abi::init_flag::security_ctx |
+           (opts_.kernel_passthrough ? cf::abi::init_flag::passthrough : 0);
   }
+
+  // Idmapped mounts (-o allow_idmap): a creating request names the new object's owner (mapped
+  // through the idmapped mount), which is all passthrough acts on. Other requests name nobody:
+  // trusted.* xattrs are then listed to nobody, and a truncation or write drops setgid unless the
+  // caller is known to be in the file's group.
+  static constexpr bool supports_idmapped_mounts = true;
 
   void init(const cf::connection& c) {
     conn_ = c;
@@ -319,12 +329,25 @@ class passthrough {
     if (dirfd < 0) return cf::error(-dirfd);
     mode = creation_mode(c, dirfd, S_IFREG | (mode & 07777)) & 07777;
     int fd;
+    bool made = true;  // O_EXCL first: only an object made here takes the security context
     {
       cf::caller_credentials as_caller(c.uid(), c.gid());
-      fd = ::openat(dirfd, n.c_str(), backing_flags(flags) | (flags & O_EXCL) | O_CREAT | O_NOFOLLOW, mode);
+      fd = ::openat(dirfd, n.c_str(), backing_flags(flags) | O_EXCL | O_CREAT | O_NOFOLLOW, mode);
+      if (fd < 0 && errno == EEXIST && !(flags & O_EXCL)) {
+        made = false;
+        fd = ::openat(dirfd, n.c_str(), backing_flags(flags) | O_NOFOLLOW);
+      }
     }
     if (fd < 0) return errno_error();
-    if ((flags & O_TRUNC) && c.kill_suidgid()) drop_suidgid(fd, c);  // it existed: truncated
+    if (made) {
+      if (int e = label(c, proc_fd_path(fd).c_str()); e != 0) {
+        ::close(fd);
+        ::unlinkat(dirfd, n.c_str(), 0);
+        return cf::error(e);
+      }
+    } else if ((flags & O_TRUNC) && c.kill_suidgid()) {
+      drop_suidgid(fd, c);  // it existed: truncated
+    }
     return finish_created(fd);
   }
 
@@ -338,6 +361,10 @@ class passthrough {
       fd = ::openat(dirfd, ".", (backing_flags(flags) & ~(O_CREAT | O_DIRECTORY)) | O_TMPFILE, mode);
     }
     if (fd < 0) return errno_error();
+    if (int e = label(c, proc_fd_path(fd).c_str()); e != 0) {
+      ::close(fd);  // nameless: gone with its descriptor
+      return cf::error(e);
+    }
     return finish_created(fd);
   }
 
@@ -665,14 +692,14 @@ class passthrough {
 
   // The mode a new object gets. setgid on a new non-directory survives only for a caller in the
   // group the object will have (the parent's, when the parent is setgid): the kernel's rule,
-  // which the server's own CAP_FSETID would otherwise bypass. Supplementary groups are not known
-  // here, so only the caller's primary group counts.
+  // which the server's own CAP_FSETID would otherwise bypass. The kernel names the parent's group
+  // when the caller is in it through a supplementary group (FUSE_CREATE_SUPP_GROUP).
   static mode_t creation_mode(const cf::context& c, int dirfd, mode_t mode) {
     if (S_ISDIR(mode) || !(mode & S_ISGID) || c.uid() == 0) return mode;
     struct stat dir {};
     if (::fstatat(dirfd, "", &dir, AT_EMPTY_PATH) != 0) return mode & ~S_ISGID;
     const gid_t group = (dir.st_mode & S_ISGID) ? dir.st_gid : c.gid();
-    return group == c.gid() ? mode : (mode & ~S_ISGID);
+    return c.caller_in_group(group) ? mode : (mode & ~S_ISGID);
   }
 
   template <typename MakeAt>
@@ -688,7 +715,22 @@ class passthrough {
     }
     int fd = ::openat(dirfd, n.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) return errno_error();
+    if (int e = label(c, proc_fd_path(fd).c_str()); e != 0) {
+      ::close(fd);
+      ::unlinkat(dirfd, n.c_str(), S_ISDIR(mode) ? AT_REMOVEDIR : 0);  // not left half made
+      return cf::error(e);
+    }
     return adopt(fd);
+  }
+
+  // Writes the security context of a creating request to the new object (`path`, a /proc/self/fd
+  // link, reaches a symlink itself). 0, or the errno that made it fail.
+  static int label(const cf::context& c, const char* path) {
+    if (c.security_context_name().empty()) return 0;
+    const xattr_name name(c.security_context_name());
+    if (name.too_long) return ERANGE;
+    const auto v = c.security_context_value();
+    return ::setxattr(path, name.c_str(), v.data(), v.size(), 0) == 0 ? 0 : errno;
   }
 
   cf::result<> remove(cf::ino parent, std::string_view name, int flags) {

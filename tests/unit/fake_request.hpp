@@ -17,8 +17,15 @@ namespace proto = corofuse::proto;
 struct message {
   std::vector<std::byte> bytes;
 
+  // `ext_bytes` of extensions: one record of a type no kernel sends (skipped by the parser).
   message(abi::opcode op, const void* op_struct, std::size_t op_size, const std::string& rest = {},
-          std::size_t ext_bytes = 0) {
+          std::size_t ext_bytes = 0)
+      : message(op, op_struct, op_size, rest, unknown_extension(ext_bytes)) {}
+
+  // `ext`, a multiple of 8 bytes, as the extensions.
+  message(abi::opcode op, const void* op_struct, std::size_t op_size, const std::string& rest,
+          const std::vector<std::byte>& ext) {
+    const std::size_t ext_bytes = ext.size();
     abi::in_header h{};
     h.opcode = static_cast<std::uint32_t>(op);
     h.unique = 42;
@@ -31,7 +38,15 @@ struct message {
     append(&h, sizeof h);
     append(op_struct, op_size);
     append(rest.data(), rest.size());
-    bytes.resize(bytes.size() + ext_bytes, std::byte{0xee});
+    bytes.insert(bytes.end(), ext.begin(), ext.end());
+  }
+  static std::vector<std::byte> unknown_extension(std::size_t n) {
+    std::vector<std::byte> ext(n, std::byte{0xee});
+    if (n >= sizeof(abi::ext_header)) {
+      const abi::ext_header h{static_cast<std::uint32_t>(n), 0xeeee};
+      std::memcpy(ext.data(), &h, sizeof h);
+    }
+    return ext;
   }
   void append(const void* p, std::size_t n) {
     auto* b = static_cast<const std::byte*>(p);

@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstdint>
 #include <span>
+#include <string_view>
 #include <utility>
 
 #include "corofuse/abi/protocol.hpp"
@@ -16,6 +17,7 @@
 #include "corofuse/io/operations.hpp"
 #include "corofuse/io/ring.hpp"
 #include "corofuse/io/task.hpp"
+#include "corofuse/proto/extensions.hpp"
 
 namespace corofuse {
 
@@ -26,8 +28,27 @@ class context {
  public:
   context(io::ring* ring, const cache_defaults& defaults) noexcept : ring_(ring), defaults_(&defaults) {}
 
+  // The caller's fsuid and fsgid. On a mount that allows idmapped mounts (FUSE_ALLOW_IDMAP, see
+  // session::options::allow_idmap) the kernel names the caller only in requests that create an
+  // object (CREATE, MKNOD, MKDIR, SYMLINK, TMPFILE; the ids are then the new object's owner,
+  // mapped through the idmapped mount); every other request carries unknown_id in both.
+  static constexpr uid_t unknown_id = static_cast<uid_t>(-1);
   uid_t uid() const noexcept { return uid_; }
   gid_t gid() const noexcept { return gid_; }
+  bool caller_known() const noexcept { return uid_ != unknown_id && gid_ != static_cast<gid_t>(unknown_id); }
+  // True when the caller is in group `g`: its fsgid, or a supplementary group the kernel named.
+  // Only creating requests name supplementary groups (FUSE_CREATE_SUPP_GROUP, negotiated by
+  // corofuse whenever the kernel offers it), and only the parent directory's group when the caller
+  // belongs to it that way: enough to decide whether a new object keeps setgid.
+  bool caller_in_group(gid_t g) const noexcept {
+    return g != static_cast<gid_t>(unknown_id) && (g == gid_ || ext_.has_group(g));
+  }
+  // The security context the new object must carry, for creating requests on a mount whose
+  // filesystem asked for them (init_flag::security_ctx in its init_flags()): an xattr name such
+  // as "security.selinux" and its value. Empty when the kernel's LSMs label nothing.
+  std::string_view security_context_name() const noexcept { return ext_.security_context_name(); }
+  std::span<const std::byte> security_context_value() const noexcept { return ext_.security_context_value(); }
+  const proto::extensions& extensions() const noexcept { return ext_; }
   pid_t pid() const noexcept { return pid_; }
   std::uint64_t unique() const noexcept { return unique_; }
   abi::opcode opcode() const noexcept { return op_; }
@@ -119,7 +140,8 @@ class context {
   void end() noexcept { serving_.store(0, std::memory_order_release); }
 
   // Set by the dispatcher for each request.
-  void begin(const abi::in_header& h) noexcept {
+  void begin(const abi::in_header& h, const proto::extensions& ext = {}) noexcept {
+    ext_ = ext;
     uid_ = h.uid;
     gid_ = h.gid;
     pid_ = static_cast<pid_t>(h.pid);
@@ -172,6 +194,7 @@ class context {
   const cache_defaults* defaults_;
   uid_t uid_ = 0;
   gid_t gid_ = 0;
+  proto::extensions ext_;  // views into the request, valid while it is served
   pid_t pid_ = 0;
   std::uint64_t unique_ = 0;
   abi::opcode op_ = abi::opcode::lookup;

@@ -156,7 +156,7 @@ io::task<reply_status> dispatch(Fs& fs, context& ctx, const proto::request& req,
   using abi::opcode;
   const opcode op = req.opcode();
   const ino node = req.nodeid();
-  ctx.begin(req.header());
+  ctx.begin(req.header(), req.parsed_extensions());
   const cache_defaults& d = ctx.defaults();
   try {
     switch (op) {

@@ -18,6 +18,7 @@
 #include "corofuse/abi/protocol.hpp"
 #include "corofuse/abi/structs.hpp"
 #include "corofuse/abi/uring.hpp"
+#include "corofuse/proto/extensions.hpp"
 #include "corofuse/proto/op_layout.hpp"
 
 namespace corofuse::proto {
@@ -30,7 +31,7 @@ enum class parse_error : std::uint8_t {
   length_mismatch,     // in_header.len disagrees with the bytes received
   unknown_opcode,      // not an opcode of protocol 7.46 (answered ENOSYS)
   short_op_struct,     // the per-op struct is cut short
-  bad_extensions,      // total_extlen points outside the request
+  bad_extensions,      // total_extlen points outside the request, or a malformed extension
   missing_name,        // a name without its terminating NUL
   bad_data_size,       // the data length disagrees with the size the op struct declares
   payload_overflow,    // the ring entry's payload_sz exceeds the payload buffer
@@ -44,7 +45,7 @@ constexpr std::string_view describe(parse_error e) noexcept {
     case parse_error::length_mismatch: return "request length field disagrees with the bytes received";
     case parse_error::unknown_opcode: return "unknown opcode";
     case parse_error::short_op_struct: return "request's per-op struct is truncated";
-    case parse_error::bad_extensions: return "request extensions exceed the request";
+    case parse_error::bad_extensions: return "request extensions exceed the request or are malformed";
     case parse_error::missing_name: return "name without terminating NUL";
     case parse_error::bad_data_size: return "data length disagrees with the declared size";
     case parse_error::payload_overflow: return "ring payload size exceeds the payload buffer";
@@ -80,6 +81,8 @@ class request {
   bytes args() const noexcept { return args_; }
   // The request extensions (security contexts, supplementary groups), total_extlen * 8 bytes.
   bytes extensions() const noexcept { return ext_; }
+  // The same, parsed (validated by the parser): supplementary groups and security contexts.
+  const proto::extensions& parsed_extensions() const noexcept { return parsed_ext_; }
 
   // First and second NUL-terminated names of the arguments (validated by the parser for the
   // opcodes whose layout has them; empty otherwise).
@@ -98,6 +101,7 @@ class request {
   bytes op_;
   bytes args_;
   bytes ext_;
+  proto::extensions parsed_ext_;
   bytes data_;
   std::string_view name1_;
   std::string_view name2_;
@@ -170,6 +174,7 @@ inline parse_error parse_message(bytes msg, request& r, const layout_options& o 
   std::size_t ext = std::size_t{r.header_.total_extlen} * 8;
   if (ext > body.size()) return parse_error::bad_extensions;
   r.ext_ = body.last(ext);
+  if (!r.parsed_ext_.parse(r.ext_)) return parse_error::bad_extensions;
   body = body.first(body.size() - ext);
   std::size_t op_size = l.op_size;
   // Kernels before protocol 7.36 send the 16-byte INIT of old; op<init_in>() zero-fills the rest.
@@ -216,6 +221,7 @@ inline parse_error parse_ring_entry(const abi::uring_req_header& hdr, bytes payl
   std::size_t ext = std::size_t{r.header_.total_extlen} * 8;
   if (ext > body.size()) return parse_error::bad_extensions;
   r.ext_ = body.last(ext);
+  if (!r.parsed_ext_.parse(r.ext_)) return parse_error::bad_extensions;
   r.args_ = body.first(body.size() - ext);
   if (op_in_payload) {
     if (r.args_.size() < l.op_size) return parse_error::short_op_struct;

@@ -38,6 +38,10 @@ struct options {
   readdirplus_mode readdirplus = readdirplus_mode::automatic;
   double shutdown_grace = 5.0;  // seconds between the lazy unmount and aborting the connection
   std::uint16_t request_timeout = 0;  // seconds the kernel waits for any reply before aborting (0: for ever)
+  // -o allow_idmap: idmapped mounts of this mount are allowed (FUSE_ALLOW_IDMAP, Linux 6.12+).
+  // Needs default_permissions and a filesystem that declares `supports_idmapped_mounts`: the
+  // kernel then names the caller only in creating requests (context::uid()).
+  bool allow_idmap = false;
 };
 
 inline constexpr std::string_view common_usage =
@@ -57,6 +61,8 @@ inline constexpr std::string_view common_usage =
     "       readdirplus=yes|auto|no  listings with attributes, for filesystems that serve them (default auto)\n"
     "       request_timeout=S    the kernel aborts the connection when a request waits longer than S\n"
     "                            seconds for its reply (1-65535; Linux 6.14+, FUSE 7.43; default: never)\n"
+    "       allow_idmap          allow idmapped mounts of this mount (mount_setattr MOUNT_ATTR_IDMAP;\n"
+    "                            Linux 6.12+; needs default_permissions and a filesystem that supports it)\n"
     "  -f                     stay in the foreground (corofuse always does)\n"
     "  -d                     debug: log requests, print per-opcode counters at exit (implies -f)\n"
     "  --transport auto|pool|ring|dev  auto: the best the kernel offers: buffer pools (Linux 7.3+),\n"
@@ -109,6 +115,7 @@ inline std::string apply_mount_option(options& o, std::string_view opt) {
     if (key == "allow_other") return o.mount.allow_other = true, "";
     if (key == "default_permissions") return o.mount.default_permissions = true, "";
     if (key == "no_default_permissions") return o.mount.default_permissions = false, "";
+    if (key == "allow_idmap") return o.allow_idmap = true, "";
     if (key == "ro") return o.mount.read_only = true, "";
     if (key == "rw") return o.mount.read_only = false, "";
     if (key == "writeback_cache") return o.writeback_cache = true, "";
@@ -230,6 +237,7 @@ inline parse_outcome parse_command_line(int argc, char** argv, options& o) {
     }
   }
   if (o.mountpoint.empty()) return fail("missing mount point");
+  if (o.allow_idmap && !o.mount.default_permissions) return fail("-o allow_idmap needs default_permissions");
   if (o.max_write > o.max_pages * 4096u) o.max_write = o.max_pages * 4096u;
   return r;
 }

@@ -54,6 +54,10 @@ std::uint64_t wanted_flags(const Fs& fs, const options& o) {
   if constexpr (handlers::ioctl<Fs>) f |= abi::init_flag::has_ioctl_dir;  // ioctls on directories too
   if (o.async_read) f |= abi::init_flag::async_read;
   if (o.writeback_cache) f |= abi::init_flag::writeback_cache;
+  // The parent's group, when a creating caller is in it through a supplementary group only: costs
+  // nothing elsewhere, and lets context::caller_in_group decide setgid as the kernel would.
+  f |= abi::init_flag::create_supp_group;
+  if (o.allow_idmap) f |= abi::init_flag::allow_idmap;
   if constexpr (requires { fs.init_flags(); }) f |= fs.init_flags();
   return f;
 }
@@ -206,6 +210,19 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
     }
   } restore_signals{sigfd, old_mask};
 
+  // Idmapped mounts change what every request says about its caller: only a filesystem written
+  // for that may allow them.
+  if (o.allow_idmap) {
+    if constexpr (!requires { requires Fs::supports_idmapped_mounts; }) {
+      log.info("-o allow_idmap: this filesystem does not support idmapped mounts");
+      return 2;
+    }
+    if (!o.mount.default_permissions) {
+      log.info("-o allow_idmap needs default_permissions");
+      return 2;
+    }
+  }
+
   std::unique_ptr<fuse_mount> m;
   try {
     m = std::make_unique<fuse_mount>(o.mountpoint, o.mount);
@@ -271,6 +288,8 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
   else if (!terms.offers(abi::init_flag::over_io_uring))
     log.info("serving /dev/fuse: the kernel does not offer FUSE-over-io_uring (needs Linux 6.14+ and "
              "/sys/module/fuse/parameters/enable_uring = Y)");
+  if (o.allow_idmap && !terms.has(abi::init_flag::allow_idmap))
+    log.info("-o allow_idmap: the kernel does not offer idmapped FUSE mounts (Linux 6.12+): they stay refused");
   if (o.request_timeout && !terms.has(abi::init_flag::request_timeout))
     log.info("-o request_timeout: the kernel does not offer request timeouts (FUSE 7.43, Linux 6.14+): requests wait for ever");
   if (o.debug)
