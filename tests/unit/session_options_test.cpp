@@ -59,6 +59,10 @@ TEST_CASE("command line: values land in the options", "[session][options]") {
   REQUIRE(parse({"fs", "/mnt", "--transport", "pool"}, p).what == parse_outcome::kind::run);
   CHECK(p.transport == cf::session::transport_choice::pool);
   CHECK(p.zero_copy);
+  CHECK_FALSE(p.allow_idmap);
+  options q;
+  REQUIRE(parse({"fs", "/mnt", "-o", "allow_idmap"}, q).what == parse_outcome::kind::run);
+  CHECK(q.allow_idmap);
 }
 
 TEST_CASE("command line: every bad input is one error line", "[session][options]") {
@@ -81,6 +85,8 @@ TEST_CASE("command line: every bad input is one error line", "[session][options]
       {"fs", "/mnt", "-o", "request_timeout=70000"},
       {"fs", "/mnt", "--zero-copy", "maybe"},      // unknown choice
       {"fs", "/mnt", "--transport", "pools"},
+      {"fs", "/mnt", "-o", "allow_idmap,no_default_permissions"},  // the kernel refuses idmapping without
+      {"fs", "/mnt", "-o", "allow_idmap=1"},                       // a flag, not a value
   };
   for (const auto& words : bad) {
     options o;
