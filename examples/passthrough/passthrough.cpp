@@ -196,6 +196,87 @@ class passthrough {
 
   void forget(cf::context&, cf::ino i, std::uint64_t n) { drop_lookups(i, n); }
 
+  // ---- restart without unmount (--handoff-socket / --take-over) -------------------------------
+  // The kernel names inodes by node id and open files by fh: the successor must know the same
+  // ones. Everything is handed over as it is, descriptors included (SCM_RIGHTS), so nothing is
+  // lost: each inode's O_PATH handle (the node id, its lookup count and its kernel-passthrough
+  // backing id stay valid), each open file's descriptor (sharing its file offset and locks), each
+  // directory listing's position. Nothing is rebuilt from paths: a renamed or unlinked-but-open
+  // file stays what the kernel thinks it is.
+  void save_state(cf::session::handoff_writer& w) {
+    std::scoped_lock lock(mutex_, files_mutex_);
+    w.put(static_cast<std::uint64_t>(next_id_));
+    w.put(static_cast<std::uint64_t>(inodes_.size()));
+    for (const auto& [id, in] : inodes_) {
+      w.put(static_cast<std::uint64_t>(in->id));
+      w.put(static_cast<std::uint64_t>(in->dev));
+      w.put(static_cast<std::uint64_t>(in->ino));
+      w.put(static_cast<std::uint32_t>(in->type));
+      w.put(in->lookups);
+      w.put(in->backing_id);
+      w.put(in->backing_refs);
+      w.put_fd(in->fd);
+    }
+    w.put(static_cast<std::uint64_t>(files_.size()));
+    for (std::size_t slot = 0; slot < files_.size(); ++slot) {
+      w.put(generations_[slot]);
+      const open_file* f = files_[slot].get();
+      w.put<std::uint8_t>(f ? 1 : 0);
+      if (!f) continue;
+      w.put(static_cast<std::uint64_t>(f->node));
+      w.put(f->backing_id);
+      w.put<std::uint8_t>(f->dir ? 1 : 0);
+      w.put_fd(f->fd);
+    }
+  }
+
+  void restore_state(cf::session::handoff_reader& r) {
+    std::scoped_lock lock(mutex_, files_mutex_);
+    for (auto& [id, in] : inodes_) ::close(in->fd);  // the root this process opened: the predecessor's replaces it
+    inodes_.clear();
+    by_key_.clear();
+    next_id_ = static_cast<cf::ino>(r.get<std::uint64_t>());
+    const auto inode_count = r.get<std::uint64_t>();
+    for (std::uint64_t i = 0; i < inode_count; ++i) {
+      auto in = std::make_unique<inode>();
+      in->id = static_cast<cf::ino>(r.get<std::uint64_t>());
+      in->dev = static_cast<dev_t>(r.get<std::uint64_t>());
+      in->ino = static_cast<ino_t>(r.get<std::uint64_t>());
+      in->type = static_cast<mode_t>(r.get<std::uint32_t>());
+      in->lookups = r.get<std::uint64_t>();
+      in->backing_id = r.get<std::int32_t>();
+      in->backing_refs = r.get<std::uint32_t>();
+      in->fd = r.take_fd();
+      if (in->id >= next_id_ && in->id != cf::root_ino) throw cf::session::handoff_error("passthrough: a node id beyond the counter");
+      by_key_[{in->dev, in->ino}] = in->id;
+      inodes_[in->id] = std::move(in);
+    }
+    if (!inodes_.count(cf::root_ino)) throw cf::session::handoff_error("passthrough: the state has no root");
+    if (!files_.empty()) throw cf::session::handoff_error("passthrough: state restored into a server that has open files");
+    generations_.clear();
+    free_slots_.clear();
+    const auto slots = r.get<std::uint64_t>();
+    for (std::uint64_t slot = 0; slot < slots; ++slot) {
+      generations_.push_back(r.get<std::uint32_t>());
+      files_.emplace_back();
+      if (!r.get<std::uint8_t>()) {
+        free_slots_.push_back(slot);
+        continue;
+      }
+      auto f = std::make_unique<open_file>();
+      f->node = static_cast<cf::ino>(r.get<std::uint64_t>());
+      f->backing_id = r.get<std::int32_t>();
+      const bool is_dir = r.get<std::uint8_t>() != 0;
+      f->fd = r.take_fd();
+      if (is_dir) {
+        f->dir = ::fdopendir(f->fd);
+        if (!f->dir) throw cf::session::handoff_error(std::string("passthrough: a listing could not be resumed: ") + std::strerror(errno));
+        f->dir_offset = -1;  // a fresh stream: the next READDIR seeks to the kernel's offset
+      }
+      files_.back() = std::move(f);
+    }
+  }
+
   void drop_lookups(cf::ino i, std::uint64_t n) {
     std::lock_guard lock(mutex_);
     auto it = inodes_.find(i);

@@ -28,6 +28,7 @@
 #include <vector>
 
 #include "corofuse/fs/context.hpp"
+#include "corofuse/fs/handoff_gate.hpp"
 #include "corofuse/io/operations.hpp"
 #include "corofuse/io/ring.hpp"
 #include "corofuse/io/task.hpp"
@@ -54,6 +55,11 @@ class mailbox {
   // Set when the connection is gone: cancel the data operations in flight (a zero-copy READ_FIXED
   // would otherwise still write into pages the client owns again: Linux 7.3 leaves them registered).
   std::atomic<bool> lost{false};
+  // Set for a handoff to a successor process: the thread's /dev/fuse readers stop reading (their
+  // polls on `reading_fd`, set by the thread before it serves, are cancelled).
+  std::atomic<bool> stop_reading{false};
+  int reading_fd = -1;
+  handoff_gate* gate = nullptr;  // where stopped readers wait for the handoff's outcome
   std::vector<context*> contexts;  // changed and read under the router's lock only
 
  private:
@@ -127,6 +133,21 @@ class interrupt_router {
     }
   }
 
+  // Handoff: every thread's /dev/fuse readers stop once their request in service is answered.
+  void stop_reading_all() {
+    std::lock_guard lock(mutex_);
+    for (mailbox* m : boxes_) {
+      m->stop_reading.store(true, std::memory_order_release);
+      m->wake();
+    }
+  }
+
+  // The handoff failed: readers go on (called before the gate's verdict).
+  void resume_reading_all() {
+    std::lock_guard lock(mutex_);
+    for (mailbox* m : boxes_) m->stop_reading.store(false, std::memory_order_release);
+  }
+
   // Shutdown: every thread cancels what it has in flight.
   void stop_all() {
     std::lock_guard lock(mutex_);
@@ -151,6 +172,7 @@ class interrupt_router {
 template <typename Finished>
 io::task<void> watch_mailbox(io::ring& r, mailbox& m, Finished finished) {
   bool lost_handled = false;
+  bool reading_stopped = false;
   for (;;) {
     std::uint64_t v = 0;
     int n = co_await io::read(r, m.fd(), std::span(reinterpret_cast<std::byte*>(&v), sizeof v), static_cast<std::uint64_t>(-1));
@@ -159,6 +181,12 @@ io::task<void> watch_mailbox(io::ring& r, mailbox& m, Finished finished) {
     if (m.stopping.load(std::memory_order_acquire)) {
       (void)co_await io::cancel_any(r);
       continue;
+    }
+    if (!m.stop_reading.load(std::memory_order_acquire)) {
+      reading_stopped = false;  // a failed handoff: the readers went on
+    } else if (!reading_stopped && m.reading_fd >= 0) {
+      reading_stopped = true;  // the readers see the flag when their poll ends
+      (void)co_await io::cancel_fd(r, io::file_ref{m.reading_fd});
     }
     if (m.lost.load(std::memory_order_acquire) && !lost_handled) {
       lost_handled = true;

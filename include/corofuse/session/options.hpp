@@ -42,6 +42,11 @@ struct options {
   // Needs default_permissions and a filesystem that declares `supports_idmapped_mounts`: the
   // kernel then names the caller only in creating requests (context::uid()).
   bool allow_idmap = false;
+  // Restart without unmount. --handoff-socket PATH: listen there for a successor process (a new
+  // version of this server, started with --take-over PATH) and hand it the mount. --take-over
+  // PATH: take the mount over from the server listening there instead of mounting.
+  std::string handoff_socket;
+  std::string take_over;
 };
 
 inline constexpr std::string_view common_usage =
@@ -73,6 +78,11 @@ inline constexpr std::string_view common_usage =
     "  --depth N              requests in service at once (default 4, 1..1024)\n"
     "  --shutdown-grace S     after SIGINT/SIGTERM and the lazy unmount, seconds to wait for open\n"
     "                         files to close before aborting the connection (default 5)\n"
+    "  --handoff-socket PATH  listen on the unix socket PATH for a successor (restart without\n"
+    "                         unmount): a process started with --take-over PATH gets the mount,\n"
+    "                         its open files and requests in flight, and this one exits 0\n"
+    "  --take-over PATH       take the mount over from the server listening on PATH instead of\n"
+    "                         mounting (same filesystem and options; MOUNTPOINT must match)\n"
     "  -h, --help             this text\n";
 
 struct parse_outcome {
@@ -162,7 +172,8 @@ inline std::string apply_mount_option(options& o, std::string_view opt) {
 // True for the common options whose value is the next argument: a program that takes positional
 // arguments of its own (passthrough's SOURCE) uses it to tell values from positionals.
 inline bool option_takes_value(std::string_view a) noexcept {
-  return a == "-o" || a == "--transport" || a == "--zero-copy" || a == "--depth" || a == "--shutdown-grace";
+  return a == "-o" || a == "--transport" || a == "--zero-copy" || a == "--depth" || a == "--shutdown-grace" ||
+         a == "--handoff-socket" || a == "--take-over";
 }
 
 inline parse_outcome parse_command_line(int argc, char** argv, options& o) {
@@ -228,6 +239,11 @@ inline parse_outcome parse_command_line(int argc, char** argv, options& o) {
       std::string_view v = value(a);
       if (!detail::parse_seconds(v, o.shutdown_grace) || o.shutdown_grace > 3600)
         return fail("--shutdown-grace takes seconds from 0 to 3600, not '" + std::string(v) + "'");
+    } else if (a == "--handoff-socket" || a == "--take-over") {
+      std::string_view v = value(a);
+      // A unix socket path: sun_path holds 107 bytes and its NUL.
+      if (v.empty() || v.size() > 107) return fail(std::string(a) + " takes a socket path of 1 to 107 bytes");
+      (a == "--handoff-socket" ? o.handoff_socket : o.take_over) = std::string(v);
     } else if (!a.empty() && a[0] == '-') {
       return fail("unknown option " + std::string(a));
     } else if (o.mountpoint.empty()) {

@@ -5,8 +5,10 @@
 //   connection the kernel still keeps (open files, a cwd inside) is aborted through fusectl.
 #pragma once
 
+#include <limits.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/eventfd.h>
 #include <sys/signalfd.h>
 #include <unistd.h>
 
@@ -20,6 +22,7 @@
 #include <vector>
 #include <latch>
 #include <atomic>
+#include <optional>
 
 #include "corofuse/abi/flags.hpp"
 #include "corofuse/fs/dispatch.hpp"
@@ -31,6 +34,8 @@
 #include "corofuse/io/sync_wait.hpp"
 #include "corofuse/proto/request.hpp"
 #include "corofuse/session/counters.hpp"
+#include "corofuse/session/handoff.hpp"
+#include "corofuse/session/handoff_server.hpp"
 #include "corofuse/session/init.hpp"
 #include "corofuse/session/mount.hpp"
 #include "corofuse/session/options.hpp"
@@ -96,9 +101,11 @@ io::task<void> run_reader(Fs& fs, io::ring& r, serve_state& st, const cache_defa
       co_await transport::serve_dev_fuse(fs, r, st.mount->fd(), cache, buf, stats, layout, first_fixed_index, st.router, st.box,
                                          st.replies);
   if (end == transport::reader_end::read_failed) st.read_failed = true;
-  // ENODEV: unmounted or aborted. The ring's zero-copy entries must stop touching client pages.
-  if (st.connection_lost) st.connection_lost->store(true, std::memory_order_release);
-  if (st.router) st.router->connection_lost();  // every thread cancels its data operations in flight
+  if (end != transport::reader_end::stopped) {  // stopped: handed over to a successor, the connection lives on
+    // ENODEV: unmounted or aborted. The ring's zero-copy entries must stop touching client pages.
+    if (st.connection_lost) st.connection_lost->store(true, std::memory_order_release);
+    if (st.router) st.router->connection_lost();  // every thread cancels its data operations in flight
+  }
   if (--st.live_readers == 0 && st.watcher_op.pending()) co_await io::cancel(r, st.watcher_op);  // nothing left to watch
 }
 
@@ -182,6 +189,57 @@ inline bool negotiate(io::ring& r, fuse_mount& m, transport::dev_buffers& buf, c
 }
 
 // Mounts `fs` on o.mountpoint and serves it; returns the process exit status.
+// A filesystem that can hand its state to a successor process (restart without unmount): what
+// save_state() writes (values, descriptors), restore_state() reads back in the successor.
+template <typename Fs>
+concept hands_over_state = requires(Fs& fs, handoff_writer& w, handoff_reader& r) {
+  fs.save_state(w);
+  fs.restore_state(r);
+};
+
+// The successor's side of a handoff, up to the state: the predecessor's ring memory mapped at its
+// address, then everything it sent.
+struct taken_over_mount {
+  transport::shared_arena arena;
+  handoff_geometry geometry;
+  std::optional<handoff_reader> state;  // positioned at the held entries
+  int sock = -1;
+  ~taken_over_mount() {
+    if (sock >= 0) ::close(sock);
+  }
+};
+
+inline void take_over_from(const std::string& path, taken_over_mount& t) {
+  t.sock = connect_to_predecessor(path, 30);
+  handoff_writer hello;
+  hello.put(handoff_magic);
+  hello.put(handoff_version);
+  hello.put(static_cast<std::int32_t>(::getpid()));
+  send_blob(t.sock, hello);
+  handoff_reader offer = receive_blob(t.sock);
+  if (offer.get<std::uint64_t>() != handoff_magic) throw handoff_error("--take-over " + path + ": not a corofuse handoff socket");
+  const bool ok = offer.get<std::uint8_t>() != 0;
+  const std::string why = offer.get_string();
+  if (!ok) throw handoff_error("--take-over " + path + ": the running server refused: " + why);
+  const bool has_arena = offer.get<std::uint8_t>() != 0;
+  t.geometry = offer.get<handoff_geometry>();
+  std::string map_error;
+  if (has_arena) {
+    try {
+      t.arena = transport::shared_arena::map_at(offer.take_fd(), t.geometry.arena_address, t.geometry.arena_size);
+    } catch (const std::exception& e) {
+      map_error = e.what();
+    }
+  }
+  handoff_writer mapped;
+  mapped.put<std::uint8_t>(map_error.empty());
+  mapped.put_string(map_error);
+  send_blob(t.sock, mapped);
+  if (!map_error.empty()) throw handoff_error("--take-over " + path + ": " + map_error);
+  t.state.emplace(receive_blob(t.sock));
+  if (t.state->get<std::uint64_t>() != handoff_magic) throw handoff_error("--take-over " + path + ": a malformed state");
+}
+
 template <typename Fs>
 int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
   server_log log(o.debug);
@@ -223,17 +281,47 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
     }
   }
 
+  if (!o.handoff_socket.empty() || !o.take_over.empty()) {
+    if constexpr (!hands_over_state<Fs>) {
+      log.info("%s: this filesystem cannot hand its state to a successor (it has no save_state/restore_state)",
+               o.take_over.empty() ? "--handoff-socket" : "--take-over");
+      return 2;
+    }
+  }
+
+  // A successor takes the mount over instead of mounting: the predecessor's terms, its /dev/fuse,
+  // its ring entries (held in memory mapped here at the same address) and its filesystem state.
   std::unique_ptr<fuse_mount> m;
-  try {
-    m = std::make_unique<fuse_mount>(o.mountpoint, o.mount);
-  } catch (const mount_error& e) {
-    log.info("%s", e.what());
-    return 1;
+  taken_over_mount pred;
+  init_terms terms;
+  const bool successor = !o.take_over.empty();
+  if (successor) {
+    try {
+      take_over_from(o.take_over, pred);
+      handoff_reader& in = *pred.state;
+      terms = get_terms(in);
+      const std::string mountpoint = in.get_string();
+      const bool unprivileged = in.get<std::uint8_t>() != 0;
+      m = std::make_unique<fuse_mount>(fuse_mount::taken_over_t{}, in.take_fd(), mountpoint, unprivileged);
+      char resolved[PATH_MAX];
+      if (!::realpath(o.mountpoint.c_str(), resolved) || mountpoint != resolved)
+        log.info("--take-over: serving %s, where the predecessor mounted (not %s)", mountpoint.c_str(), o.mountpoint.c_str());
+    } catch (const std::exception& e) {
+      log.info("%s", e.what());
+      return 1;
+    }
+  } else {
+    try {
+      m = std::make_unique<fuse_mount>(o.mountpoint, o.mount);
+    } catch (const mount_error& e) {
+      log.info("%s", e.what());
+      return 1;
+    }
   }
   // Buffers before the ring: the ring goes first at the end, so no operation of it can still be
   // writing into a freed buffer. Sized for what the kernel may send: at least its default 32
   // pages, whatever -o max_pages asked for (the kernel ignores smaller counts it was not told).
-  const std::size_t max_payload = std::max<std::size_t>(o.max_pages, 32) * 4096;
+  const std::size_t max_payload = std::max<std::size_t>({o.max_pages, terms.max_pages, 32}) * 4096;
   std::vector<std::unique_ptr<transport::dev_buffers>> buffers;
   for (unsigned i = 0; i < o.depth; ++i) buffers.push_back(std::make_unique<transport::dev_buffers>(max_payload));
   std::unique_ptr<io::ring> ring;
@@ -248,8 +336,16 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
   io::ring& r = *ring;
   if (!r.fallback_reason().empty()) log.info("%s", r.fallback_reason().c_str());
 
+  if (!successor) {
   init_wishes w;
   w.flags = wanted_flags(fs, o);
+  if (!o.handoff_socket.empty()) {
+    // A handoff quiets each idle ring entry with a background request (handoff_server.hpp): the
+    // kernel must let that many run at once (its default is 12).
+    const unsigned need = transport::possible_cpus() * o.depth + 12;
+    w.max_background = static_cast<std::uint16_t>(std::min(need, 65535u));
+    w.congestion_threshold = static_cast<std::uint16_t>(w.max_background * 3 / 4);
+  }
   if (o.transport != transport_choice::dev_fuse) w.flags |= abi::init_flag::over_io_uring;
   w.max_write = o.max_write;
   w.max_pages = o.max_pages;
@@ -266,7 +362,6 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
       w.flags &= ~abi::init_flag::passthrough;
     }
   }
-  init_terms terms;
   if (!transport::set_nonblocking(m->fd())) {
     log.info("cannot make /dev/fuse non-blocking: %s", std::strerror(errno));
     return 1;
@@ -295,12 +390,70 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
   if (o.debug)
     log.info("mounted %s: protocol 7.%u, max_write %u, flags 0x%llx", m->mountpoint().c_str(), terms.minor, terms.max_write,
              static_cast<unsigned long long>(terms.flags));
+  }  // !successor
 
   // RETRIEVE's answers come back on /dev/fuse, to whichever reader: routed to the asker.
   notify_replies replies;
   if constexpr (handlers::init<Fs>) {
     connection conn(m->fd(), terms.flags, terms.minor, terms.max_write, &replies);
     fs.init(conn);
+  }
+  // The ring geometry (the successor's is the predecessor's) and, in the successor, the entries
+  // as they were held, then the filesystem's state.
+  unsigned queues = terms.has(abi::init_flag::over_io_uring) ? transport::possible_cpus() : 0;
+  unsigned depth = o.depth;
+  std::size_t payload_size = queues ? transport::ring_payload_size(terms.max_write, terms.max_pages) : 0;
+  if (successor) {
+    queues = pred.geometry.queues;
+    depth = pred.geometry.depth;
+    payload_size = pred.geometry.payload_size;
+    if (queues && queues != transport::possible_cpus()) {
+      log.info("--take-over: the predecessor served %u ring queues, this machine has %u CPUs", queues, transport::possible_cpus());
+      return 1;
+    }
+  }
+  const transport::queue_layout qlayout = transport::layout_of_queue(depth, payload_size);
+  transport::shared_arena own_arena;
+  if (queues && !successor) {
+    try {
+      own_arena = transport::shared_arena::create(queues * qlayout.per_queue());
+    } catch (const std::exception& e) {
+      log.info("%s", e.what());
+      return 1;
+    }
+  }
+  transport::shared_arena& arena = successor ? pred.arena : own_arena;
+  if (queues && arena.size() < queues * qlayout.per_queue()) {
+    log.info("--take-over: the predecessor's ring memory is smaller than its geometry says");
+    return 1;
+  }
+  std::unique_ptr<transport::entry_slot[]> slots(new transport::entry_slot[std::size_t{queues} * depth]);
+  if (successor) {
+    try {
+      handoff_reader& in = *pred.state;
+      const auto n = in.get<std::uint32_t>();
+      if (n != queues * depth) throw handoff_error("--take-over: the held entries do not match the ring geometry");
+      for (std::uint32_t i = 0; i < n; ++i) {
+        const auto state = static_cast<transport::entry_state>(in.get<std::uint8_t>());
+        slots[i].commit_id = in.get<std::uint64_t>();
+        if (!transport::is_held(state)) throw handoff_error("--take-over: an entry the predecessor did not hold");
+        slots[i].state.store(state);
+      }
+      if constexpr (hands_over_state<Fs>) fs.restore_state(in);
+      if (!in.at_end()) throw handoff_error("--take-over: more state than the filesystem read");
+    } catch (const std::exception& e) {
+      // Nothing is served yet: tell the predecessor, which then serves on.
+      handoff_writer no;
+      no.put<std::uint8_t>(0);
+      no.put_string(e.what());
+      try {
+        send_blob(pred.sock, no);
+      } catch (...) {
+      }
+      log.info("%s", e.what());
+      m->hand_over();  // the mount stays the predecessor's
+      return 1;
+    }
   }
 
   proto::layout_options layout;
@@ -312,16 +465,22 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
   transport::ring_setup rs;
   rs.router = &router;
   std::vector<std::thread> queue_threads;
-  const unsigned queues = terms.has(abi::init_flag::over_io_uring) ? transport::possible_cpus() : 0;
+  handoff_gate gate;
   std::vector<std::atomic<std::uint64_t>> queue_requests(queues);
   // Outlives the queue threads: a thread may still be inside count_down() when wait() returns.
   std::latch started(queues);
   if (queues) {
     rs.fuse_fd = m->fd();
-    rs.depth = o.depth;
-    rs.payload_size = transport::ring_payload_size(terms.max_write, terms.max_pages);
-    // Buffer pools when the kernel offers them (7.46), unless the 7.42 ring was asked for.
-    rs.use_pool = terms.offers(abi::init_flag::has_io_uring_bufpool) && o.transport != transport_choice::ring;
+    rs.depth = depth;
+    rs.payload_size = payload_size;
+    rs.arena = &arena;
+    rs.arena_layout = qlayout;
+    rs.slots = slots.get();
+    rs.gate = &gate;
+    rs.adopt = successor;
+    // Buffer pools when the kernel offers them (7.46), unless the 7.42 ring was asked for. (A
+    // successor continues the predecessor's ring, which had none: pools are not handed over.)
+    rs.use_pool = terms.offers(abi::init_flag::has_io_uring_bufpool) && o.transport != transport_choice::ring && !successor;
     rs.zero_copy = rs.use_pool && o.zero_copy;
     rs.layout = layout;
     rs.cache = &o.cache;
@@ -341,21 +500,21 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
     }
     if (rs.use_pool)
       log.info("serving over FUSE-over-io_uring with buffer pools: %u queues x %u entries, %zu KiB buffers; %d queues pooled, "
-               "%d zero-copy", queues, o.depth, rs.payload_size / 1024, rs.pool_queues.load(), rs.zero_copy_queues.load());
+               "%d zero-copy", queues, depth, rs.payload_size / 1024, rs.pool_queues.load(), rs.zero_copy_queues.load());
     else
-      log.info("serving over FUSE-over-io_uring: %u queues x %u entries, %zu KiB payload each", queues, o.depth,
-               rs.payload_size / 1024);
+      log.info("serving over FUSE-over-io_uring: %u queues x %u entries, %zu KiB payload each%s", queues, depth,
+               rs.payload_size / 1024, successor ? " (taken over)" : "");
   }
   if (o.debug) {
     // The buffer memory this mount holds (all of it pinned where registered): the ring's payloads
     // or pools, the /dev/fuse readers' request and reply buffers, the extra reading threads'.
     const double mib = 1024.0 * 1024.0;
     const std::size_t reader_bytes = o.depth * 2 * (max_payload + 4096);
-    const std::size_t ring_bytes = queues * std::size_t{o.depth} * rs.payload_size;
+    const std::size_t ring_bytes = queues * std::size_t{depth} * rs.payload_size;
     const std::size_t thread_bytes = queues ? 0 : (transport::possible_cpus() - 1) * reader_bytes;
     log.info("buffers: %.1f MiB (ring %.1f MiB = %u queues x %u x %zu KiB; /dev/fuse readers %.1f MiB; extra reading threads "
              "%.1f MiB)", static_cast<double>(ring_bytes + reader_bytes + thread_bytes) / mib, static_cast<double>(ring_bytes) / mib,
-             queues, o.depth, rs.payload_size / 1024, static_cast<double>(reader_bytes) / mib, static_cast<double>(thread_bytes) / mib);
+             queues, depth, rs.payload_size / 1024, static_cast<double>(reader_bytes) / mib, static_cast<double>(thread_bytes) / mib);
   }
   // Without the ring, /dev/fuse carries everything: one more reading thread per further possible
   // CPU, each on its own cloned descriptor and ring.
@@ -367,6 +526,7 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
     ds.layout = layout;
     ds.router = &router;
     ds.replies = &replies;
+    ds.gate = &gate;
     ds.depth = o.depth;
     ds.max_payload = max_payload;
     for (unsigned t = 1; t < transport::possible_cpus(); ++t) {
@@ -380,6 +540,32 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
     }
     if (o.debug) log.info("serving /dev/fuse on %zu threads", dev_threads.size() + 1);
   }
+  if (successor) {
+    // Every held entry is this process's now, and the readers are about to start: the
+    // predecessor may go.
+    handoff_writer ok;
+    ok.put<std::uint8_t>(1);
+    ok.put_string("");
+    try {
+      send_blob(pred.sock, ok);
+    } catch (const std::exception& e) {
+      log.info("%s (the predecessor may not know it can go)", e.what());
+    }
+    log.info("took the mount %s over", m->mountpoint().c_str());
+  }
+
+  // Restart without unmount: a successor may connect to --handoff-socket (handoff_server.hpp).
+  handoff_site site;
+  int listen_fd = -1;
+  int listener_stop = -1;
+  std::thread listener;
+  if (!o.handoff_socket.empty()) {
+    try {
+      listen_fd = listen_for_successor(o.handoff_socket);
+    } catch (const std::exception& e) {
+      log.info("%s: no handoff possible", e.what());
+    }
+  }
 
   auto stop_threads = [&] {
     // After the unmount the ring entries complete -ENOTCONN and the readers see ENODEV; a
@@ -387,7 +573,7 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
     auto busy = [&] { return rs.queues_running.load() > 0 || ds.running.load() > 0; };
     for (int i = 0; i < static_cast<int>(o.shutdown_grace * 20) + 1 && busy(); ++i)
       std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    if (busy()) {
+    if (busy() && !site.handed_off.load()) {
       log.info("serving threads still waiting after the unmount: aborting the connection");
       m->abort();
       router.stop_all();  // and whatever their handlers still wait for
@@ -413,6 +599,8 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
   }
 
   mailbox main_box;
+  main_box.reading_fd = m->fd();
+  main_box.gate = &gate;
   router.add(main_box);
   serve_state st;
   st.mount = m.get();
@@ -421,6 +609,23 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
   st.box = &main_box;
   st.replies = &replies;
   st.live_readers = static_cast<int>(o.depth);
+  if (listen_fd >= 0) {
+    site.mountpoint = m->mountpoint();
+    site.unprivileged = m->unprivileged();
+    site.fuse_fd = m->fd();
+    site.terms = terms;
+    site.geometry = {queues, depth, payload_size, queues ? arena.address() : 0, queues ? arena.size() : 0};
+    site.arena = &arena;
+    site.rs = queues ? &rs : nullptr;
+    site.pooled = rs.pool_queues.load() > 0;
+    site.router = &router;
+    site.gate = &gate;
+    site.readers = static_cast<int>(o.depth + dev_threads.size() * ds.depth);
+    if constexpr (hands_over_state<Fs>) site.save_state = [&fs](handoff_writer& w) { fs.save_state(w); };
+    site.connection_lost = &rs.connection_lost;
+    listener_stop = ::eventfd(0, EFD_CLOEXEC);
+    listener = std::thread([&] { run_handoff_listener(listen_fd, listener_stop, site); });
+  }
   {
     io::scope s;
     io::scope watcher;
@@ -439,7 +644,19 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
       }
     }
   }
-  m->detach();
+  if (listener.joinable()) {
+    std::uint64_t one = 1;
+    (void)!::write(listener_stop, &one, sizeof one);
+    listener.join();
+  }
+  if (listen_fd >= 0) ::close(listen_fd);
+  if (listener_stop >= 0) ::close(listener_stop);
+  if (site.handed_off.load()) {
+    m->hand_over();  // the successor serves it now: no unmount, no abort
+  } else {
+    m->detach();
+    if (listen_fd >= 0) ::unlink(o.handoff_socket.c_str());
+  }
   stop_threads();
   router.remove(main_box);
   if (o.debug) {

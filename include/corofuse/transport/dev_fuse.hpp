@@ -64,6 +64,7 @@ class dev_buffers {
 enum class reader_end {
   connection_gone,  // ENODEV: unmounted or aborted (the normal end)
   read_failed,      // an unexpected read error (logged)
+  stopped,          // told to stop reading (a handoff to a successor process)
 };
 
 // Writes one reply (out_header + args) to /dev/fuse with writev(2), directly. A /dev/fuse write
@@ -112,6 +113,8 @@ io::task<reader_end> serve_dev_fuse(Fs& fs, io::ring& r, int fd, const cache_def
                                     session::counters& stats, proto::layout_options layout = {}, int first_fixed_index = -1,
                                     interrupt_router* router = nullptr, mailbox* box = nullptr,
                                     notify_replies* replies = nullptr) {
+  // With a mailbox, a handoff stops the reader between requests (mailbox::stop_reading).
+  auto told_to_stop = [box] { return box && box->stop_reading.load(std::memory_order_acquire); };
   context ctx(&r, defaults);
   struct attachment {
     interrupt_router* router;
@@ -129,6 +132,11 @@ io::task<reader_end> serve_dev_fuse(Fs& fs, io::ring& r, int fd, const cache_def
     ctx.set_registered_buffer(1, buf.reply(), first_fixed_index + 1);
   }
   for (;;) {
+    if (told_to_stop()) {
+      // Between requests: wait for the handoff's outcome; end if the successor took over.
+      if (!box->gate || co_await box->gate->wait(r)) co_return reader_end::stopped;
+      continue;
+    }
     int n = read_request(fd, buf.request());
     if (n == -EAGAIN) {
       // Nothing queued: wait on the ring until the device is readable. Polls wake every waiter;
@@ -212,6 +220,7 @@ struct dev_threads_setup {
   std::atomic<int> running{0};
   interrupt_router* router = nullptr;
   notify_replies* replies = nullptr;
+  handoff_gate* gate = nullptr;  // a handoff to a successor stops the readers there
 };
 
 // One extra thread serving /dev/fuse on its cloned descriptor `fd` (closed when it ends), with
@@ -236,6 +245,8 @@ void run_dev_thread(Fs& fs, int fd, unsigned index, dev_threads_setup& setup) {
       fixed = false;  // the main thread already said why (the same limit applies)
     }
     mailbox box;
+    box.reading_fd = fd;
+    box.gate = setup.gate;
     if (setup.router) setup.router->add(box);
     struct leave_router {
       interrupt_router* router;

@@ -27,9 +27,11 @@
 #include <fstream>
 #include <latch>
 #include <memory>
+#include <new>
 #include <span>
 #include <string>
 #include <thread>
+#include <type_traits>
 #include <vector>
 
 #include "corofuse/abi/structs.hpp"
@@ -47,6 +49,7 @@
 #include "corofuse/session/counters.hpp"
 #include "corofuse/transport/page_buffer.hpp"
 #include "corofuse/transport/pool.hpp"
+#include "corofuse/transport/shared_arena.hpp"
 
 namespace corofuse::transport {
 
@@ -88,6 +91,21 @@ struct ring_entry_buffers {
   alignas(64) abi::uring_req_header header{};
   iovec iov[2]{};  // REGISTER's argument: header, payload (empty with a buffer pool)
 };
+static_assert(std::is_trivially_copyable_v<ring_entry_buffers>, "lives in shared memory, handed to a successor as bytes");
+
+// Where one queue's entries live in the arena: `depth` entry headers, then the payload block.
+struct queue_layout {
+  std::size_t headers_bytes = 0;  // page-rounded
+  std::size_t block_bytes = 0;    // page-rounded
+  std::size_t per_queue() const noexcept { return headers_bytes + block_bytes; }
+};
+
+inline queue_layout layout_of_queue(unsigned depth, std::size_t payload_size) noexcept {
+  queue_layout l;
+  l.headers_bytes = shared_arena::round_up(std::size_t{depth} * sizeof(ring_entry_buffers));
+  l.block_bytes = shared_arena::round_up(std::size_t{depth} * payload_size);
+  return l;
+}
 
 // Where an entry's requests put their payload: its own buffer (7.42, or a pool the kernel
 // refused), or the queue's pool; plus, on a zero-copy queue, its slot and the window standing for it.
@@ -100,6 +118,23 @@ struct entry_payload {
   int zero_copy_slot = -1;       // the entry's slot for the client's pages (-1: not zero-copy)
   std::span<std::byte> window;   // never-mapped stand-in for that slot
 };
+
+// Where each entry stands, for a handoff to a successor process (restart without unmount). Once
+// `ring_setup::freezing` is set, an entry that gets a request keeps it unserved, and a handler
+// that finishes leaves its reply in place uncommitted: the entry is then held, in the kernel's
+// eyes a request in service, and the successor commits it from its own ring.
+enum class entry_state : std::uint8_t {
+  waiting,       // REGISTER or COMMIT_AND_FETCH outstanding: the kernel may hand it a request
+  serving,       // a handler runs
+  held_request,  // frozen with an unserved request in it
+  held_reply,    // frozen with a reply written in place, not committed
+  ended,         // completed with an error (unmount, abort)
+};
+struct entry_slot {
+  std::atomic<entry_state> state{entry_state::waiting};
+  std::uint64_t commit_id = 0;  // of the held request (written before state, read after it)
+};
+constexpr bool is_held(entry_state s) noexcept { return s == entry_state::held_request || s == entry_state::held_reply; }
 
 // Shared, read-only configuration of the queues plus the cross-thread outcome.
 struct ring_setup {
@@ -121,6 +156,17 @@ struct ring_setup {
   std::atomic<bool> connection_lost{false};
   interrupt_router* router = nullptr;  // INTERRUPT and shutdown reach the queues' mailboxes through it
   notify_replies* replies = nullptr;   // RETRIEVE's answers (NOTIFY_REPLY) may come over the ring too
+
+  // Restart without unmount. The entries' headers and payloads live in `arena` (queue q at
+  // q * arena_layout.per_queue()); `slots` has one entry_slot per entry (queue-major).
+  shared_arena* arena = nullptr;
+  queue_layout arena_layout;
+  entry_slot* slots = nullptr;
+  std::atomic<bool> freezing{false};
+  handoff_gate* gate = nullptr;  // where frozen entries wait for the outcome (set when freezing can happen)
+  // A successor's start: every entry is taken over as it was held (no REGISTER); its state is in
+  // `slots` (held_request or held_reply, with the commit id).
+  bool adopt = false;
 };
 
 inline bool connection_ended(int res) noexcept { return res == -ENOTCONN || res == -ECONNABORTED || res == -ENODEV; }
@@ -150,7 +196,7 @@ struct mailbox_attachment {
 
 template <typename Fs>
 io::task<void> serve_ring_entry(Fs& fs, io::ring& r, ring_setup& setup, ring_entry_buffers& e, entry_payload where,
-                                std::uint16_t qid, std::atomic<std::uint64_t>& queue_requests, mailbox* box) {
+                                std::uint16_t qid, std::atomic<std::uint64_t>& queue_requests, mailbox* box, entry_slot& slot) {
   context ctx(&r, *setup.cache);
   mailbox_attachment attached(setup.router, box, ctx);
   ctx.set_connection_lost_flag(&setup.connection_lost);
@@ -164,15 +210,37 @@ io::task<void> serve_ring_entry(Fs& fs, io::ring& r, ring_setup& setup, ring_ent
   e.iov[0] = {&e.header, sizeof e.header};
   e.iov[1] = pooled ? iovec{nullptr, 0} : iovec{where.own.data(), where.own.size()};
   abi::uring_cmd_req cmd{};
-  cmd.qid = qid;
-  if (where.zero_copy_slot >= 0) cmd.ent_zero_copy_buf_index = static_cast<std::uint16_t>(where.zero_copy_slot);
-  int res = co_await io::uring_cmd(r, setup.fuse_fd, static_cast<std::uint32_t>(abi::uring_cmd::register_entry), &cmd,
-                                   sizeof cmd, reinterpret_cast<std::uintptr_t>(e.iov), 2, cmd_buf_index);
-  if (res < 0 && !connection_ended(res)) {
-    int expected = 0;
-    if (setup.register_error.compare_exchange_strong(expected, res))
-      std::fprintf(stderr, "corofuse: REGISTER on queue %u failed: %s; the kernel falls back to /dev/fuse\n", qid, std::strerror(-res));
+  auto commit_of = [&](std::uint64_t id) {
+    cmd = abi::uring_cmd_req{};
+    cmd.commit_id = id;
+    cmd.qid = qid;
+    return io::uring_cmd(r, setup.fuse_fd, static_cast<std::uint32_t>(abi::uring_cmd::commit_and_fetch), &cmd, sizeof cmd, 0, 0,
+                         cmd_buf_index);
+  };
+  int res = 0;
+  const entry_state taken_over = setup.adopt ? slot.state.load(std::memory_order_acquire) : entry_state::waiting;
+  if (taken_over == entry_state::held_request) {
+    slot.state.store(entry_state::serving, std::memory_order_release);  // served below like any request
+  } else if (taken_over == entry_state::held_reply) {
+    slot.state.store(entry_state::waiting, std::memory_order_release);  // the predecessor's reply, committed from here
+    res = co_await commit_of(slot.commit_id);
+  } else {
+    cmd.qid = qid;
+    if (where.zero_copy_slot >= 0) cmd.ent_zero_copy_buf_index = static_cast<std::uint16_t>(where.zero_copy_slot);
+    res = co_await io::uring_cmd(r, setup.fuse_fd, static_cast<std::uint32_t>(abi::uring_cmd::register_entry), &cmd, sizeof cmd,
+                                 reinterpret_cast<std::uintptr_t>(e.iov), 2, cmd_buf_index);
+    if (res < 0 && !connection_ended(res)) {
+      int expected = 0;
+      if (setup.register_error.compare_exchange_strong(expected, res))
+        std::fprintf(stderr, "corofuse: REGISTER on queue %u failed: %s; the kernel falls back to /dev/fuse\n", qid, std::strerror(-res));
+    }
   }
+  // Frozen for a successor: the entry keeps what it has (the request, or the reply in place).
+  auto hold = [&](entry_state what, std::uint64_t id) {
+    slot.commit_id = id;
+    slot.state.store(what, std::memory_order_release);
+  };
+  bool held = false;
   for (;;) {
     if (res < 0) {
       if (connection_ended(res) || res == -ECANCELED) {  // ECANCELED: cancelled at shutdown
@@ -189,6 +257,14 @@ io::task<void> serve_ring_entry(Fs& fs, io::ring& r, ring_setup& setup, ring_ent
     // request has anything to copy: a request without gets none, and the reply writes nothing).
     std::span<std::byte> payload = where.own;
     const std::uint64_t commit_id = e.header.ring_ent_in_out.commit_id;
+    if (setup.freezing.load(std::memory_order_seq_cst)) {
+      hold(entry_state::held_request, commit_id);
+      if (co_await setup.gate->wait(r)) {  // the successor serves it
+        held = true;
+        break;
+      }
+    }
+    slot.state.store(entry_state::serving, std::memory_order_seq_cst);
     const bool zero_copy = (e.header.ring_ent_in_out.flags & abi::uring_ent_zero_copy) && where.zero_copy_slot >= 0;
     proto::parse_error pe = proto::parse_error::none;
     if (pooled) {
@@ -235,12 +311,23 @@ io::task<void> serve_ring_entry(Fs& fs, io::ring& r, ring_setup& setup, ring_ent
       e.header.ring_ent_in_out.payload_sz = error ? 0 : static_cast<std::uint32_t>(payload_bytes);
     };
     auto commit = [&] {
-      cmd = abi::uring_cmd_req{};
-      cmd.commit_id = commit_id;
-      cmd.qid = qid;
-      return io::uring_cmd(r, setup.fuse_fd, static_cast<std::uint32_t>(abi::uring_cmd::commit_and_fetch), &cmd, sizeof cmd, 0, 0,
-                           cmd_buf_index);
+      slot.state.store(entry_state::waiting, std::memory_order_release);
+      return commit_of(commit_id);
     };
+    if (st.read_from_file && !st.error && setup.freezing.load(std::memory_order_seq_cst)) {
+      // Frozen: no commit linked to the read. The data goes into the reply, which is held.
+      ctx.end();
+      int got = co_await ctx.read_fixed(st.data_from.fd, out.tail().first(st.data_from.size), st.data_from.offset);
+      if (got < 0) set_reply(-got, 0);
+      else set_reply(0, static_cast<std::size_t>(got));
+      hold(entry_state::held_reply, commit_id);
+      if (co_await setup.gate->wait(r)) {  // the successor commits it
+        held = true;
+        break;
+      }
+      res = co_await commit();
+      continue;
+    }
     if (st.read_from_file && !st.error) {
       ctx.end();
       // READ from a file: the read into the reply (payload or client pages) and the commit (reply
@@ -266,8 +353,16 @@ io::task<void> serve_ring_entry(Fs& fs, io::ring& r, ring_setup& setup, ring_ent
     }
     ctx.end();
     set_reply(st.error, out.size());
+    if (setup.freezing.load(std::memory_order_seq_cst)) {
+      hold(entry_state::held_reply, commit_id);
+      if (co_await setup.gate->wait(r)) {  // the successor commits it
+        held = true;
+        break;
+      }
+    }
     res = co_await commit();
   }
+  if (!held) slot.state.store(entry_state::ended, std::memory_order_release);
 }
 
 // One queue: its thread, pinned to CPU `qid`, runs its ring until every entry has ended.
@@ -284,18 +379,23 @@ void run_ring_queue(Fs& fs, ring_setup& setup, std::uint16_t qid, std::latch& st
     // The buffers outlive the ring (declared first): the kernel may use them until the ring is
     // gone. One block of depth payloads: the pool, or each entry's own payload when there is no
     // pool.
-    std::vector<std::unique_ptr<ring_entry_buffers>> entries;
-    for (unsigned i = 0; i < setup.depth; ++i) entries.push_back(std::make_unique<ring_entry_buffers>());
+    // They live in the shared arena, which outlives every queue (a successor may take them over).
+    std::byte* queue_base = setup.arena->bytes().data() + qid * setup.arena_layout.per_queue();
+    std::vector<ring_entry_buffers*> entries;
+    for (unsigned i = 0; i < setup.depth; ++i) {
+      auto* e = reinterpret_cast<ring_entry_buffers*>(queue_base) + i;
+      if (!setup.adopt) new (e) ring_entry_buffers{};  // a successor finds them as they were left
+      entries.push_back(e);
+    }
     const std::size_t block_size = setup.payload_size * setup.depth;
-    page_buffer block = make_page_buffer(block_size);
-    std::span<std::byte> all(block.get(), block_size);
+    std::span<std::byte> all(queue_base + setup.arena_layout.headers_bytes, block_size);
     std::vector<reserved_window> windows;
     io::ring_options ro;
     ro.entries = std::max(64u, 2 * setup.depth + 8);
     io::ring r(ro);  // created here: SINGLE_ISSUER makes this thread the ring's only submitter
 
     pool_outcome pool;
-    if (setup.use_pool) {
+    if (setup.use_pool && !setup.adopt) {
       pool = set_up_pool_queue(r, setup.fuse_fd, qid, all, setup.depth, setup.zero_copy);
       if (!pool.note.empty()) std::fprintf(stderr, "corofuse: queue %u: %s\n", qid, pool.note.c_str());
       if (pool.pool) setup.pool_queues.fetch_add(1);
@@ -339,9 +439,9 @@ void run_ring_queue(Fs& fs, ring_setup& setup, std::uint16_t qid, std::latch& st
         where.own = all.subspan(i * setup.payload_size, setup.payload_size);
         where.own_index = pool.pool_index;  // the whole block is one fixed buffer
       }
-      s.spawn(serve_ring_entry(fs, r, setup, *entries[i], where, qid, queue_requests, &box));
+      s.spawn(serve_ring_entry(fs, r, setup, *entries[i], where, qid, queue_requests, &box, setup.slots[qid * setup.depth + i]));
     }
-    r.submit();  // the REGISTERs go out now, before the session is told this queue is set up
+    r.submit();  // the REGISTERs (or a successor's commits) go out now, before the session is told this queue is set up
     started.count_down();
     counted_down = true;
     r.run_until([&] { return s.active() == 0; });
