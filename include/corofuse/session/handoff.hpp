@@ -233,7 +233,7 @@ inline handoff_reader receive_blob(int sock) {
   }
 }
 
-// Both ends of the socket. The predecessor's listening socket is owner-only (mode 0600): whoever
+// Both ends of the socket. The predecessor's listening socket is owner-only (umask 077): whoever
 // connects gets the mount and every file the server holds.
 inline sockaddr_un unix_address(const std::string& path) {
   sockaddr_un a{};
