@@ -165,6 +165,34 @@ class interrupt_router {
   std::atomic<int> pending_count_{0};
 };
 
+// Attaches a transport's context to its thread's mailbox for as long as it lives, so that an
+// INTERRUPT (and shutdown) reaches the requests it serves. Without a router or mailbox (a bare
+// transport in a test) it does nothing but mark the request started.
+struct mailbox_attachment {
+  interrupt_router* router;
+  mailbox* box;
+  context* ctx;
+  mailbox_attachment(interrupt_router* r, mailbox* m, context& c) : router(r && m ? r : nullptr), box(m), ctx(&c) {
+    if (router) router->attach(*box, *ctx);
+  }
+  ~mailbox_attachment() {
+    if (router) router->detach(*box, *ctx);
+  }
+  mailbox_attachment(const mailbox_attachment&) = delete;
+  mailbox_attachment& operator=(const mailbox_attachment&) = delete;
+  // The context serves `unique` from now on (interrupted at once if its INTERRUPT came first).
+  void start(std::uint64_t unique) {
+    if (router) router->start(*ctx, unique);
+    else ctx->start(unique);
+  }
+};
+
+// A handler cancelled by an INTERRUPT of its request answers EINTR, what the client's system call
+// then returns.
+inline int interrupted_error(const context& ctx, int error) noexcept {
+  return ctx.interrupted() && error == ECANCELED ? EINTR : error;
+}
+
 // The mailbox's coroutine, on its thread's ring: on each wake, cancels the tracked operations of
 // the interrupted contexts; when stopping, cancels every operation on the ring. Ends when
 // `finished` returns true after a wake (the thread's serving coroutines have all ended: the

@@ -116,17 +116,7 @@ io::task<reader_end> serve_dev_fuse(Fs& fs, io::ring& r, int fd, const cache_def
   // With a mailbox, a handoff stops the reader between requests (mailbox::stop_reading).
   auto told_to_stop = [box] { return box && box->stop_reading.load(std::memory_order_acquire); };
   context ctx(&r, defaults);
-  struct attachment {
-    interrupt_router* router;
-    mailbox* box;
-    context& ctx;
-    attachment(interrupt_router* r, mailbox* m, context& c) : router(r), box(m), ctx(c) {
-      if (router && box) router->attach(*box, ctx);
-    }
-    ~attachment() {
-      if (router && box) router->detach(*box, ctx);
-    }
-  } attached(router, box, ctx);
+  mailbox_attachment attached(router, box, ctx);
   if (first_fixed_index >= 0) {
     ctx.set_registered_buffer(0, buf.request(), first_fixed_index);
     ctx.set_registered_buffer(1, buf.reply(), first_fixed_index + 1);
@@ -180,10 +170,9 @@ io::task<reader_end> serve_dev_fuse(Fs& fs, io::ring& r, int fd, const cache_def
       continue;
     }
     proto::reply_buffer out(buf.reply());
-    if (router && box) router->start(ctx, req.unique());
-    else ctx.start(req.unique());
+    attached.start(req.unique());
     reply_status st = co_await dispatch(fs, ctx, req, out);
-    if (ctx.interrupted() && st.error == ECANCELED) st.error = EINTR;
+    st.error = interrupted_error(ctx, st.error);
     ctx.end();
     if (st.no_reply) continue;
     if (st.read_from_file) {  // the READ's data comes from a file, read straight into the reply

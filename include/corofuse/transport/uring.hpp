@@ -171,29 +171,6 @@ struct ring_setup {
 
 inline bool connection_ended(int res) noexcept { return res == -ENOTCONN || res == -ECONNABORTED || res == -ENODEV; }
 
-// A handler cancelled by an INTERRUPT of its request answers EINTR, what the client's system call
-// then returns.
-inline void answer_interrupted(const context& ctx, reply_status& st) noexcept {
-  if (ctx.interrupted() && st.error == ECANCELED) st.error = EINTR;
-}
-
-// Attaches a context to its thread's mailbox for as long as it lives.
-struct mailbox_attachment {
-  interrupt_router* router;
-  mailbox* box;
-  context* ctx;
-  mailbox_attachment(interrupt_router* r, mailbox* m, context& c) : router(r), box(m), ctx(&c) {
-    if (router && box) router->attach(*box, *ctx);
-  }
-  ~mailbox_attachment() {
-    if (router && box) router->detach(*box, *ctx);
-  }
-  void start(std::uint64_t unique) {
-    if (router) router->start(*ctx, unique);
-    else ctx->start(unique);
-  }
-};
-
 template <typename Fs>
 io::task<void> serve_ring_entry(Fs& fs, io::ring& r, ring_setup& setup, ring_entry_buffers& e, entry_payload where,
                                 std::uint16_t qid, std::atomic<std::uint64_t>& queue_requests, mailbox* box, entry_slot& slot) {
@@ -296,7 +273,7 @@ io::task<void> serve_ring_entry(Fs& fs, io::ring& r, ring_setup& setup, ring_ent
       attached.start(req.unique());
       if (req.opcode() == abi::opcode::notify_reply && setup.replies) setup.replies->complete(req.unique(), req.data());
       st = co_await dispatch(fs, ctx, req, out);
-      answer_interrupted(ctx, st);
+      st.error = interrupted_error(ctx, st.error);
       if (st.error) setup.stats->error(req.opcode());
       if (st.no_reply) st = reply_status{};  // every ring request must be committed to fetch the next
     }
