@@ -37,9 +37,15 @@ struct mount_options {
   unsigned rootmode = S_IFDIR | 0755;
 };
 
+// what() is the message as given, one line that names the cause (std::system_error's own what()
+// would append strerror again to messages that already say it).
 class mount_error : public std::system_error {
  public:
-  mount_error(int err, const std::string& what) : std::system_error(err, std::generic_category(), what) {}
+  mount_error(int err, const std::string& what) : std::system_error(err, std::generic_category(), what), message_(what) {}
+  const char* what() const noexcept override { return message_.c_str(); }
+
+ private:
+  std::string message_;
 };
 
 // mountinfo writes space, tab, newline and backslash in paths as octal escapes (\040 ...).
@@ -71,6 +77,27 @@ inline dev_t mounted_device(const std::string& mountpoint) {
     if (unescape_mountinfo(point) != mountpoint) continue;
     unsigned maj = 0, min = 0;
     if (std::sscanf(majmin.c_str(), "%u:%u", &maj, &min) == 2) found = makedev(maj, min);  // the last one wins
+  }
+  return found;
+}
+
+// The type of the topmost mount on `mountpoint` ("fuse.memfs", "tmpfs"), from /proc/self/mountinfo;
+// empty when nothing is mounted there.
+inline std::string mounted_type(const std::string& mountpoint) {
+  std::ifstream in("/proc/self/mountinfo");
+  std::string line, found;
+  while (std::getline(in, line)) {
+    // "36 35 0:52 / /mnt/x rw,... [optional fields] - fuse.name source opts"
+    std::istringstream f(line);
+    std::string id, parent, majmin, root, point;
+    if (!(f >> id >> parent >> majmin >> root >> point)) continue;
+    if (unescape_mountinfo(point) != mountpoint) continue;
+    for (std::string field; f >> field;) {
+      if (field == "-") {
+        f >> found;  // the last one wins
+        break;
+      }
+    }
   }
   return found;
 }
@@ -131,11 +158,19 @@ inline int receive_fd(int sock) {
   return -1;
 }
 
-// Runs fusermount3 with `args`; returns its exit status (or -1 when it could not be run).
-inline int run_fusermount(const std::string& binary, const std::vector<std::string>& args, int pass_fd = -1) {
+// Runs fusermount3 with `args`; returns its exit status (or -1 when it could not be run). With
+// `errors`, what the helper prints on stderr is collected there instead of going to ours.
+inline int run_fusermount(const std::string& binary, const std::vector<std::string>& args, int pass_fd = -1,
+                          std::string* errors = nullptr) {
+  int err_pipe[2] = {-1, -1};
+  if (errors && ::pipe2(err_pipe, O_CLOEXEC) != 0) err_pipe[0] = err_pipe[1] = -1;
   pid_t pid = ::fork();
-  if (pid < 0) return -1;
+  if (pid < 0) {
+    if (err_pipe[0] >= 0) ::close(err_pipe[0]), ::close(err_pipe[1]);
+    return -1;
+  }
   if (pid == 0) {
+    if (err_pipe[1] >= 0) ::dup2(err_pipe[1], 2);  // the copy on 2 is not close-on-exec
     if (pass_fd >= 0) {
       ::fcntl(pass_fd, F_SETFD, 0);  // the helper inherits this end of the socket
       ::setenv("_FUSE_COMMFD", std::to_string(pass_fd).c_str(), 1);
@@ -147,6 +182,16 @@ inline int run_fusermount(const std::string& binary, const std::vector<std::stri
     argv.push_back(nullptr);
     ::execv(binary.c_str(), argv.data());
     ::_exit(127);
+  }
+  if (err_pipe[0] >= 0) {
+    ::close(err_pipe[1]);
+    char buf[512];
+    for (;;) {
+      ssize_t n = ::read(err_pipe[0], buf, sizeof buf);
+      if (n > 0) errors->append(buf, static_cast<std::size_t>(n));
+      else if (n == 0 || errno != EINTR) break;
+    }
+    ::close(err_pipe[0]);
   }
   int status = 0;
   while (::waitpid(pid, &status, 0) < 0 && errno == EINTR) {
@@ -161,12 +206,23 @@ class fuse_mount {
   // Opens /dev/fuse and mounts it on `mountpoint` (an absolute path). Throws mount_error with the
   // cause and remedy.
   fuse_mount(const std::string& mountpoint, const mount_options& opt) {
+    // A second server on a live FUSE mount would stack over the first and hide it: refuse, before
+    // anything touches the path (a stat of a mount whose server hangs would block), and again by
+    // the canonical name.
+    refuse_fuse_mount_on(mountpoint);
     // mountinfo names the canonical path; resolving it now also rejects a missing mount point.
     char resolved[PATH_MAX];
-    if (!::realpath(mountpoint.c_str(), resolved)) throw mount_error(errno, "mount point " + mountpoint + ": " + std::strerror(errno));
+    if (!::realpath(mountpoint.c_str(), resolved)) {
+      const int e = errno;
+      throw mount_error(e, "mount point " + mountpoint + ": " + std::strerror(e));
+    }
     mountpoint_ = resolved;
+    refuse_fuse_mount_on(mountpoint_);
     struct stat st{};
-    if (::stat(mountpoint_.c_str(), &st) != 0) throw mount_error(errno, "mount point " + mountpoint_ + ": " + std::strerror(errno));
+    if (::stat(mountpoint_.c_str(), &st) != 0) {
+      const int e = errno;
+      throw mount_error(e, "mount point " + mountpoint_ + ": " + std::strerror(e));
+    }
     if (!S_ISDIR(st.st_mode)) throw mount_error(ENOTDIR, "mount point " + mountpoint_ + " is not a directory");
     if (::geteuid() == 0) {
       mount_directly(opt);
@@ -176,6 +232,17 @@ class fuse_mount {
     mounted_ = true;
     dev_ = mounted_device(mountpoint_);
   }
+
+  // A mount taken over from a predecessor process (restart without unmount): its /dev/fuse
+  // descriptor, received over the handoff socket; nothing is mounted here.
+  struct taken_over_t {};
+  fuse_mount(taken_over_t, int fd, const std::string& mountpoint, bool unprivileged)
+      : mountpoint_(mountpoint), fd_(fd), mounted_(true) {
+    if (unprivileged) fusermount_ = detail::find_fusermount();
+    dev_ = mounted_device(mountpoint_);
+  }
+  // The mount now belongs to a successor process: neither unmount it nor abort it here.
+  void hand_over() noexcept { mounted_ = false; }
 
   fuse_mount(const fuse_mount&) = delete;
   fuse_mount& operator=(const fuse_mount&) = delete;
@@ -211,6 +278,13 @@ class fuse_mount {
   bool abort() noexcept { return abort_connection(dev_); }
 
  private:
+  // Only FUSE mounts are refused: mounting over another filesystem's mount point is ordinary.
+  static void refuse_fuse_mount_on(const std::string& path) {
+    const std::string type = mounted_type(path);
+    if (type == "fuse" || type == "fuseblk" || type.rfind("fuse.", 0) == 0)
+      throw mount_error(EBUSY, "mount point " + path + " is already a FUSE mount (" + type + "): unmount it first");
+  }
+
   static std::string octal(unsigned v) {
     char buf[16];
     std::snprintf(buf, sizeof buf, "%o", v);
@@ -252,12 +326,18 @@ class fuse_mount {
     if (opt.default_permissions) opts += ",default_permissions";
     int sv[2];
     if (::socketpair(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0, sv) != 0) throw mount_error(errno, "socketpair for fusermount3");
-    int status = detail::run_fusermount(helper, {"-o", opts, "--", mountpoint_}, sv[1]);
+    std::string said;
+    int status = detail::run_fusermount(helper, {"-o", opts, "--", mountpoint_}, sv[1], &said);
     ::close(sv[1]);
     int fd = status == 0 ? detail::receive_fd(sv[0]) : -1;
     ::close(sv[0]);
+    // The helper's own words, as one line (it says why it refused).
+    while (!said.empty() && (said.back() == '\n' || said.back() == ' ')) said.pop_back();
+    for (std::size_t nl; (nl = said.find('\n')) != std::string::npos;) said.replace(nl, 1, "; ");
     if (fd < 0)
-      throw mount_error(EPERM, "mount " + mountpoint_ + ": fusermount3 failed (exit status " + std::to_string(status) + ")");
+      throw mount_error(EPERM, "mount " + mountpoint_ + ": " +
+                                   (said.empty() ? "fusermount3 failed (exit status " + std::to_string(status) + ")" : said));
+    if (!said.empty()) std::fprintf(stderr, "%s\n", said.c_str());  // a warning on success stays visible
     fd_ = fd;
     fusermount_ = helper;
   }
