@@ -22,12 +22,7 @@ class control_channel {
   // Creates the FIFO at `path` (mode 0600) unless one is there, and calls `on_line` for every
   // line written to it, on the channel's thread, until destroyed.
   control_channel(std::string path, std::function<void(std::string_view)> on_line) : path_(std::move(path)), on_line_(std::move(on_line)) {
-    struct stat st {};
-    if (::lstat(path_.c_str(), &st) == 0) {
-      if (!S_ISFIFO(st.st_mode)) throw std::runtime_error(path_ + " exists and is not a FIFO");
-    } else if (::mkfifo(path_.c_str(), 0600) != 0) {
-      throw std::runtime_error("mkfifo " + path_ + ": " + std::strerror(errno));
-    }
+    if (std::string why = prepare(path_); !why.empty()) throw std::runtime_error(why);
     // Read-write: the FIFO stays open with no writer, so poll does not report hang-ups in a loop.
     fd_ = ::open(path_.c_str(), O_RDWR | O_NONBLOCK | O_CLOEXEC);
     if (fd_ < 0) throw std::runtime_error("open " + path_ + ": " + std::strerror(errno));
@@ -38,6 +33,18 @@ class control_channel {
     }
     thread_ = std::thread([this] { run(); });
   }
+  // Makes sure a FIFO is at `path` (creating it, mode 0600); what is wrong otherwise, in one
+  // line. A program checks this before it mounts, so a bad path never leaves a mount behind.
+  static std::string prepare(const std::string& path) {
+    struct stat st {};
+    if (::lstat(path.c_str(), &st) == 0) {
+      if (!S_ISFIFO(st.st_mode)) return "--control " + path + ": exists and is not a FIFO";
+    } else if (::mkfifo(path.c_str(), 0600) != 0) {
+      return "--control " + path + ": cannot create the FIFO: " + std::strerror(errno);
+    }
+    return {};
+  }
+
   ~control_channel() {
     std::uint64_t one = 1;
     (void)!::write(stop_, &one, sizeof one);

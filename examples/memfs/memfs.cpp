@@ -1094,12 +1094,24 @@ int main(int argc, char** argv) {
   }
   rest.push_back(nullptr);
   memfs fs(size);
-  if (!control.empty()) fs.set_control_path(control);
-  return corofuse::session::main(fs, static_cast<int>(rest.size() - 1), rest.data(),
-                                 "memfs: an in-memory POSIX filesystem (files, directories, links, devices, xattrs)",
-                                 "  --size N               the most file data memfs holds: bytes, with K/M/G/T, or N% of RAM\n"
-                                 "                         (default 25%); writes beyond it fail with ENOSPC\n"
-                                 "  --control FIFO         take commands from FIFO (created if missing) that change the tree\n"
-                                 "                         behind the kernel's back and notify it: set|store PATH TEXT, rm PATH,\n"
-                                 "                         mv OLD NEW, retrieve PATH, epoch (see memfs.cpp)\n");
+  constexpr std::string_view about = "memfs: an in-memory POSIX filesystem (files, directories, links, devices, xattrs)";
+  constexpr std::string_view extra_usage =
+      "  --size N               the most file data memfs holds: bytes, with K/M/G/T, or N% of RAM\n"
+      "                         (default 25%); writes beyond it fail with ENOSPC\n"
+      "  --control FIFO         take commands from FIFO (created if missing) that change the tree\n"
+      "                         behind the kernel's back and notify it: set|store PATH TEXT, rm PATH,\n"
+      "                         mv OLD NEW, retrieve PATH, epoch (see memfs.cpp)\n";
+  corofuse::session::options o;
+  if (int status = corofuse::session::parse_main_options(static_cast<int>(rest.size() - 1), rest.data(), about, extra_usage, o);
+      status >= 0)
+    return status;
+  if (!control.empty()) {
+    // Before mounting: a bad FIFO path is one line and nothing mounted.
+    if (std::string why = control_channel::prepare(control); !why.empty()) {
+      std::fprintf(stderr, "%s: %s\n", argv[0], why.c_str());
+      return 1;
+    }
+    fs.set_control_path(control);
+  }
+  return corofuse::session::serve(fs, o);
 }

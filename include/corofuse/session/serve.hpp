@@ -102,9 +102,14 @@ io::task<void> run_reader(Fs& fs, io::ring& r, serve_state& st, const cache_defa
                                          st.replies);
   if (end == transport::reader_end::read_failed) st.read_failed = true;
   if (end != transport::reader_end::stopped) {  // stopped: handed over to a successor, the connection lives on
-    // ENODEV: unmounted or aborted. The ring's zero-copy entries must stop touching client pages.
+    // ENODEV: the connection is over (the superblock is gone, or it was aborted). The ring's
+    // zero-copy entries must stop touching client pages, and no reply can reach anyone any more:
+    // every thread cancels what its handlers wait for, so that none keeps the process alive.
     if (st.connection_lost) st.connection_lost->store(true, std::memory_order_release);
-    if (st.router) st.router->connection_lost();  // every thread cancels its data operations in flight
+    if (st.router) {
+      st.router->connection_lost();
+      if (end == transport::reader_end::connection_gone) st.router->stop_all();
+    }
   }
   if (--st.live_readers == 0 && st.watcher_op.pending()) co_await io::cancel(r, st.watcher_op);  // nothing left to watch
 }
@@ -396,7 +401,19 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
   notify_replies replies;
   if constexpr (handlers::init<Fs>) {
     connection conn(m->fd(), terms.flags, terms.minor, terms.max_write, &replies);
-    fs.init(conn);
+    try {
+      fs.init(conn);
+    } catch (const std::exception& e) {
+      // Nothing has been served: the mount goes (a successor's stays the predecessor's).
+      log.info("the filesystem's init failed: %s", e.what());
+      if (successor) {
+        m->hand_over();
+      } else {
+        m->abort();
+        m->detach();
+      }
+      return 1;
+    }
   }
   // The ring geometry (the successor's is the predecessor's) and, in the successor, the entries
   // as they were held, then the filesystem's state.
@@ -428,6 +445,7 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
     return 1;
   }
   std::unique_ptr<transport::entry_slot[]> slots(new transport::entry_slot[std::size_t{queues} * depth]);
+  std::vector<transport::queue_mode> modes(queues);
   if (successor) {
     try {
       handoff_reader& in = *pred.state;
@@ -438,6 +456,11 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
         slots[i].commit_id = in.get<std::uint64_t>();
         if (!transport::is_held(state)) throw handoff_error("--take-over: an entry the predecessor did not hold");
         slots[i].state.store(state);
+      }
+      for (auto& qm : modes) {
+        qm = in.get<transport::queue_mode>();
+        if (qm.pool_index < -1 || qm.pool_index > static_cast<std::int32_t>(depth) || (qm.sparse_table && qm.pool_index == 0))
+          throw handoff_error("--take-over: a queue's buffer table makes no sense");
       }
       if constexpr (hands_over_state<Fs>) fs.restore_state(in);
       if (!in.at_end()) throw handoff_error("--take-over: more state than the filesystem read");
@@ -476,11 +499,12 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
     rs.arena = &arena;
     rs.arena_layout = qlayout;
     rs.slots = slots.get();
+    rs.modes = modes.data();
     rs.gate = &gate;
     rs.adopt = successor;
     // Buffer pools when the kernel offers them (7.46), unless the 7.42 ring was asked for. (A
-    // successor continues the predecessor's ring, which had none: pools are not handed over.)
-    rs.use_pool = terms.offers(abi::init_flag::has_io_uring_bufpool) && o.transport != transport_choice::ring && !successor;
+    // successor continues each queue as the predecessor set it up: rs.modes.)
+    rs.use_pool = terms.offers(abi::init_flag::has_io_uring_bufpool) && o.transport != transport_choice::ring;
     rs.zero_copy = rs.use_pool && o.zero_copy;
     rs.layout = layout;
     rs.cache = &o.cache;
@@ -617,7 +641,6 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
     site.geometry = {queues, depth, payload_size, queues ? arena.address() : 0, queues ? arena.size() : 0};
     site.arena = &arena;
     site.rs = queues ? &rs : nullptr;
-    site.pooled = rs.pool_queues.load() > 0;
     site.router = &router;
     site.gate = &gate;
     site.readers = static_cast<int>(o.depth + dev_threads.size() * ds.depth);

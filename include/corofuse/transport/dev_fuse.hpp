@@ -251,6 +251,9 @@ void run_dev_thread(Fs& fs, int fd, unsigned index, dev_threads_setup& setup) {
       auto reader = [](Fs& f, io::ring& rr, int dfd, dev_threads_setup& su, dev_buffers& b, int first, mailbox* mb) -> io::task<void> {
         reader_end end = co_await serve_dev_fuse(f, rr, dfd, *su.cache, b, *su.stats, su.layout, first, su.router, mb, su.replies);
         if (end == reader_end::read_failed) std::fprintf(stderr, "corofuse: a /dev/fuse reader stopped on an error\n");
+        // The connection is over: no handler's reply can reach anyone; none may keep the process
+        // alive (the main thread's readers may all be waiting in handlers).
+        if (end == reader_end::connection_gone && su.router) su.router->stop_all();
       };
       s.spawn(reader(fs, r, fd, setup, *buffers[i], fixed ? static_cast<int>(2 * i) : -1, &box));
     }
