@@ -29,19 +29,16 @@
 #include "tests/mount/server_harness.hpp"
 
 using corofuse::testing::in_client;
+using corofuse::testing::requests;
 using corofuse::testing::runfile;
 using corofuse::testing::server;
+using corofuse::testing::uring_enabled;
 
 namespace {
 
 constexpr int rounds = 2500;  // x 4 calls = 10,000 requests
 constexpr std::size_t block = 4096;
 constexpr int blocks = 256;  // a 1 MiB file
-
-bool uring_enabled() {
-  std::string s = corofuse::testing::read_file("/sys/module/fuse/parameters/enable_uring");
-  return s.rfind("Y", 0) == 0;
-}
 
 // The server's allocation count: SIGUSR2 makes it print "allocations N"; the newest line counts.
 std::uint64_t allocations(server& s) {
@@ -57,17 +54,6 @@ std::uint64_t allocations(server& s) {
   }
   FAIL("the server did not report its allocations");
   return 0;
-}
-
-std::uint64_t counter(const std::string& log, const std::string& op) {
-  auto at = log.find("counter " + op + " ");
-  if (at == std::string::npos) return 0;
-  std::string line = log.substr(at, log.find('\n', at) - at);
-  auto get = [&](const std::string& key) {
-    auto k = line.find(key + "=");
-    return k == std::string::npos ? 0ull : std::stoull(line.substr(k + key.size() + 1));
-  };
-  return get("dev") + get("ring");
 }
 
 // Runs `fn` in a client pinned to `cpu` (the ring's queue for that CPU serves it).
@@ -163,10 +149,10 @@ void check_steady_state(const std::string& fs, const std::string& transport) {
   const std::string log = s.log();
   INFO("server log (end):\n" << log.substr(log.size() > 3000 ? log.size() - 3000 : 0));
   // Both phases reached the server: at least 2 x 2500 of each kind.
-  CHECK(counter(log, "READ") >= 2 * rounds);
-  CHECK(counter(log, "WRITE") >= 2 * rounds);
-  CHECK(counter(log, "GETATTR") >= 2 * rounds);
-  CHECK(counter(log, "LOOKUP") >= 2 * rounds);
+  CHECK(requests(log, "READ") >= 2 * rounds);
+  CHECK(requests(log, "WRITE") >= 2 * rounds);
+  CHECK(requests(log, "GETATTR") >= 2 * rounds);
+  CHECK(requests(log, "LOOKUP") >= 2 * rounds);
   INFO("allocations during 10,000 requests: " << (after - before));
   CHECK(after - before == 0);
 }

@@ -66,9 +66,13 @@
 #define RENAME_EXCHANGE (1 << 1)
 #endif
 
+using corofuse::testing::counter_line;
 using corofuse::testing::read_file;
+using corofuse::testing::requests;
 using corofuse::testing::runfile;
 using corofuse::testing::server;
+using corofuse::testing::tail;
+using corofuse::testing::uring_enabled;
 
 namespace {
 
@@ -692,24 +696,6 @@ class tmpfs_ref {
  private:
   std::string dir_;
 };
-
-bool uring_enabled() { return read_file("/sys/module/fuse/parameters/enable_uring").rfind("Y", 0) == 0; }
-
-std::string tail(const std::string& s, std::size_t n = 6000) { return s.size() <= n ? s : "..." + s.substr(s.size() - n); }
-
-std::string counter_line(const std::string& log, const std::string& op) {
-  auto at = log.find("counter " + op + " ");
-  if (at == std::string::npos) return {};
-  return log.substr(at, log.find('\n', at) - at);
-}
-std::uint64_t counter_value(const std::string& line, const std::string& key) {
-  auto at = line.find(key + "=");
-  return at == std::string::npos ? 0 : std::stoull(line.substr(at + key.size() + 1));
-}
-std::uint64_t requests(const std::string& log, const std::string& op) {
-  auto line = counter_line(log, op);
-  return counter_value(line, "dev") + counter_value(line, "ring");
-}
 
 std::string size_opt(off_t size) { return size > 0 ? "size=" + std::to_string(size) : ""; }
 

@@ -19,27 +19,17 @@
 
 #include "tests/mount/server_harness.hpp"
 
+using corofuse::testing::counter_line;
+using corofuse::testing::counter_value;
 using corofuse::testing::in_client;
 using corofuse::testing::read_file;
 using corofuse::testing::runfile;
 using corofuse::testing::server;
 using corofuse::testing::sh;
+using corofuse::testing::uring_enabled;
 
 namespace {
 const std::string hello_bin = runfile("examples/hello/hello");
-
-std::string counter_line(const std::string& log, const std::string& op) {
-  auto at = log.find("counter " + op + " ");
-  if (at == std::string::npos) return {};
-  return log.substr(at, log.find('\n', at) - at);
-}
-
-bool uring_enabled() { return read_file("/sys/module/fuse/parameters/enable_uring").rfind("Y", 0) == 0; }
-
-std::uint64_t counter_value(const std::string& line, const std::string& key) {
-  auto at = line.find(key + "=");
-  return at == std::string::npos ? 0 : std::stoull(line.substr(at + key.size() + 1));
-}
 
 // The same behaviour over each transport; returns the server's log for transport-specific checks.
 std::string exercise_hello(const std::string& transport) {

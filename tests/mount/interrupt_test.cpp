@@ -12,27 +12,22 @@
 
 #include <fcntl.h>
 #include <signal.h>
-#include <sys/mount.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
-#include <time.h>
 #include <unistd.h>
 
-#include <atomic>
 #include <cerrno>
 #include <chrono>
 #include <cstring>
 #include <string>
 #include <thread>
-#include <vector>
 
 #include "corofuse/corofuse.hpp"
-#include "corofuse/session/serve.hpp"
-#include "tests/mount/server_harness.hpp"
+#include "tests/mount/in_process_mount.hpp"
 
 namespace cf = corofuse;
 using corofuse::testing::is_mounted;
-using corofuse::testing::read_file;
+using corofuse::testing::uring_enabled;
 
 namespace {
 
@@ -85,87 +80,16 @@ class slow_fs {
   }
 };
 
-// slow_fs served by a forked child; the guard stops it (its own PID) and cleans the mount up.
-class slow_mount {
- public:
-  explicit slow_mount(cf::session::transport_choice t, std::uint16_t request_timeout = 0) {
-    char tmpl[] = "/tmp/corofuse-slow-XXXXXX";
-    if (!::mkdtemp(tmpl)) throw std::runtime_error("mkdtemp failed");
-    dir_ = tmpl;
-    log_ = dir_ + ".log";
-    pid_ = ::fork();
-    if (pid_ < 0) throw std::runtime_error("fork failed");
-    if (pid_ == 0) {
-      int fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-      if (fd >= 0) {
-        ::dup2(fd, 1);
-        ::dup2(fd, 2);
-      }
-      int rc = 1;
-      try {
-        slow_fs fs;
-        cf::session::options o;
-        o.mountpoint = dir_;
-        o.mount.fsname = "slowfs";
-        o.transport = t;
-        o.debug = true;
-        o.shutdown_grace = 1;
-        o.request_timeout = request_timeout;
-        rc = cf::session::serve(fs, o);
-      } catch (...) {
-        rc = 97;
-      }
-      ::_exit(rc);
-    }
-    for (int i = 0; i < 200 && !is_mounted(dir_); ++i) {
-      if (exited()) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    dev_ = corofuse::session::mounted_device(dir_);
-  }
-  ~slow_mount() {
-    if (pid_ > 0) {
-      ::kill(pid_, SIGKILL);
-      ::waitpid(pid_, nullptr, 0);
-    }
-    if (is_mounted(dir_)) {
-      ::umount2(dir_.c_str(), MNT_DETACH);
-      corofuse::session::abort_connection(dev_);
-    }
-    ::rmdir(dir_.c_str());
-    ::unlink(log_.c_str());
-  }
-  bool exited() {
-    if (pid_ <= 0) return true;
-    int status = 0;
-    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-      status_ = status;
-      pid_ = -1;
-      return true;
-    }
-    return false;
-  }
-  // SIGTERM; true when the server exited within `seconds`.
-  bool terminate(int seconds) {
-    if (pid_ > 0) ::kill(pid_, SIGTERM);
-    for (int i = 0; i < seconds * 20; ++i) {
-      if (exited()) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return exited();
-  }
-  int exit_code() const { return WIFEXITED(status_) ? WEXITSTATUS(status_) : 128 + WTERMSIG(status_); }
-  std::string path(const char* name) const { return dir_ + "/" + name; }
-  const std::string& dir() const { return dir_; }
-  dev_t dev() const { return dev_; }
-  std::string log() const { return read_file(log_); }
-
- private:
-  std::string dir_, log_;
-  pid_t pid_ = -1;
-  int status_ = 0;
-  dev_t dev_ = 0;
-};
+// slow_fs served by a forked child (in_process_mount.hpp: the guard ends it and cleans up).
+corofuse::testing::in_process_mount mount_slow_fs(cf::session::transport_choice t, std::uint16_t request_timeout = 0) {
+  cf::session::options o;
+  o.mount.fsname = "slowfs";
+  o.transport = t;
+  o.debug = true;
+  o.shutdown_grace = 1;
+  o.request_timeout = request_timeout;
+  return corofuse::testing::in_process_mount(corofuse::testing::in_process_mount::serving<slow_fs>(), o);
+}
 
 void on_usr1(int) {}
 
@@ -197,15 +121,13 @@ int wait_status(pid_t pid) {
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
 
-bool uring_enabled() { return read_file("/sys/module/fuse/parameters/enable_uring").rfind("Y", 0) == 0; }
-
 }  // namespace
 
 TEST_CASE("INTERRUPT cancels a slow handler's tracked operation: the client's read ends with EINTR at once", "[mount][interrupt]") {
   const auto t = GENERATE(cf::session::transport_choice::ring, cf::session::transport_choice::dev_fuse);
   REQUIRE(::geteuid() == 0);
   if (t == cf::session::transport_choice::ring) REQUIRE(uring_enabled());
-  slow_mount m(t);
+  auto m = mount_slow_fs(t);
   INFO("server log:\n" << m.log());
   REQUIRE(is_mounted(m.dir()));
 
@@ -223,7 +145,7 @@ TEST_CASE("INTERRUPT cancels a slow handler's tracked operation: the client's re
           return fd >= 0 && ::read(fd, buf, sizeof buf) == 16 && buf[0] == 'f' ? 0 : 1;
         }) == 0);
   CHECK(m.terminate(20));
-  CHECK(m.exit_code() == 0);
+  CHECK(m.exit_status() == 0);
   CHECK_FALSE(is_mounted(m.dir()));
   const std::string log = m.log();
   INFO("server log at exit:\n" << log);
@@ -234,7 +156,7 @@ TEST_CASE("A handler that never completes does not keep SIGTERM from ending the 
   const auto t = GENERATE(cf::session::transport_choice::ring, cf::session::transport_choice::dev_fuse);
   REQUIRE(::geteuid() == 0);
   if (t == cf::session::transport_choice::ring) REQUIRE(uring_enabled());
-  slow_mount m(t);
+  auto m = mount_slow_fs(t);
   INFO("server log:\n" << m.log());
   REQUIRE(is_mounted(m.dir()));
   // A client stuck in the never-ending READ (killed at the end; its read fails once the
@@ -252,7 +174,7 @@ TEST_CASE("A handler that never completes does not keep SIGTERM from ending the 
   CHECK(m.terminate(30));  // unmount, 1 s grace, abort, cancel everything in flight
   const double took = std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   INFO("the server took " << took << " s to exit; its log:\n" << m.log());
-  CHECK(m.exit_code() == 0);
+  CHECK(m.exit_status() == 0);
   CHECK_FALSE(is_mounted(m.dir()));
   CHECK(wait_status(client) == 0);  // the client's read failed (the connection was aborted)
 }
@@ -261,7 +183,7 @@ TEST_CASE("-o request_timeout: the kernel gives up on a request that waits too l
   const auto t = GENERATE(cf::session::transport_choice::ring, cf::session::transport_choice::dev_fuse);
   REQUIRE(::geteuid() == 0);
   if (t == cf::session::transport_choice::ring) REQUIRE(uring_enabled());
-  slow_mount m(t, 2);
+  auto m = mount_slow_fs(t, 2);
   INFO("server log:\n" << m.log());
   REQUIRE(is_mounted(m.dir()));
   const std::string log0 = m.log();

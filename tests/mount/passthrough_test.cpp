@@ -54,8 +54,11 @@
 #include "tests/mount/server_harness.hpp"
 
 using corofuse::testing::read_file;
+using corofuse::testing::requests;
 using corofuse::testing::runfile;
 using corofuse::testing::server;
+using corofuse::testing::tail;
+using corofuse::testing::uring_enabled;
 
 namespace {
 
@@ -141,24 +144,6 @@ std::string first_difference(const std::string& got, const std::string& want) {
   while (i < got.size() && i < want.size() && got[i] == want[i]) ++i;
   return "sizes " + std::to_string(got.size()) + " (got) and " + std::to_string(want.size()) + " (want), first difference at byte " +
          std::to_string(i);
-}
-
-bool uring_enabled() { return read_file("/sys/module/fuse/parameters/enable_uring").rfind("Y", 0) == 0; }
-
-std::string tail(const std::string& s, std::size_t n = 6000) { return s.size() <= n ? s : "..." + s.substr(s.size() - n); }
-
-std::string counter_line(const std::string& log, const std::string& op) {
-  auto at = log.find("counter " + op + " ");
-  if (at == std::string::npos) return {};
-  return log.substr(at, log.find('\n', at) - at);
-}
-std::uint64_t counter_value(const std::string& line, const std::string& key) {
-  auto at = line.find(key + "=");
-  return at == std::string::npos ? 0 : std::stoull(line.substr(at + key.size() + 1));
-}
-std::uint64_t requests(const std::string& log, const std::string& op) {
-  auto line = counter_line(log, op);
-  return counter_value(line, "dev") + counter_value(line, "ring");
 }
 
 void sleep_ms(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
@@ -1065,7 +1050,7 @@ TEST_CASE("passthrough: EIO and ENOSPC from a faulty backing filesystem reach th
   TRANSPORT();
   const std::string mode = GENERATE(as<std::string>{}, "plain", "--passthrough");
   INFO("mode: " << mode);
-  faulty::faulty_mount bad;
+  auto bad = faulty::mount_faulty_fs();
   {
     INFO("faulty fs log:\n" << bad.log());
     REQUIRE(bad.mounted());

@@ -12,27 +12,17 @@
 #pragma once
 
 #include <dirent.h>
-#include <fcntl.h>
-#include <signal.h>
-#include <sys/mount.h>
 #include <sys/stat.h>
-#include <sys/wait.h>
-#include <unistd.h>
 
 #include <algorithm>
 #include <array>
 #include <cerrno>
-#include <chrono>
 #include <cstring>
-#include <stdexcept>
-#include <string>
 #include <string_view>
-#include <thread>
 #include <vector>
 
 #include "corofuse/corofuse.hpp"
-#include "corofuse/session/serve.hpp"
-#include "tests/mount/server_harness.hpp"
+#include "tests/mount/in_process_mount.hpp"
 
 namespace corofuse::testing::faulty {
 
@@ -129,88 +119,14 @@ class faulty_fs {
   }
 };
 
-// faulty_fs served over /dev/fuse by a forked child on a fresh temporary directory. The guard
-// stops that child (its own PID only), detaches the mount, aborts the connection if the kernel
-// still holds it, and removes the directory, whatever happened.
-class faulty_mount {
- public:
-  faulty_mount() {
-    char tmpl[] = "/tmp/corofuse-faulty-XXXXXX";
-    if (!::mkdtemp(tmpl)) throw std::runtime_error("mkdtemp failed");
-    dir_ = tmpl;
-    log_ = dir_ + ".log";
-    pid_ = ::fork();
-    if (pid_ < 0) throw std::runtime_error("fork failed");
-    if (pid_ == 0) {
-      int fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-      if (fd >= 0) {
-        ::dup2(fd, 1);
-        ::dup2(fd, 2);
-      }
-      int rc = 1;
-      try {
-        faulty_fs fs;
-        cf::session::options o;
-        o.mountpoint = dir_;
-        o.mount.fsname = "faultyfs";
-        o.transport = cf::session::transport_choice::dev_fuse;
-        o.shutdown_grace = 1;
-        rc = cf::session::serve(fs, o);
-      } catch (...) {
-        rc = 97;
-      }
-      ::_exit(rc);
-    }
-    for (int i = 0; i < 200 && !is_mounted(dir_); ++i) {
-      if (exited()) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-  }
-  ~faulty_mount() { stop_and_clean(); }
-  faulty_mount(const faulty_mount&) = delete;
-  faulty_mount& operator=(const faulty_mount&) = delete;
-
-  const std::string& dir() const { return dir_; }
-  std::string path(const std::string& name) const { return dir_ + "/" + name; }
-  bool mounted() const { return is_mounted(dir_); }
-  dev_t device() const { return corofuse::session::mounted_device(dir_); }
-  std::string log() const { return read_file(log_); }
-  bool exited() {
-    if (pid_ <= 0) return true;
-    int status = 0;
-    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-      pid_ = -1;
-      return true;
-    }
-    return false;
-  }
-
-  void stop_and_clean() {
-    dev_t dev = device();
-    if (pid_ > 0) {
-      ::kill(pid_, SIGTERM);
-      for (int i = 0; i < 200 && !exited(); ++i) std::this_thread::sleep_for(std::chrono::milliseconds(50));
-      if (pid_ > 0) {
-        ::kill(pid_, SIGKILL);
-        ::waitpid(pid_, nullptr, 0);
-        pid_ = -1;
-      }
-    }
-    if (!dir_.empty() && is_mounted(dir_)) {
-      if (dev == 0) dev = device();
-      ::umount2(dir_.c_str(), MNT_DETACH);
-      corofuse::session::abort_connection(dev);
-    }
-    if (!dir_.empty()) ::rmdir(dir_.c_str());
-    if (!log_.empty()) ::unlink(log_.c_str());
-    dir_.clear();
-    log_.clear();
-  }
-
- private:
-  std::string dir_;
-  std::string log_;
-  pid_t pid_ = -1;
-};
+// faulty_fs served over /dev/fuse by a forked child on a fresh temporary directory (the guard
+// cleans up whatever happened, see in_process_mount.hpp).
+inline corofuse::testing::in_process_mount mount_faulty_fs() {
+  cf::session::options o;
+  o.mount.fsname = "faultyfs";
+  o.transport = cf::session::transport_choice::dev_fuse;
+  o.shutdown_grace = 1;
+  return corofuse::testing::in_process_mount(corofuse::testing::in_process_mount::serving<faulty_fs>(), o);
+}
 
 }  // namespace corofuse::testing::faulty

@@ -14,10 +14,12 @@
 #include <unistd.h>
 
 #include <chrono>
+#include <cstdint>
 #include <cstdlib>
 #include <fstream>
 #include <functional>
 #include <sstream>
+#include <stdexcept>
 #include <string>
 #include <thread>
 #include <vector>
@@ -35,11 +37,39 @@ inline std::string runfile(const std::string& path) {
 
 inline bool is_mounted(const std::string& dir) { return corofuse::session::mounted_device(dir) != 0; }
 
+// True when `dir` holds a mount other than `before` (the device that was there, or 0).
+inline bool mounted_anew(const std::string& dir, dev_t before) {
+  const dev_t now = corofuse::session::mounted_device(dir);
+  return now != 0 && now != before;
+}
+
 inline std::string read_file(const std::string& path) {
   std::ifstream f(path);
   std::stringstream ss;
   ss << f.rdbuf();
   return ss.str();
+}
+
+// FUSE-over-io_uring is switched on (tools/setup writes Y to the module parameter).
+inline bool uring_enabled() { return read_file("/sys/module/fuse/parameters/enable_uring").rfind("Y", 0) == 0; }
+
+// The last `n` characters of a (server) log: enough to read in a failure message.
+inline std::string tail(const std::string& s, std::size_t n = 6000) { return s.size() <= n ? s : "..." + s.substr(s.size() - n); }
+
+// A debug server prints its per-opcode counters at exit, one line each: "counter OP dev=N ring=N".
+// The line of `op` (empty when absent), a key's value in it (0 when absent), and both summed.
+inline std::string counter_line(const std::string& log, const std::string& op) {
+  auto at = log.find("counter " + op + " ");
+  if (at == std::string::npos) return {};
+  return log.substr(at, log.find('\n', at) - at);
+}
+inline std::uint64_t counter_value(const std::string& line, const std::string& key) {
+  auto at = line.find(key + "=");
+  return at == std::string::npos ? 0 : std::stoull(line.substr(at + key.size() + 1));
+}
+inline std::uint64_t requests(const std::string& log, const std::string& op) {
+  auto line = counter_line(log, op);
+  return counter_value(line, "dev") + counter_value(line, "ring");
 }
 
 // Starts `fn` in a child process with an alarm of `seconds`; the child's exit status is fn's
@@ -74,6 +104,12 @@ inline int sh(const std::string& cmd, int seconds = 60) {
                    seconds + 10);
 }
 
+// Names a mount point the caller owns (and removes): a server mounts there instead of on a fresh
+// temporary directory of its own, so that a test can mount the same place again.
+struct existing_dir {
+  std::string path;
+};
+
 class server {
  public:
   // Starts `binary MOUNTPOINT args...` and waits until the mount is there (or the server died).
@@ -85,38 +121,18 @@ class server {
     char tmpl[] = "/tmp/corofuse-mnt-XXXXXX";
     if (!::mkdtemp(tmpl)) throw std::runtime_error("mkdtemp failed");
     dir_ = tmpl;
-    log_ = dir_ + ".log";
-    std::vector<std::string> argv_s;
-    if (as_user >= 0) {
-      if (::chown(dir_.c_str(), static_cast<uid_t>(as_user), static_cast<gid_t>(as_group)) != 0)
-        throw std::runtime_error("chown of the mount point failed");
-      argv_s = {"/usr/bin/setpriv", "--reuid=" + std::to_string(as_user), "--regid=" + std::to_string(as_group), "--clear-groups"};
-    }
-    argv_s.push_back(binary);
-    argv_s.insert(argv_s.end(), leading.begin(), leading.end());
-    argv_s.push_back(dir_);
-    argv_s.insert(argv_s.end(), args.begin(), args.end());
-    pid_ = ::fork();
-    if (pid_ < 0) throw std::runtime_error("fork failed");
-    if (pid_ == 0) {
-      int fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-      if (fd >= 0) {
-        ::dup2(fd, 1);
-        ::dup2(fd, 2);
-      }
-      std::vector<char*> argv;
-      for (auto& s : argv_s) argv.push_back(s.data());
-      argv.push_back(nullptr);
-      ::execv(argv[0], argv.data());
-      ::_exit(127);
-    }
-    for (int i = 0; i < 200 && !is_mounted(dir_); ++i) {
-      if (exited()) break;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
+    own_dir_ = true;
+    start(binary, std::move(args), as_user, as_group, std::move(leading));
+  }
+  // The same on `at.path`, which stays when the server is gone.
+  server(const existing_dir& at, const std::string& binary, std::vector<std::string> args) {
+    dir_ = at.path;
+    start(binary, std::move(args), -1, -1, {});
   }
 
   ~server() { stop_and_clean(); }
+  server(const server&) = delete;
+  server& operator=(const server&) = delete;
 
   const std::string& dir() const { return dir_; }
   std::string path(const std::string& name) const { return dir_ + "/" + name; }
@@ -157,20 +173,55 @@ class server {
         wait_exit(10);
       }
     }
-    if (is_mounted(dir_)) {
+    if (!dir_.empty() && is_mounted(dir_)) {
       if (dev == 0) dev = device();
       ::umount2(dir_.c_str(), MNT_DETACH);
       corofuse::session::abort_connection(dev);
     }
-    if (!dir_.empty()) ::rmdir(dir_.c_str());
+    if (own_dir_ && !dir_.empty()) ::rmdir(dir_.c_str());
     if (!log_.empty()) ::unlink(log_.c_str());
     dir_.clear();
     log_.clear();
   }
 
  private:
+  void start(const std::string& binary, std::vector<std::string> args, int as_user, int as_group, std::vector<std::string> leading) {
+    log_ = dir_ + ".log";
+    std::vector<std::string> argv_s;
+    if (as_user >= 0) {
+      if (::chown(dir_.c_str(), static_cast<uid_t>(as_user), static_cast<gid_t>(as_group)) != 0)
+        throw std::runtime_error("chown of the mount point failed");
+      argv_s = {"/usr/bin/setpriv", "--reuid=" + std::to_string(as_user), "--regid=" + std::to_string(as_group), "--clear-groups"};
+    }
+    argv_s.push_back(binary);
+    argv_s.insert(argv_s.end(), leading.begin(), leading.end());
+    argv_s.push_back(dir_);
+    argv_s.insert(argv_s.end(), args.begin(), args.end());
+    const dev_t before = corofuse::session::mounted_device(dir_);
+    pid_ = ::fork();
+    if (pid_ < 0) throw std::runtime_error("fork failed");
+    if (pid_ == 0) {
+      int fd = ::open(log_.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+      if (fd >= 0) {
+        ::dup2(fd, 1);
+        ::dup2(fd, 2);
+      }
+      std::vector<char*> argv;
+      for (auto& s : argv_s) argv.push_back(s.data());
+      argv.push_back(nullptr);
+      ::execv(argv[0], argv.data());
+      ::_exit(127);
+    }
+    // A new mount, not one already there (a test that mounts on a taken directory on purpose).
+    for (int i = 0; i < 200 && !mounted_anew(dir_, before); ++i) {
+      if (exited()) break;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+  }
+
   std::string dir_;
   std::string log_;
+  bool own_dir_ = false;
   pid_t pid_ = -1;
   int status_ = 0;
 };
