@@ -13,8 +13,11 @@
 //     and its RELEASEDIR (sent in the background: no thread waits for it) lands in the idle entry.
 //  3. Now every entry holds a request or a reply, in memory the successor maps at the same address
 //     (transport::shared_arena). The filesystem's state is taken (save_state) while nothing is
-//     served, and sent with /dev/fuse and the held entries. The successor commits the held replies
-//     and serves the held requests from its own rings: each entry is then its own.
+//     served, and sent with /dev/fuse, the held entries and how each queue was set up (its
+//     fixed-buffer table: the kernel checks a pool's index on every command). The successor
+//     repeats the tables, commits the held replies and serves the held requests from its own
+//     rings: each entry is then its own. A zero-copy request is never held unserved (its pages
+//     are registered in this process's ring): it is served during the freeze and its reply held.
 #pragma once
 
 #include <fcntl.h>
@@ -84,7 +87,6 @@ struct handoff_site {
   handoff_geometry geometry;
   transport::shared_arena* arena = nullptr;
   transport::ring_setup* rs = nullptr;  // null without queues
-  bool pooled = false;                  // buffer pools: not handed over (yet)
   interrupt_router* router = nullptr;
   handoff_gate* gate = nullptr;
   int readers = 0;                      // /dev/fuse readers that stop at the gate
@@ -140,7 +142,6 @@ inline void hand_over(int sock, handoff_site& site) {
     send_blob(sock, w);
     throw handoff_error("handoff to pid " + std::to_string(successor_pid) + " refused: " + why);
   };
-  if (site.pooled) refuse("this server serves over buffer pools (Linux 7.3): their handoff is not supported yet; use --transport ring");
   if (site.connection_lost && site.connection_lost->load()) refuse("the connection is ending");
 
   // The ring memory first: if the successor cannot map it where it is, nothing has changed here.
@@ -255,6 +256,7 @@ inline void hand_over(int sock, handoff_site& site) {
         w.put(slot(q, i).commit_id);
       }
     }
+    for (unsigned q = 0; q < queues; ++q) w.put(site.rs->modes[q]);
     site.save_state(w);
     send_blob(sock, w);
     state_sent = true;

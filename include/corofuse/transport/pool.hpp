@@ -68,6 +68,7 @@ struct pool_outcome {
   bool pool = false;       // ADD_BUFPOOL accepted: entries register empty payloads
   bool zero_copy = false;  // ADD_QUEUE with FUSE_URING_ZERO_COPY accepted
   int pool_index = -1;     // the pool's fixed-buffer slot (-1: not registered)
+  bool sparse_table = false;  // the table has depth zero-copy slots before the pool (see above)
   std::string note;        // why something fell back (empty: nothing did)
 };
 
@@ -93,6 +94,7 @@ inline pool_outcome set_up_pool_queue(io::ring& r, int fuse_fd, std::uint16_t qi
     try {
       r.register_buffers_sparse(depth + 1);
       table = true;
+      out.sparse_table = true;
     } catch (const std::exception& e) {
       out.note = std::string("no zero-copy (") + e.what() + ")";
       want_zero_copy = false;

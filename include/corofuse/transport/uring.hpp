@@ -136,6 +136,16 @@ struct entry_slot {
 };
 constexpr bool is_held(entry_state s) noexcept { return s == entry_state::held_request || s == entry_state::held_reply; }
 
+// How a queue was set up (pool.hpp), which a successor must repeat in its own ring: the kernel
+// checks the pool's fixed-buffer index on every command and registers zero-copy pages at the
+// entries' slots of the committing ring.
+struct queue_mode {
+  std::uint8_t pool = 0;          // entries take their payload from the queue's pool
+  std::uint8_t zero_copy = 0;     // a zero-copy queue
+  std::uint8_t sparse_table = 0;  // depth zero-copy slots, then the pool
+  std::int32_t pool_index = -1;   // the pool's (or the payload block's) slot; -1: not registered
+};
+
 // Shared, read-only configuration of the queues plus the cross-thread outcome.
 struct ring_setup {
   int fuse_fd = -1;
@@ -162,6 +172,7 @@ struct ring_setup {
   shared_arena* arena = nullptr;
   queue_layout arena_layout;
   entry_slot* slots = nullptr;
+  queue_mode* modes = nullptr;  // one per queue: written by each queue, or the predecessor's when adopting
   std::atomic<bool> freezing{false};
   handoff_gate* gate = nullptr;  // where frozen entries wait for the outcome (set when freezing can happen)
   // A successor's start: every entry is taken over as it was held (no REGISTER); its state is in
@@ -234,7 +245,11 @@ io::task<void> serve_ring_entry(Fs& fs, io::ring& r, ring_setup& setup, ring_ent
     // request has anything to copy: a request without gets none, and the reply writes nothing).
     std::span<std::byte> payload = where.own;
     const std::uint64_t commit_id = e.header.ring_ent_in_out.commit_id;
-    if (setup.freezing.load(std::memory_order_seq_cst)) {
+    const bool zero_copy = (e.header.ring_ent_in_out.flags & abi::uring_ent_zero_copy) && where.zero_copy_slot >= 0;
+    // Frozen, a request is held for the successor, except a zero-copy one: the client's pages are
+    // registered in this ring's table, which the successor does not have. It is served here, and
+    // its reply held.
+    if (setup.freezing.load(std::memory_order_seq_cst) && !zero_copy) {
       hold(entry_state::held_request, commit_id);
       if (co_await setup.gate->wait(r)) {  // the successor serves it
         held = true;
@@ -242,7 +257,6 @@ io::task<void> serve_ring_entry(Fs& fs, io::ring& r, ring_setup& setup, ring_ent
       }
     }
     slot.state.store(entry_state::serving, std::memory_order_seq_cst);
-    const bool zero_copy = (e.header.ring_ent_in_out.flags & abi::uring_ent_zero_copy) && where.zero_copy_slot >= 0;
     proto::parse_error pe = proto::parse_error::none;
     if (pooled) {
       const std::size_t offset = e.header.ring_ent_in_out.offset;
@@ -372,7 +386,27 @@ void run_ring_queue(Fs& fs, ring_setup& setup, std::uint16_t qid, std::latch& st
     io::ring r(ro);  // created here: SINGLE_ISSUER makes this thread the ring's only submitter
 
     pool_outcome pool;
-    if (setup.use_pool && !setup.adopt) {
+    if (setup.adopt) {
+      // The predecessor's queue as it left it (ADD_QUEUE and ADD_BUFPOOL are the kernel's
+      // already): the same fixed-buffer table in this ring.
+      const queue_mode& m = setup.modes[qid];
+      pool.pool = m.pool;
+      pool.zero_copy = m.zero_copy;
+      pool.pool_index = m.pool_index;
+      pool.sparse_table = m.sparse_table;
+      const iovec whole{all.data(), all.size()};
+      if (m.sparse_table) {
+        r.register_buffers_sparse(setup.depth + 1);
+        if (m.pool_index >= 0) r.update_buffers(static_cast<unsigned>(m.pool_index), std::span<const iovec>(&whole, 1));
+      } else if (m.pool_index == 0) {
+        r.register_buffers(std::span<const iovec>(&whole, 1));
+      }
+      if (pool.pool) setup.pool_queues.fetch_add(1);
+      if (pool.zero_copy) {
+        setup.zero_copy_queues.fetch_add(1);
+        for (unsigned i = 0; i < setup.depth; ++i) windows.emplace_back(setup.payload_size);
+      }
+    } else if (setup.use_pool) {
       pool = set_up_pool_queue(r, setup.fuse_fd, qid, all, setup.depth, setup.zero_copy);
       if (!pool.note.empty()) std::fprintf(stderr, "corofuse: queue %u: %s\n", qid, pool.note.c_str());
       if (pool.pool) setup.pool_queues.fetch_add(1);
@@ -390,6 +424,9 @@ void run_ring_queue(Fs& fs, ring_setup& setup, std::uint16_t qid, std::latch& st
         std::fprintf(stderr, "corofuse: queue %u: payload buffers not registered (%s); handlers use plain reads\n", qid, ex.what());
       }
     }
+    if (setup.modes && !setup.adopt)
+      setup.modes[qid] = {static_cast<std::uint8_t>(pool.pool), static_cast<std::uint8_t>(pool.zero_copy),
+                          static_cast<std::uint8_t>(pool.sparse_table), pool.pool_index};
     mailbox box;
     if (setup.router) setup.router->add(box);
     struct leave_router {
