@@ -39,6 +39,7 @@
 #include "corofuse/proto/reply.hpp"
 #include "corofuse/proto/request.hpp"
 #include "corofuse/session/counters.hpp"
+#include "corofuse/transport/kernel_order.hpp"
 #include "corofuse/transport/page_buffer.hpp"
 
 namespace corofuse::transport {
@@ -74,6 +75,7 @@ enum class reader_end {
 // --depth 16 hung after 27 creates). ENOENT means the kernel no longer waits for this request
 // (interrupted, or the connection is going away): not an error.
 inline int send_dev_reply(int fd, std::uint64_t unique, int error, std::span<const std::byte> args) noexcept {
+  reply_leaving();
   abi::out_header h{};
   h.len = static_cast<std::uint32_t>(sizeof h + (error ? 0 : args.size()));
   h.error = -error;
@@ -146,6 +148,7 @@ io::task<reader_end> serve_dev_fuse(Fs& fs, io::ring& r, int fd, const cache_def
       std::fprintf(stderr, "corofuse: reading /dev/fuse failed: %s\n", std::strerror(-n));
       co_return reader_end::read_failed;
     }
+    request_arrived();
     auto msg = buf.request().first(static_cast<std::size_t>(n));
     proto::request req;
     proto::parse_error e = proto::parse_message(msg, req, layout);

@@ -47,6 +47,7 @@
 #include "corofuse/proto/reply.hpp"
 #include "corofuse/proto/request.hpp"
 #include "corofuse/session/counters.hpp"
+#include "corofuse/transport/kernel_order.hpp"
 #include "corofuse/transport/page_buffer.hpp"
 #include "corofuse/transport/pool.hpp"
 #include "corofuse/transport/shared_arena.hpp"
@@ -199,6 +200,7 @@ io::task<void> serve_ring_entry(Fs& fs, io::ring& r, ring_setup& setup, ring_ent
   e.iov[1] = pooled ? iovec{nullptr, 0} : iovec{where.own.data(), where.own.size()};
   abi::uring_cmd_req cmd{};
   auto commit_of = [&](std::uint64_t id) {
+    reply_leaving();
     cmd = abi::uring_cmd_req{};
     cmd.commit_id = id;
     cmd.qid = qid;
@@ -243,6 +245,7 @@ io::task<void> serve_ring_entry(Fs& fs, io::ring& r, ring_setup& setup, ring_ent
     }
     // A request is in the entry. With a pool, its buffer is the one the kernel picked (if the
     // request has anything to copy: a request without gets none, and the reply writes nothing).
+    request_arrived();
     std::span<std::byte> payload = where.own;
     const std::uint64_t commit_id = e.header.ring_ent_in_out.commit_id;
     const bool zero_copy = (e.header.ring_ent_in_out.flags & abi::uring_ent_zero_copy) && where.zero_copy_slot >= 0;
