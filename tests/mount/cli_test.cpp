@@ -53,12 +53,7 @@ const std::vector<example>& examples() {
 // Detaches whatever is mounted on `dir` (a failed case's leftovers, stacked ones too) and aborts
 // those connections, so that the next case starts clean.
 void detach_all(const std::string& dir) {
-  for (int i = 0; i < 8; ++i) {
-    dev_t dev = corofuse::session::mounted_device(dir);
-    if (dev == 0) break;
-    ::umount2(dir.c_str(), MNT_DETACH);
-    corofuse::session::abort_connection(dev);
-  }
+  for (int i = 0; i < 8 && is_mounted(dir); ++i) corofuse::testing::detach_and_abort(dir);
 }
 
 // A fresh directory (mode 0755, root's), removed at the end; whatever a failing case left

@@ -74,10 +74,7 @@ class temp_dir {
     path_ = tmpl;
   }
   ~temp_dir() {
-    if (dev_t dev = corofuse::session::mounted_device(path_); dev != 0) {
-      ::umount2(path_.c_str(), MNT_DETACH);
-      corofuse::session::abort_connection(dev);
-    }
+    corofuse::testing::detach_and_abort(path_);
     ::rmdir(path_.c_str());
   }
   temp_dir(const temp_dir&) = delete;

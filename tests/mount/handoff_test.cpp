@@ -35,7 +35,7 @@ const std::string memfs_bin = runfile("examples/memfs/memfs");
 
 // One server process of the test (several share one mount point): its own log; SIGKILLed if the
 // test ends with it still running.
-class server_process {
+class server_process : public corofuse::testing::child_process {
  public:
   server_process(const std::string& log, std::vector<std::string> argv) : log_(log) {
     pid_ = ::fork();
@@ -59,28 +59,10 @@ class server_process {
     }
     ::unlink(log_.c_str());
   }
-  bool wait_exit(double seconds) {
-    for (int i = 0; i < static_cast<int>(seconds * 50) && pid_ > 0; ++i) {
-      int st = 0;
-      if (::waitpid(pid_, &st, WNOHANG) == pid_) {
-        status_ = WIFEXITED(st) ? WEXITSTATUS(st) : 128 + WTERMSIG(st);
-        pid_ = -1;
-        break;
-      }
-      std::this_thread::sleep_for(std::chrono::milliseconds(20));
-    }
-    return pid_ <= 0;
-  }
-  void signal(int sig) {
-    if (pid_ > 0) ::kill(pid_, sig);
-  }
-  int status() const { return status_; }
   std::string log() const { return read_file(log_); }
 
  private:
   std::string log_;
-  pid_t pid_ = -1;
-  int status_ = -1;
 };
 
 // The directories of one test: backing tmpfs, mount point, socket; whatever happens, nothing stays
@@ -96,11 +78,7 @@ class handoff_dirs {
     if (::mount("corofuse-handoff", src().c_str(), "tmpfs", 0, "size=256m") != 0) throw std::runtime_error("tmpfs mount failed");
   }
   ~handoff_dirs() {
-    if (is_mounted(mnt())) {
-      dev_t dev = corofuse::session::mounted_device(mnt());
-      ::umount2(mnt().c_str(), MNT_DETACH);
-      corofuse::session::abort_connection(dev);
-    }
+    corofuse::testing::detach_and_abort(mnt());
     ::umount2(src().c_str(), MNT_DETACH);
     ::rmdir(src().c_str());
     ::rmdir(mnt().c_str());
@@ -224,12 +202,12 @@ TEST_CASE("passthrough handed over twice while two clients stream: no client err
 
   server_process second(d.log("second"), args({"--take-over", d.sock()}));
   CHECK(first.wait_exit(20));
-  CHECK(first.status() == 0);
+  CHECK(first.exit_status() == 0);
   INFO("second server:\n" << second.log());
   std::this_thread::sleep_for(std::chrono::milliseconds(2000));
   server_process third(d.log("third"), args({"--take-over", d.sock()}));
   CHECK(second.wait_exit(20));
-  CHECK(second.status() == 0);
+  CHECK(second.exit_status() == 0);
   INFO("third server:\n" << third.log());
 
   for (pid_t c : clients) CHECK(exit_status(c) == 0);
@@ -250,7 +228,7 @@ TEST_CASE("passthrough handed over twice while two clients stream: no client err
   // The last one serves on, and stops as any server does.
   third.signal(SIGTERM);
   CHECK(third.wait_exit(20));
-  CHECK(third.status() == 0);
+  CHECK(third.exit_status() == 0);
   CHECK_FALSE(is_mounted(d.mnt()));
 }
 
@@ -284,10 +262,10 @@ TEST_CASE("a takeover that cannot happen says why in one line and leaves the run
         }) == 0);
   server_process second(d.log("second"), {passthrough_bin, d.src(), d.mnt(), "--take-over", d.sock()});
   CHECK(first.wait_exit(20));
-  CHECK(first.status() == 0);
+  CHECK(first.exit_status() == 0);
   INFO("second server:\n" << second.log());
   CHECK(read_file(d.mnt() + "/after") == "ok");
   second.signal(SIGTERM);
   CHECK(second.wait_exit(20));
-  CHECK(second.status() == 0);
+  CHECK(second.exit_status() == 0);
 }

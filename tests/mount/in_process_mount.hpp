@@ -27,7 +27,7 @@
 
 namespace corofuse::testing {
 
-class in_process_mount {
+class in_process_mount : public child_process {
  public:
   // Serves a default-constructed `Fs` with `o` (its mount point is filled in).
   template <typename Fs>
@@ -88,10 +88,7 @@ class in_process_mount {
       ::waitpid(pid_, nullptr, 0);
       pid_ = -1;
     }
-    if (is_mounted(dir_)) {
-      ::umount2(dir_.c_str(), MNT_DETACH);
-      corofuse::session::abort_connection(dev_);
-    }
+    detach_and_abort(dir_);
     if (own_dir_) ::rmdir(dir_.c_str());
     ::unlink(log_.c_str());
   }
@@ -103,43 +100,18 @@ class in_process_mount {
   bool mounted() const { return is_mounted(dir_); }
   // The connection's device, as mounted (it stays known after the mount is gone).
   dev_t device() const { return dev_; }
-  pid_t pid() const { return pid_; }
   std::string log() const { return read_file(log_); }
 
-  // True once the child has ended (its status is then in exit_status()).
-  bool exited() {
-    if (pid_ <= 0) return true;
-    int status = 0;
-    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-      status_ = status;
-      pid_ = -1;
-      return true;
-    }
-    return false;
-  }
-  bool wait_exit(int seconds) {
-    for (int i = 0; i < seconds * 20; ++i) {
-      if (exited()) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return exited();
-  }
-  void signal(int sig) {
-    if (pid_ > 0) ::kill(pid_, sig);
-  }
   // SIGTERM; true when the server exited within `seconds`.
   bool terminate(int seconds) {
     signal(SIGTERM);
     return wait_exit(seconds);
   }
-  int exit_status() const { return WIFEXITED(status_) ? WEXITSTATUS(status_) : 128 + WTERMSIG(status_); }
 
  private:
   std::string dir_;
   std::string log_;
   bool own_dir_ = false;
-  pid_t pid_ = -1;
-  int status_ = 0;
   dev_t dev_ = 0;
 };
 

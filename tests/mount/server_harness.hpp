@@ -104,13 +104,55 @@ inline int sh(const std::string& cmd, int seconds = 60) {
                    seconds + 10);
 }
 
+// A child process a test started: waited for without blocking, signalled by its own pid only.
+class child_process {
+ public:
+  pid_t pid() const { return pid_; }
+  // True once the child has ended (its status is then in exit_status()).
+  bool exited() {
+    if (pid_ <= 0) return true;
+    int status = 0;
+    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
+      status_ = status;
+      pid_ = -1;
+      return true;
+    }
+    return false;
+  }
+  bool wait_exit(int seconds) {
+    for (int i = 0; i < seconds * 20; ++i) {
+      if (exited()) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return exited();
+  }
+  int exit_status() const { return WIFEXITED(status_) ? WEXITSTATUS(status_) : 128 + WTERMSIG(status_); }
+  void signal(int sig) {
+    if (pid_ > 0) ::kill(pid_, sig);
+  }
+
+ protected:
+  pid_t pid_ = -1;
+  int status_ = 0;
+};
+
+// Detaches whatever is mounted on `dir` now and aborts that mount's own connection (the device is
+// read before the detach: a device number remembered from earlier may belong to another mount by
+// now, and aborting it would cut someone else's connection).
+inline void detach_and_abort(const std::string& dir) {
+  const dev_t dev = corofuse::session::mounted_device(dir);
+  if (dev == 0) return;
+  ::umount2(dir.c_str(), MNT_DETACH);
+  corofuse::session::abort_connection(dev);
+}
+
 // Names a mount point the caller owns (and removes): a server mounts there instead of on a fresh
 // temporary directory of its own, so that a test can mount the same place again.
 struct existing_dir {
   std::string path;
 };
 
-class server {
+class server : public child_process {
  public:
   // Starts `binary MOUNTPOINT args...` and waits until the mount is there (or the server died).
   // `as_user` (a uid, with its primary gid `as_group`) runs it without root, through setpriv: the
@@ -136,36 +178,11 @@ class server {
 
   const std::string& dir() const { return dir_; }
   std::string path(const std::string& name) const { return dir_ + "/" + name; }
-  pid_t pid() const { return pid_; }
   bool mounted() const { return is_mounted(dir_); }
   std::string log() const { return read_file(log_); }
-
-  // True once the server process has ended (its status is then in exit_status()).
-  bool exited() {
-    if (pid_ <= 0) return true;
-    int status = 0;
-    if (::waitpid(pid_, &status, WNOHANG) == pid_) {
-      status_ = status;
-      pid_ = -1;
-      return true;
-    }
-    return false;
-  }
-  bool wait_exit(int seconds) {
-    for (int i = 0; i < seconds * 20; ++i) {
-      if (exited()) return true;
-      std::this_thread::sleep_for(std::chrono::milliseconds(50));
-    }
-    return exited();
-  }
-  int exit_status() const { return WIFEXITED(status_) ? WEXITSTATUS(status_) : 128 + WTERMSIG(status_); }
-  void signal(int sig) {
-    if (pid_ > 0) ::kill(pid_, sig);
-  }
   dev_t device() const { return corofuse::session::mounted_device(dir_); }
 
   void stop_and_clean() {
-    dev_t dev = device();
     if (pid_ > 0) {
       signal(SIGTERM);
       if (!wait_exit(10)) {
@@ -173,11 +190,7 @@ class server {
         wait_exit(10);
       }
     }
-    if (!dir_.empty() && is_mounted(dir_)) {
-      if (dev == 0) dev = device();
-      ::umount2(dir_.c_str(), MNT_DETACH);
-      corofuse::session::abort_connection(dev);
-    }
+    if (!dir_.empty()) detach_and_abort(dir_);
     if (own_dir_ && !dir_.empty()) ::rmdir(dir_.c_str());
     if (!log_.empty()) ::unlink(log_.c_str());
     dir_.clear();
@@ -222,8 +235,6 @@ class server {
   std::string dir_;
   std::string log_;
   bool own_dir_ = false;
-  pid_t pid_ = -1;
-  int status_ = 0;
 };
 
 }  // namespace corofuse::testing
