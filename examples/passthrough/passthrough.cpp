@@ -214,7 +214,7 @@ class passthrough {
       w.put(static_cast<std::uint32_t>(in->type));
       w.put(in->lookups);
       w.put(in->backing_id);
-      w.put(in->backing_refs);
+      w.put(in->backing_refs);  // (recounted by the successor)
       w.put_fd(in->fd);
     }
     w.put(static_cast<std::uint64_t>(files_.size()));
@@ -230,12 +230,31 @@ class passthrough {
     }
   }
 
+  // Everything read is checked: a state that does not add up is refused (the successor then gives
+  // the mount back), never served wrongly.
   void restore_state(cf::session::handoff_reader& r) {
+    using cf::session::handoff_error;
+    struct owned_fd {  // closed unless adopted, so that a refusal leaks nothing
+      int fd;
+      ~owned_fd() {
+        if (fd >= 0) ::close(fd);
+      }
+      int release() { return std::exchange(fd, -1); }
+    };
     std::scoped_lock lock(mutex_, files_mutex_);
-    for (auto& [id, in] : inodes_) ::close(in->fd);  // the root this process opened: the predecessor's replaces it
-    inodes_.clear();
-    by_key_.clear();
-    next_id_ = static_cast<cf::ino>(r.get<std::uint64_t>());
+    if (!files_.empty()) throw handoff_error("passthrough: state restored into a server that has open files");
+    std::unordered_map<cf::ino, std::unique_ptr<inode>> inodes;
+    std::map<std::pair<dev_t, ino_t>, cf::ino> by_key;
+    struct adopt_all {  // descriptors of inodes read so far, closed if the state is refused
+      std::unordered_map<cf::ino, std::unique_ptr<inode>>& in;
+      bool done = false;
+      ~adopt_all() {
+        if (!done)
+          for (auto& [id, i] : in) ::close(i->fd);
+      }
+    } inode_guard{inodes};
+    const auto next_id = static_cast<cf::ino>(r.get<std::uint64_t>());
+    if (next_id <= cf::root_ino) throw handoff_error("passthrough: the node counter is not past the root");
     const auto inode_count = r.get<std::uint64_t>();
     for (std::uint64_t i = 0; i < inode_count; ++i) {
       auto in = std::make_unique<inode>();
@@ -245,37 +264,87 @@ class passthrough {
       in->type = static_cast<mode_t>(r.get<std::uint32_t>());
       in->lookups = r.get<std::uint64_t>();
       in->backing_id = r.get<std::int32_t>();
-      in->backing_refs = r.get<std::uint32_t>();
-      in->fd = r.take_fd();
-      if (in->id >= next_id_ && in->id != cf::root_ino) throw cf::session::handoff_error("passthrough: a node id beyond the counter");
-      by_key_[{in->dev, in->ino}] = in->id;
-      inodes_[in->id] = std::move(in);
+      in->backing_refs = 0;  // recounted from the open files below
+      (void)r.get<std::uint32_t>();
+      owned_fd fd{r.take_fd()};
+      struct stat st {};
+      if (in->id == 0 || (in->id >= next_id && in->id != cf::root_ino) || inodes.count(in->id) || by_key.count({in->dev, in->ino}))
+        throw handoff_error("passthrough: a node id or inode that is out of range or repeated");
+      if (::fstatat(fd.fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0 || st.st_dev != in->dev || st.st_ino != in->ino ||
+          (st.st_mode & S_IFMT) != in->type)
+        throw handoff_error("passthrough: a handle that is not the inode it claims to be");
+      in->fd = fd.release();
+      by_key[{in->dev, in->ino}] = in->id;
+      inodes[in->id] = std::move(in);
     }
-    if (!inodes_.count(cf::root_ino)) throw cf::session::handoff_error("passthrough: the state has no root");
-    if (!files_.empty()) throw cf::session::handoff_error("passthrough: state restored into a server that has open files");
-    generations_.clear();
-    free_slots_.clear();
+    auto root = inodes.find(cf::root_ino);
+    if (root == inodes.end() || root->second->type != S_IFDIR) throw handoff_error("passthrough: the state has no root directory");
+
+    std::vector<std::unique_ptr<open_file>> files;
+    std::vector<std::uint32_t> generations;
+    std::vector<std::size_t> free_slots;
+    struct close_files {
+      std::vector<std::unique_ptr<open_file>>& f;
+      bool done = false;
+      ~close_files() {
+        if (done) return;
+        for (auto& of : f) {
+          if (!of) continue;
+          if (of->dir) ::closedir(of->dir);
+          else ::close(of->fd);
+        }
+      }
+    } files_guard{files};
     const auto slots = r.get<std::uint64_t>();
+    if (slots > (std::uint64_t{1} << 24)) throw handoff_error("passthrough: an implausible number of open files");
     for (std::uint64_t slot = 0; slot < slots; ++slot) {
-      generations_.push_back(r.get<std::uint32_t>());
-      files_.emplace_back();
+      generations.push_back(r.get<std::uint32_t>());
+      files.emplace_back();
       if (!r.get<std::uint8_t>()) {
-        free_slots_.push_back(slot);
+        free_slots.push_back(slot);
         continue;
       }
       auto f = std::make_unique<open_file>();
       f->node = static_cast<cf::ino>(r.get<std::uint64_t>());
       f->backing_id = r.get<std::int32_t>();
       const bool is_dir = r.get<std::uint8_t>() != 0;
-      f->fd = r.take_fd();
+      owned_fd fd{r.take_fd()};
+      // Files opened for I/O name their inode (the backing id hangs on it); listings name none.
+      if (f->node != 0) {
+        auto in = inodes.find(f->node);
+        if (in == inodes.end()) throw handoff_error("passthrough: an open file of an unknown inode");
+        if (f->backing_id && f->backing_id != in->second->backing_id)
+          throw handoff_error("passthrough: an open file's backing id is not its inode's");
+        struct stat st {};
+        if (::fstat(fd.fd, &st) != 0 || st.st_dev != in->second->dev || st.st_ino != in->second->ino)
+          throw handoff_error("passthrough: an open file that is not its inode");
+        if (f->backing_id) in->second->backing_refs++;
+      } else if (f->backing_id) {
+        throw handoff_error("passthrough: a backing id on a file of no inode");
+      }
       if (is_dir) {
-        f->dir = ::fdopendir(f->fd);
-        if (!f->dir) throw cf::session::handoff_error(std::string("passthrough: a listing could not be resumed: ") + std::strerror(errno));
+        f->dir = ::fdopendir(fd.fd);
+        if (!f->dir) throw handoff_error(std::string("passthrough: a listing could not be resumed: ") + std::strerror(errno));
         f->dir_offset = -1;  // a fresh stream: the next READDIR seeks to the kernel's offset
       }
-      files_.back() = std::move(f);
+      f->fd = fd.release();
+      files.back() = std::move(f);
     }
+    for (auto& [id, in] : inodes)
+      if (in->backing_id && in->backing_refs == 0) throw handoff_error("passthrough: a backing id without an open file");
+
+    // Adopted: the root this process opened gives way to the predecessor's.
+    for (auto& [id, in] : inodes_) ::close(in->fd);
+    inodes_ = std::move(inodes);
+    by_key_ = std::move(by_key);
+    next_id_ = next_id;
+    inode_guard.done = true;
+    files_ = std::move(files);
+    generations_ = std::move(generations);
+    free_slots_ = std::move(free_slots);
+    files_guard.done = true;
   }
+
 
   void drop_lookups(cf::ino i, std::uint64_t n) {
     std::lock_guard lock(mutex_);
@@ -413,10 +482,14 @@ class passthrough {
     bool made = true;  // O_EXCL first: only an object made here takes the security context
     {
       cf::caller_credentials as_caller(c.uid(), c.gid());
-      fd = ::openat(dirfd, n.c_str(), backing_flags(flags) | O_EXCL | O_CREAT | O_NOFOLLOW, mode);
-      if (fd < 0 && errno == EEXIST && !(flags & O_EXCL)) {
+      // Made here, or opened as it was (without O_EXCL); a name removed in between is tried again.
+      for (int attempt = 0; attempt < 8; ++attempt) {
+        made = true;
+        fd = ::openat(dirfd, n.c_str(), backing_flags(flags) | O_EXCL | O_CREAT | O_NOFOLLOW, mode);
+        if (fd >= 0 || errno != EEXIST || (flags & O_EXCL)) break;
         made = false;
         fd = ::openat(dirfd, n.c_str(), backing_flags(flags) | O_NOFOLLOW);
+        if (fd >= 0 || errno != ENOENT) break;
       }
     }
     if (fd < 0) return errno_error();
@@ -805,13 +878,16 @@ class passthrough {
   }
 
   // Writes the security context of a creating request to the new object (`path`, a /proc/self/fd
-  // link, reaches a symlink itself). 0, or the errno that made it fail.
+  // link, reaches a symlink itself). 0, or the errno that made it fail. A backing filesystem
+  // without security xattrs (EOPNOTSUPP) is not a failure: the kernel's own filesystems ignore
+  // that from their LSM hook too.
   static int label(const cf::context& c, const char* path) {
     if (c.security_context_name().empty()) return 0;
     const xattr_name name(c.security_context_name());
     if (name.too_long) return ERANGE;
     const auto v = c.security_context_value();
-    return ::setxattr(path, name.c_str(), v.data(), v.size(), 0) == 0 ? 0 : errno;
+    if (::setxattr(path, name.c_str(), v.data(), v.size(), 0) == 0 || errno == EOPNOTSUPP) return 0;
+    return errno;
   }
 
   cf::result<> remove(cf::ino parent, std::string_view name, int flags) {

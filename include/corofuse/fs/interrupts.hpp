@@ -145,7 +145,10 @@ class interrupt_router {
   // The handoff failed: readers go on (called before the gate's verdict).
   void resume_reading_all() {
     std::lock_guard lock(mutex_);
-    for (mailbox* m : boxes_) m->stop_reading.store(false, std::memory_order_release);
+    for (mailbox* m : boxes_) {
+      m->stop_reading.store(false, std::memory_order_release);
+      m->wake();  // its watcher re-arms for the next handoff
+    }
   }
 
   // Shutdown: every thread cancels what it has in flight.

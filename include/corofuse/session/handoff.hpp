@@ -8,10 +8,14 @@
 //   MAPPED {ok | reason}                 ->
 //                                              freezes: readers stop, handlers finish, every ring
 //                                              entry ends up holding a request or a reply
-//                                        <-    STATE {terms, mount, held entries, filesystem state}
-//                                                    + /dev/fuse + the filesystem's descriptors
-//   serves: commits the held entries from its own rings, starts its readers
-//   ADOPTED {ok | reason}                ->    exits 0 without unmounting
+//                                        <-    STATE {terms, mount, held entries, queue set-ups,
+//                                                    filesystem state} + /dev/fuse + descriptors
+//   restores the state, sets its rings up, touches nothing of the connection yet
+//   READY {ok | reason}                  ->    (not ok, or silence: serves on, as before)
+//                                        <-    GO  (from here the predecessor never serves again)
+//   commits the held entries from its own rings, starts its readers; without GO it gives up,
+//   leaving the connection untouched
+//                                              exits 0 without unmounting
 //
 // Each message is a blob: a leading datagram {length, descriptor count}, then the bytes in pieces
 // that carry the descriptors (SCM_RIGHTS, at most 250 per piece). handoff_writer and handoff_reader
@@ -233,8 +237,17 @@ inline handoff_reader receive_blob(int sock) {
   }
 }
 
-// Both ends of the socket. The predecessor's listening socket is owner-only (umask 077): whoever
-// connects gets the mount and every file the server holds.
+// Both ends of the socket. The predecessor's listening socket is owner-only (mode 0600, set before
+// listen(2), so nobody can connect in between; not through the umask, which is the whole
+// process's and a filesystem's handlers may rely on theirs): whoever connects gets the mount and
+// every file the server holds.
+// Neither side waits for ever on the other: a peer that stops reading or answering is an error.
+inline void set_handoff_timeouts(int sock, int seconds) {
+  timeval tv{seconds, 0};
+  ::setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  ::setsockopt(sock, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof tv);
+}
+
 inline sockaddr_un unix_address(const std::string& path) {
   sockaddr_un a{};
   a.sun_family = AF_UNIX;
@@ -249,12 +262,8 @@ inline int listen_for_successor(const std::string& path) {
   if (s < 0) throw handoff_error(std::string("handoff: socket: ") + std::strerror(errno));
   struct stat st {};
   if (::lstat(path.c_str(), &st) == 0 && S_ISSOCK(st.st_mode)) ::unlink(path.c_str());  // a stale one from an earlier run
-  const mode_t old_umask = ::umask(077);
-  const int rc = ::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a);
-  const int bind_errno = errno;
-  ::umask(old_umask);
-  if (rc != 0 || ::listen(s, 1) != 0) {
-    const int e = rc != 0 ? bind_errno : errno;
+  if (::bind(s, reinterpret_cast<sockaddr*>(&a), sizeof a) != 0 || ::chmod(path.c_str(), 0600) != 0 || ::listen(s, 1) != 0) {
+    const int e = errno;
     ::close(s);
     throw handoff_error("--handoff-socket " + path + ": " + std::strerror(e));
   }
@@ -270,8 +279,7 @@ inline int connect_to_predecessor(const std::string& path, int timeout_seconds) 
     ::close(s);
     throw handoff_error("--take-over " + path + ": " + std::strerror(e) + " (is a server listening there with --handoff-socket?)");
   }
-  timeval tv{timeout_seconds, 0};
-  ::setsockopt(s, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+  set_handoff_timeouts(s, timeout_seconds);
   return s;
 }
 

@@ -25,6 +25,7 @@
 #include <pthread.h>
 #include <sched.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <atomic>
@@ -81,6 +82,7 @@ inline init_terms get_terms(handoff_reader& r) {
 // What the serving loop lends the handoff thread.
 struct handoff_site {
   std::string mountpoint;
+  dev_t device = 0;                     // the mount's device: the plugs must be opened on it
   bool unprivileged = false;
   int fuse_fd = -1;
   init_terms terms;
@@ -92,31 +94,43 @@ struct handoff_site {
   int readers = 0;                      // /dev/fuse readers that stop at the gate
   std::function<void(handoff_writer&)> save_state;
   std::atomic<bool>* connection_lost = nullptr;
+  // From the freeze to the verdict: a stop signal waits for the verdict (it must not unmount a
+  // mount that may be the successor's by then).
+  std::atomic<bool> in_progress{false};
   std::atomic<bool> handed_off{false};  // the successor took over: the loop ends without unmounting
 };
 
 namespace handoff_detail {
 
-// Waits until `done` holds, up to `seconds`.
+// True once the connection is gone (an abort, or the end of the superblock): /dev/fuse polls
+// POLLERR then. Nothing else would tell a frozen server: it issues no I/O.
+inline bool connection_gone(int fuse_fd) {
+  pollfd p{fuse_fd, POLLIN, 0};
+  return ::poll(&p, 1, 0) > 0 && (p.revents & (POLLERR | POLLHUP | POLLNVAL));
+}
+
+// Waits until `done` holds, up to `seconds`; false at the deadline or when the connection ends.
 template <typename Done>
-bool wait_for(Done done, double seconds) {
+bool wait_for(Done done, double seconds, int fuse_fd) {
   const auto until = std::chrono::steady_clock::now() + std::chrono::duration<double>(seconds);
   while (!done()) {
-    if (std::chrono::steady_clock::now() > until) return false;
+    if (std::chrono::steady_clock::now() > until || connection_gone(fuse_fd)) return false;
     std::this_thread::sleep_for(std::chrono::milliseconds(2));
   }
   return true;
 }
 
-// Closes `fds` from a thread pinned to `cpu`: their RELEASEDIRs go to that CPU's ring queue.
-inline bool close_on_cpu(unsigned cpu, std::vector<int> fds) {
+// Runs `fn` on a thread pinned to `cpu`; false when it could not be pinned (offline, or outside
+// this process's cpuset), and `fn` then does not run.
+template <typename Fn>
+bool on_cpu(unsigned cpu, Fn fn) {
   bool pinned = false;
   std::thread t([&] {
     cpu_set_t set;
     CPU_ZERO(&set);
     CPU_SET(cpu, &set);
     pinned = pthread_setaffinity_np(pthread_self(), sizeof set, &set) == 0;
-    for (int fd : fds) ::close(fd);
+    if (pinned) fn();
   });
   t.join();
   return pinned;
@@ -142,7 +156,25 @@ inline void hand_over(int sock, handoff_site& site) {
     send_blob(sock, w);
     throw handoff_error("handoff to pid " + std::to_string(successor_pid) + " refused: " + why);
   };
-  if (site.connection_lost && site.connection_lost->load()) refuse("the connection is ending");
+  auto slot = [&](unsigned q, unsigned i) -> transport::entry_slot& { return site.rs->slots[q * depth + i]; };
+  auto count = [&](auto pred) {
+    int n = 0;
+    for (unsigned q = 0; q < queues; ++q)
+      for (unsigned i = 0; i < depth; ++i) n += pred(slot(q, i).state.load(std::memory_order_seq_cst)) ? 1 : 0;
+    return n;
+  };
+
+  // Everything that would make the freeze fail is checked before it (a failed freeze stalls every
+  // client for seconds).
+  if ((site.connection_lost && site.connection_lost->load()) || handoff_detail::connection_gone(site.fuse_fd))
+    refuse("the connection is ending");
+  if (count([](auto s) { return s == transport::entry_state::ended; }) > 0)
+    refuse("a ring entry of this server has ended: its queue cannot be handed over whole");
+  // Waiters of an earlier, failed handoff have all gone back to serving.
+  if (!handoff_detail::wait_for([&] { return site.gate->arrived() == 0; }, 5.0, site.fuse_fd))
+    refuse("an earlier handoff has not settled");
+  for (unsigned q = 0; q < queues; ++q)
+    if (!handoff_detail::on_cpu(q, [] {})) refuse("cannot run on CPU " + std::to_string(q) + " to quiesce its ring queue");
 
   // The ring memory first: if the successor cannot map it where it is, nothing has changed here.
   {
@@ -158,25 +190,25 @@ inline void hand_over(int sock, handoff_site& site) {
   handoff_reader mapped = receive_blob(sock);
   if (!mapped.get<std::uint8_t>()) throw handoff_error("handoff: the successor could not take the ring memory: " + mapped.get_string());
 
-  // Idle entries get a RELEASEDIR each (see above): directories opened now, while all serves.
+  // Idle entries get a RELEASEDIR each (see above): directories opened now, while all serves, on
+  // the mount itself (not something mounted over it since).
   std::vector<int> plugs;
-  if (queues) {
-    for (unsigned i = 0; i < queues * depth; ++i) {
-      int fd = ::open(site.mountpoint.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
-      if (fd < 0) {
-        for (int p : plugs) ::close(p);
-        refuse(std::string("cannot open the mount's root to quiesce the ring: ") + std::strerror(errno));
-      }
-      plugs.push_back(fd);
-    }
-  }
   struct close_rest {
     std::vector<int>& fds;
     ~close_rest() {
       for (int fd : fds) ::close(fd);
     }
   } close_plugs{plugs};
+  for (unsigned i = 0; i < queues * depth; ++i) {
+    int fd = ::open(site.mountpoint.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (fd < 0) refuse(std::string("cannot open the mount's root to quiesce the ring: ") + std::strerror(errno));
+    plugs.push_back(fd);
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || st.st_dev != site.device) refuse("the mount point " + site.mountpoint + " shows another filesystem now");
+  }
 
+  // Freeze. From here every way out is a verdict: the successor's, or resume().
+  site.in_progress.store(true, std::memory_order_seq_cst);
   bool state_sent = false;
   auto resume = [&](const std::string& why) {
     std::fprintf(stderr, "corofuse: handoff to pid %d failed (%s): serving on\n", successor_pid, why.c_str());
@@ -191,58 +223,50 @@ inline void hand_over(int sock, handoff_site& site) {
     if (site.rs) site.rs->freezing.store(false, std::memory_order_seq_cst);
     site.router->resume_reading_all();
     site.gate->decide(false);
+    site.in_progress.store(false, std::memory_order_seq_cst);
   };
-
-  // Freeze.
-  site.gate->close_gate();
-  if (site.rs) site.rs->freezing.store(true, std::memory_order_seq_cst);
-  site.router->stop_reading_all();
-  auto slot = [&](unsigned q, unsigned i) -> transport::entry_slot& { return site.rs->slots[q * depth + i]; };
-  auto count = [&](auto pred) {
-    int n = 0;
-    for (unsigned q = 0; q < queues; ++q)
-      for (unsigned i = 0; i < depth; ++i) n += pred(slot(q, i).state.load(std::memory_order_seq_cst)) ? 1 : 0;
-    return n;
-  };
-  // Handlers finish (every reader at the gate, no entry serving).
-  // (An entry counts as held a moment before it arrives at the gate: readers are never over-counted.)
-  if (!handoff_detail::wait_for(
-          [&] {
-            const int held = count([](auto s) { return transport::is_held(s); });
-            return count([](auto s) { return s == transport::entry_state::serving; }) == 0 && site.gate->arrived() - held >= site.readers;
-          },
-          10.0)) {
-    resume("requests in service did not finish within 10 s");
-    return;
-  }
-  // Idle entries get their RELEASEDIR, queue by queue.
-  const int quiet = count([](auto s) { return s == transport::entry_state::waiting; });
-  for (unsigned q = 0; q < queues; ++q) {
-    unsigned idle = 0;
-    for (unsigned i = 0; i < depth; ++i) idle += slot(q, i).state.load() == transport::entry_state::waiting ? 1 : 0;
-    if (!idle) continue;
-    std::vector<int> mine(plugs.end() - idle, plugs.end());
-    plugs.resize(plugs.size() - idle);
-    if (!handoff_detail::close_on_cpu(q, std::move(mine))) {
-      resume("cannot run on CPU " + std::to_string(q) + " to quiesce its ring queue");
+  try {
+    site.gate->close_gate();
+    if (site.rs) site.rs->freezing.store(true, std::memory_order_seq_cst);
+    site.router->stop_reading_all();
+    // Handlers finish: every reader at the gate, no entry serving. (An entry counts as held a
+    // moment before it arrives at the gate: arrivals are read first, so readers are never
+    // over-counted.)
+    if (!handoff_detail::wait_for(
+            [&] {
+              const int arrived = site.gate->arrived();
+              const int held = count([](auto s) { return transport::is_held(s); });
+              return count([](auto s) { return s == transport::entry_state::serving; }) == 0 && arrived - held >= site.readers;
+            },
+            10.0, site.fuse_fd)) {
+      resume("requests in service did not finish within 10 s, or the connection ended");
       return;
     }
-  }
-  const int everyone = site.readers + static_cast<int>(queues * depth);
-  if (!handoff_detail::wait_for([&] { return site.gate->arrived() >= everyone; }, 10.0)) {
-    resume("the ring did not come to rest within 10 s");
-    return;
-  }
-  if (site.connection_lost && site.connection_lost->load()) {
-    resume("the connection ended");
-    return;
-  }
+    // Idle entries get their RELEASEDIR, queue by queue.
+    const int quiet = count([](auto s) { return s == transport::entry_state::waiting; });
+    for (unsigned q = 0; q < queues; ++q) {
+      unsigned idle = 0;
+      for (unsigned i = 0; i < depth; ++i) idle += slot(q, i).state.load() == transport::entry_state::waiting ? 1 : 0;
+      if (!idle) continue;
+      std::vector<int> mine(plugs.end() - idle, plugs.end());
+      plugs.resize(plugs.size() - idle);
+      if (!handoff_detail::on_cpu(q, [&] {
+            for (int fd : mine) ::close(fd);
+          })) {
+        plugs.insert(plugs.end(), mine.begin(), mine.end());  // closed later, from anywhere
+        resume("cannot run on CPU " + std::to_string(q) + " to quiesce its ring queue");
+        return;
+      }
+    }
+    const int everyone = site.readers + static_cast<int>(queues * depth);
+    if (!handoff_detail::wait_for([&] { return site.gate->arrived() >= everyone; }, 10.0, site.fuse_fd)) {
+      resume("the ring did not come to rest within 10 s, or the connection ended");
+      return;
+    }
+    const int held_replies = count([](auto s) { return s == transport::entry_state::held_reply; });
+    const int held_requests = count([](auto s) { return s == transport::entry_state::held_request; });
 
-  const int held_replies = count([](auto s) { return s == transport::entry_state::held_reply; });
-  const int held_requests = count([](auto s) { return s == transport::entry_state::held_request; });
-
-  // The state, taken while nothing is served.
-  try {
+    // The state, taken while nothing is served.
     handoff_writer w;
     w.put(handoff_magic);
     put_terms(w, site.terms);
@@ -260,21 +284,29 @@ inline void hand_over(int sock, handoff_site& site) {
     site.save_state(w);
     send_blob(sock, w);
     state_sent = true;
-    handoff_reader adopted = receive_blob(sock);
-    if (!adopted.get<std::uint8_t>()) {
-      resume("the successor could not start: " + adopted.get_string());
+    // The successor has set everything up but touched nothing of the connection: until it is
+    // told to go, this server can still take everything back.
+    handoff_reader ready = receive_blob(sock);
+    if (!ready.get<std::uint8_t>()) {
+      resume("the successor could not start: " + ready.get_string());
       return;
     }
+    handoff_writer go;
+    go.put(handoff_magic);
+    send_blob(sock, go);  // past this point there is no way back
+    std::fprintf(stderr,
+                 "corofuse: handed the mount over to pid %d (ring entries: %d held a reply, %d a request, of which %d were "
+                 "quiet and given a RELEASEDIR)\n",
+                 successor_pid, held_replies, held_requests, quiet);
   } catch (const std::exception& e) {
+    // Only a GO that was never sent leaves the successor untouched: every failure up to the send
+    // above lands here, and the successor gives up without GO.
     resume(e.what());
     return;
   }
-  std::fprintf(stderr,
-               "corofuse: handed the mount over to pid %d (ring entries: %d held a reply, %d a request, of which %d were quiet "
-               "and given a RELEASEDIR)\n",
-               successor_pid, held_replies, held_requests, quiet);
   site.handed_off.store(true, std::memory_order_release);
   site.gate->decide(true);
+  site.in_progress.store(false, std::memory_order_seq_cst);
 }
 
 // Accepts successors on `listen_fd` until `stop_fd` (an eventfd) is written, or a handoff succeeded.
@@ -291,8 +323,7 @@ inline void run_handoff_listener(int listen_fd, int stop_fd, handoff_site& site)
       if (errno == EINTR || errno == ECONNABORTED || errno == EAGAIN) continue;
       return;
     }
-    timeval tv{30, 0};  // a successor that stops answering does not freeze this server for long
-    ::setsockopt(sock, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof tv);
+    set_handoff_timeouts(sock, 30);  // a successor that stops answering does not freeze this server for long
     try {
       hand_over(sock, site);
     } catch (const std::exception& e) {

@@ -234,15 +234,18 @@ class fuse_mount {
   }
 
   // A mount taken over from a predecessor process (restart without unmount): its /dev/fuse
-  // descriptor, received over the handoff socket; nothing is mounted here.
+  // descriptor, received over the handoff socket; nothing is mounted here. It stays the
+  // predecessor's (this object neither unmounts nor aborts it) until claim().
   struct taken_over_t {};
   fuse_mount(taken_over_t, int fd, const std::string& mountpoint, bool unprivileged)
-      : mountpoint_(mountpoint), fd_(fd), mounted_(true) {
+      : mountpoint_(mountpoint), fd_(fd), mounted_(true), owned_(false) {
     if (unprivileged) fusermount_ = detail::find_fusermount();
     dev_ = mounted_device(mountpoint_);
   }
+  // The predecessor let go: the mount is this process's to serve, unmount and abort.
+  void claim() noexcept { owned_ = true; }
   // The mount now belongs to a successor process: neither unmount it nor abort it here.
-  void hand_over() noexcept { mounted_ = false; }
+  void hand_over() noexcept { owned_ = false; }
 
   fuse_mount(const fuse_mount&) = delete;
   fuse_mount& operator=(const fuse_mount&) = delete;
@@ -259,7 +262,7 @@ class fuse_mount {
   // Lazy unmount: the mount disappears from the namespace now; the connection ends when the last
   // user lets go of the superblock. Never blocks on the server.
   void detach() noexcept {
-    if (!mounted_) return;
+    if (!mounted_ || !owned_) return;
     if (!fusermount_.empty()) {
       try {
         if (detail::run_fusermount(fusermount_, {"-u", "-q", "-z", "--", mountpoint_}) == 0 || mounted_device(mountpoint_) == 0)
@@ -274,8 +277,9 @@ class fuse_mount {
   // True when mounted through fusermount3 (no root): fusectl abort is then not available.
   bool unprivileged() const noexcept { return !fusermount_.empty(); }
 
-  // Ends the connection at once: every waiting client gets ECONNABORTED.
-  bool abort() noexcept { return abort_connection(dev_); }
+  // Ends the connection at once: every waiting client gets ECONNABORTED. Not a mount this process
+  // does not own (handed over, or not yet claimed from a predecessor).
+  bool abort() noexcept { return owned_ && abort_connection(dev_); }
 
  private:
   // Only FUSE mounts are refused: mounting over another filesystem's mount point is ordinary.
@@ -347,6 +351,7 @@ class fuse_mount {
   int fd_ = -1;
   dev_t dev_ = 0;
   bool mounted_ = false;
+  bool owned_ = true;  // this process's to unmount and abort (not a predecessor's, nor a successor's)
 };
 
 }  // namespace corofuse::session

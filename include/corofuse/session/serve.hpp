@@ -92,6 +92,7 @@ struct serve_state {
   interrupt_router* router = nullptr;
   mailbox* box = nullptr;  // the main thread's
   notify_replies* replies = nullptr;
+  const handoff_site* handoff = nullptr;  // a stop signal waits for a handoff's verdict
 };
 
 template <typename Fs>
@@ -125,6 +126,12 @@ inline io::task<void> watch_for_stop(io::ring& r, serve_state& st, int sigfd, do
     int n = co_await io::read(r, sigfd, std::span(reinterpret_cast<std::byte*>(&si), sizeof si), static_cast<std::uint64_t>(-1))
                 .track(st.watcher_op);
     if (n != static_cast<int>(sizeof si)) co_return;  // cancelled: the readers ended first
+    if (st.handoff) {
+      // A handoff under way decides first: the mount may be the successor's, not to unmount.
+      while (st.handoff->in_progress.load(std::memory_order_acquire))
+        (void)co_await io::timeout(r, std::chrono::milliseconds(20));
+      if (st.handoff->handed_off.load(std::memory_order_acquire)) co_return;
+    }
     if (!unmounted) {
       log.info("%s: unmounting %s", strsignal(static_cast<int>(si.ssi_signo)), st.mount->mountpoint().c_str());
       st.mount->detach();
@@ -459,9 +466,14 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
       }
       for (auto& qm : modes) {
         qm = in.get<transport::queue_mode>();
-        if (qm.pool_index < -1 || qm.pool_index > static_cast<std::int32_t>(depth) || (qm.sparse_table && qm.pool_index == 0))
-          throw handoff_error("--take-over: a queue's buffer table makes no sense");
+        // The tables pool.hpp and uring.hpp make: sparse (the pool at `depth`, or none), or the
+        // pool or payload block alone at 0, or nothing registered.
+        const bool known = qm.sparse_table ? (qm.pool_index == -1 || qm.pool_index == static_cast<std::int32_t>(depth))
+                                           : (qm.pool_index == -1 || qm.pool_index == 0);
+        if (!known || (qm.zero_copy && !qm.sparse_table)) throw handoff_error("--take-over: a queue's buffer table makes no sense");
       }
+      if (terms.has(abi::init_flag::allow_idmap) && !requires { requires Fs::supports_idmapped_mounts; })
+        throw handoff_error("--take-over: the mount allows idmapped mounts, which this filesystem does not support");
       if constexpr (hands_over_state<Fs>) fs.restore_state(in);
       if (!in.at_end()) throw handoff_error("--take-over: more state than the filesystem read");
     } catch (const std::exception& e) {
@@ -515,8 +527,21 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
       queue_threads.emplace_back([&, q] { transport::run_ring_queue(fs, rs, static_cast<std::uint16_t>(q), started, queue_requests[q]); });
     started.wait();
     if (rs.queues_failed.load() > 0) {
-      // A queue without entries blocks every client of its CPU: end the connection instead.
-      log.info("%d of %u ring queues could not be set up: aborting the connection", rs.queues_failed.load(), queues);
+      // A queue without entries blocks every client of its CPU: end the connection instead. (A
+      // successor's entries wait for the predecessor's go, which never comes: the mount stays the
+      // predecessor's, which serves on.)
+      log.info("%d of %u ring queues could not be set up: %s", rs.queues_failed.load(), queues,
+               successor ? "giving the mount back to the predecessor" : "aborting the connection");
+      if (successor) {
+        handoff_writer no;
+        no.put<std::uint8_t>(0);
+        no.put_string("its ring queues could not be set up");
+        try {
+          send_blob(pred.sock, no);
+        } catch (...) {
+        }
+        gate.decide(true);  // the held entries stay as they are
+      }
       m->abort();
       m->detach();
       for (auto& t : queue_threads) t.join();
@@ -539,6 +564,29 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
     log.info("buffers: %.1f MiB (ring %.1f MiB = %u queues x %u x %zu KiB; /dev/fuse readers %.1f MiB; extra reading threads "
              "%.1f MiB)", static_cast<double>(ring_bytes + reader_bytes + thread_bytes) / mib, static_cast<double>(ring_bytes) / mib,
              queues, depth, rs.payload_size / 1024, static_cast<double>(reader_bytes) / mib, static_cast<double>(thread_bytes) / mib);
+  }
+  if (successor) {
+    // Everything is set up and nothing of the connection touched: the predecessor may still take
+    // it back. Ready; then, on its go, the held entries are served and committed from here.
+    bool go = false;
+    try {
+      handoff_writer ready;
+      ready.put<std::uint8_t>(1);
+      ready.put_string("");
+      send_blob(pred.sock, ready);
+      handoff_reader answer = receive_blob(pred.sock);
+      go = answer.get<std::uint64_t>() == handoff_magic;
+    } catch (const std::exception& e) {
+      log.info("--take-over: %s: the predecessor keeps the mount", e.what());
+    }
+    if (!go) {
+      gate.decide(true);  // the held entries are left as they are, for the predecessor
+      for (auto& t : queue_threads) t.join();
+      return 1;
+    }
+    m->claim();
+    gate.decide(false);  // go: the held entries are served and committed from this process's rings
+    log.info("took the mount %s over", m->mountpoint().c_str());
   }
   // Without the ring, /dev/fuse carries everything: one more reading thread per further possible
   // CPU, each on its own cloned descriptor and ring.
@@ -563,19 +611,6 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
       dev_threads.emplace_back([&fs, &ds, fd, t] { transport::run_dev_thread(fs, fd, t, ds); });
     }
     if (o.debug) log.info("serving /dev/fuse on %zu threads", dev_threads.size() + 1);
-  }
-  if (successor) {
-    // Every held entry is this process's now, and the readers are about to start: the
-    // predecessor may go.
-    handoff_writer ok;
-    ok.put<std::uint8_t>(1);
-    ok.put_string("");
-    try {
-      send_blob(pred.sock, ok);
-    } catch (const std::exception& e) {
-      log.info("%s (the predecessor may not know it can go)", e.what());
-    }
-    log.info("took the mount %s over", m->mountpoint().c_str());
   }
 
   // Restart without unmount: a successor may connect to --handoff-socket (handoff_server.hpp).
@@ -634,7 +669,9 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
   st.replies = &replies;
   st.live_readers = static_cast<int>(o.depth);
   if (listen_fd >= 0) {
+    st.handoff = &site;
     site.mountpoint = m->mountpoint();
+    site.device = m->device();
     site.unprivileged = m->unprivileged();
     site.fuse_fd = m->fd();
     site.terms = terms;

@@ -8,6 +8,7 @@
 #pragma once
 
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
@@ -42,6 +43,9 @@ class shared_arena {
     shared_arena a;
     a.fd_ = fd;
     if (size == 0 || size != round_up(size) || address % page != 0) throw std::runtime_error("bad arena geometry");
+    struct stat st {};
+    if (::fstat(fd, &st) != 0 || static_cast<std::uint64_t>(st.st_size) < size)  // a shorter file would fault (SIGBUS)
+      throw std::runtime_error("the predecessor's ring memory is smaller than it says");
     void* want = reinterpret_cast<void*>(address);
     void* p = ::mmap(want, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED_NOREPLACE, fd, 0);
     if (p == MAP_FAILED) throw std::runtime_error(std::string("cannot map the predecessor's ring memory at its address: ") + std::strerror(errno));

@@ -209,6 +209,8 @@ io::task<void> serve_ring_entry(Fs& fs, io::ring& r, ring_setup& setup, ring_ent
   };
   int res = 0;
   const entry_state taken_over = setup.adopt ? slot.state.load(std::memory_order_acquire) : entry_state::waiting;
+  // The predecessor's entry is touched only on its go (until then it may take everything back).
+  if (is_held(taken_over) && co_await setup.gate->wait(r)) co_return;
   if (taken_over == entry_state::held_request) {
     slot.state.store(entry_state::serving, std::memory_order_release);  // served below like any request
   } else if (taken_over == entry_state::held_reply) {
