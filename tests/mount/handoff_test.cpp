@@ -255,6 +255,35 @@ TEST_CASE("a takeover that cannot happen says why in one line and leaves the run
   CHECK(out.find("cannot hand its state") != std::string::npos);
   CHECK(run(memfs_bin + " /tmp --handoff-socket " + d.sock() + ".memfs", out) == 2);
   CHECK(std::count(out.begin(), out.end(), '\n') == 1);
+  // A successor that fails after the freeze: it cannot receive the state's descriptors (a client
+  // holds 64 files open; the successor may open 32). The first server takes everything back, the
+  // client holding the files open through all of it sees nothing, and the log says why.
+  pid_t holder = start_client(
+      [&] {
+        std::vector<int> fds;
+        for (int i = 0; i < 64; ++i) {
+          const std::string p = d.mnt() + "/held-" + std::to_string(i);
+          int fd = ::open(p.c_str(), O_CREAT | O_RDWR, 0644);
+          if (fd < 0 || ::pwrite(fd, p.data(), p.size(), 0) != static_cast<ssize_t>(p.size())) return 1;
+          fds.push_back(fd);
+        }
+        std::this_thread::sleep_for(std::chrono::seconds(4));  // the failed takeover happens now
+        for (int i = 0; i < 64; ++i) {
+          const std::string p = d.mnt() + "/held-" + std::to_string(i);
+          std::string back(p.size(), '\0');
+          if (::pread(fds[i], back.data(), back.size(), 0) != static_cast<ssize_t>(p.size()) || back != p) return 2;
+          if (::close(fds[i]) != 0) return 3;
+        }
+        return 0;
+      },
+      60);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+  CHECK(run("prlimit --nofile=32:32 " + passthrough_bin + " " + d.src() + " " + d.mnt() + " --take-over " + d.sock(), out) == 1);
+  CHECK(out.find("--take-over") != std::string::npos);
+  CHECK(out.find("RLIMIT_NOFILE") != std::string::npos);
+  CHECK(std::count(out.begin(), out.end(), '\n') == 1);
+  CHECK(exit_status(holder) == 0);
+  CHECK(first.log().find("failed") != std::string::npos);  // "handoff to pid N failed (...): serving on"
   // The first server still serves, and still takes a real successor afterwards.
   CHECK(corofuse::testing::in_client([&] {
           int fd = ::open((d.mnt() + "/after").c_str(), O_CREAT | O_WRONLY, 0644);

@@ -188,7 +188,9 @@ inline std::size_t receive_piece(int sock, std::span<std::byte> buf, std::vector
     }
   }
   if (n == 0) throw handoff_error("handoff: the other side closed the connection");
-  if (msg.msg_flags & (MSG_TRUNC | MSG_CTRUNC)) throw handoff_error("handoff: a message larger than expected");
+  if (msg.msg_flags & MSG_CTRUNC)
+    throw handoff_error("handoff: not every descriptor sent could be received (is the open-file limit, RLIMIT_NOFILE, too low?)");
+  if (msg.msg_flags & MSG_TRUNC) throw handoff_error("handoff: a message larger than expected");
   return static_cast<std::size_t>(n);
 }
 

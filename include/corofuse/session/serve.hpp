@@ -319,7 +319,8 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
       if (!::realpath(o.mountpoint.c_str(), resolved) || mountpoint != resolved)
         log.info("--take-over: serving %s, where the predecessor mounted (not %s)", mountpoint.c_str(), o.mountpoint.c_str());
     } catch (const std::exception& e) {
-      log.info("%s", e.what());
+      const std::string what = e.what();
+      log.info("%s%s", what.rfind("--take-over", 0) == 0 ? "" : ("--take-over " + o.take_over + ": ").c_str(), what.c_str());
       return 1;
     }
   } else {
