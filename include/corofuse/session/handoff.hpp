@@ -136,6 +136,7 @@ struct blob_head {
   std::uint64_t bytes;
   std::uint64_t fds;
 };
+static_assert(sizeof(blob_head) == 16, "the wire between two versions of a server: a change needs a new handoff_version");
 
 inline void send_piece(int sock, std::span<const std::byte> data, std::span<const int> fds) {
   iovec iov{const_cast<std::byte*>(data.data()), data.size()};

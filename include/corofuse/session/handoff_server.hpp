@@ -29,6 +29,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <cstddef>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
@@ -55,6 +56,11 @@ struct handoff_geometry {
   std::uint64_t arena_address = 0;
   std::uint64_t arena_size = 0;
 };
+// Written by one version of a server and read by the next: a layout change of anything sent as
+// bytes needs a new handoff_version.
+static_assert(sizeof(handoff_geometry) == 32 && offsetof(handoff_geometry, arena_size) == 24);
+static_assert(sizeof(transport::queue_mode) == 8 && offsetof(transport::queue_mode, pool_index) == 4);
+static_assert(sizeof(transport::entry_state) == 1);
 
 inline void put_terms(handoff_writer& w, const init_terms& t) {
   w.put(t.kernel_major);
