@@ -61,8 +61,24 @@ constexpr std::size_t MiB = 1 << 20;
 // the errno can be read from the failure (50 + errno).
 int unexpected(int e) { return 50 + e; }
 
-// The ways a request may end when the connection goes away under it.
-bool connection_gone(int e) { return e == ECONNABORTED || e == ENOTCONN; }
+// The ways a request may end when the connection goes away under it. ECANCELED: the request was
+// being handed to a ring entry of the dying server (the kernel's task work then runs cancelled and
+// ends the request with it; seen under ASan, where the server dies more slowly).
+bool connection_gone(int e) { return e == ECONNABORTED || e == ENOTCONN || e == ECANCELED; }
+
+// Under AddressSanitizer freed memory sits in a quarantine for a while: the resident size grows
+// without any leak (and LeakSanitizer checks leaks at exit instead).
+#if defined(__SANITIZE_ADDRESS__)
+constexpr bool rss_measures_leaks = false;
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+constexpr bool rss_measures_leaks = false;
+#else
+constexpr bool rss_measures_leaks = true;
+#endif
+#else
+constexpr bool rss_measures_leaks = true;
+#endif
 
 // A directory the test owns: a mount point to mount more than once. Removed at the end, after
 // detaching whatever a failed test left on it.
@@ -600,7 +616,7 @@ TEST_CASE("Handlers that throw: EIO, logged, still serving, nothing leaked",
   INFO("server RSS: " << rss_before << " KiB after 3000 throws, " << rss_after << " KiB after 15000 more");
   REQUIRE(rss_before > 0);
   // A leak of even 64 bytes a throw would add about 1 MiB.
-  CHECK(rss_after <= rss_before + 512);
+  if (rss_measures_leaks) CHECK(rss_after <= rss_before + 512);
   // No exception object outlives its request.
   CHECK(in_client([&] {
           struct stat st {};
