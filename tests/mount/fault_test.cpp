@@ -209,6 +209,17 @@ pid_t start_streaming_client(const std::string& path, unsigned client, bool reop
       180);
 }
 
+// Two streaming clients on files "a" and "b" of the mount at `dir`, both streaming once the
+// constructor returns; reaped by wait(), killed if the test ends first.
+struct two_streams {
+  progress p;
+  clients c;
+  pid_t a = -1, b = -1;
+  two_streams(const std::string& dir, bool reopen_each_round);
+  int wait_a() { return c.wait(a); }
+  int wait_b() { return c.wait(b); }
+};
+
 // Creates the (empty) files a streaming client opens without O_CREAT.
 int create_files(const std::vector<std::string>& paths) {
   return in_client([&] {
@@ -219,6 +230,15 @@ int create_files(const std::vector<std::string>& paths) {
     }
     return 0;
   });
+}
+
+two_streams::two_streams(const std::string& dir, bool reopen_each_round) {
+  REQUIRE(create_files({dir + "/a", dir + "/b"}) == 0);
+  a = start_streaming_client(dir + "/a", 0, reopen_each_round, p);
+  b = start_streaming_client(dir + "/b", 1, reopen_each_round, p);
+  c.add(a);
+  c.add(b);
+  REQUIRE(p.wait_for(2, 60));  // both stream
 }
 
 // The names in a directory other than . and .. (read directly: only for a directory nothing is
@@ -466,21 +486,14 @@ TEST_CASE("umount while two clients stream I/O: memfs exits 0 by itself",
   server s(memfs_bin, {"--transport", t});
   INFO("memfs log:\n" << tail(s.log()));
   REQUIRE(s.mounted());
-  REQUIRE(create_files({s.path("a"), s.path("b")}) == 0);
-  progress p;
-  clients c;
   // Each client opens its file by name every round: after the umount the name is gone (ENOENT).
-  const pid_t a = start_streaming_client(s.path("a"), 0, true, p);
-  const pid_t b = start_streaming_client(s.path("b"), 1, true, p);
-  c.add(a);
-  c.add(b);
-  REQUIRE(p.wait_for(2, 60));  // both stream
+  two_streams streams(s.dir(), true);
   REQUIRE(::umount2(s.dir().c_str(), MNT_DETACH) == 0);
   // The connection ends once the clients have closed their files; the server sees it and exits.
   CHECK(s.wait_exit(30));
   CHECK(s.exit_status() == 0);
-  CHECK(c.wait(a) == 0);
-  CHECK(c.wait(b) == 0);
+  CHECK(streams.wait_a() == 0);
+  CHECK(streams.wait_b() == 0);
   CHECK_FALSE(s.mounted());
   // Nothing was written into the directory beneath the mount.
   CHECK(entries_of(s.dir()).empty());
@@ -637,21 +650,14 @@ TEST_CASE("SIGTERM while clients stream I/O on memfs: clean ends, exit 0",
   server s(memfs_bin, {"--transport", t, "--shutdown-grace", "1"});
   INFO("memfs log:\n" << tail(s.log()));
   REQUIRE(s.mounted());
-  REQUIRE(create_files({s.path("a"), s.path("b")}) == 0);
-  progress p;
-  clients c;
   // Each client keeps its file open: the connection outlives the unmount until the abort.
-  const pid_t a = start_streaming_client(s.path("a"), 0, false, p);
-  const pid_t b = start_streaming_client(s.path("b"), 1, false, p);
-  c.add(a);
-  c.add(b);
-  REQUIRE(p.wait_for(2, 60));
+  two_streams streams(s.dir(), false);
   s.signal(SIGTERM);
   CHECK(s.wait_exit(30));
   CHECK(s.exit_status() == 0);
   // Every write and read before the abort was whole and right; then ECONNABORTED or ENOTCONN.
-  CHECK(c.wait(a) == 0);
-  CHECK(c.wait(b) == 0);
+  CHECK(streams.wait_a() == 0);
+  CHECK(streams.wait_b() == 0);
   CHECK_FALSE(s.mounted());
   const std::string log = s.log();
   INFO("memfs log at exit:\n" << tail(log));
