@@ -39,39 +39,7 @@ wait_exit() {
   wait "$1"
 }
 
-start_server "$PWD/first.log" "$PWD/mnt" passthrough "$src" "$PWD/mnt" --transport ring --handoff-socket "$sock"
-first=$pid
-client 1 >"$PWD/c1.out" 2>&1 &
-c1=$!
-client 2 >"$PWD/c2.out" 2>&1 &
-c2=$!
-others="$c1 $c2"
-sleep 1
-passthrough "$src" "$mnt" --transport ring --handoff-socket "$sock" --take-over "$sock" >"$PWD/second.log" 2>&1 &
-second=$!
-others="$others $second"
-wait_exit "$first" || fail "the first server did not exit 0 after the handoff ($(cat "$PWD/second.log"))"
-grep -q "handed the mount over" "$log" || fail "the first server did not hand over"
-pid=$second log=$PWD/second.log
-sleep 1
-passthrough "$src" "$mnt" --transport ring --take-over "$sock" >"$PWD/third.log" 2>&1 &
-third=$!
-others="$others $third"
-wait_exit "$second" || fail "the second server did not exit 0 after the handoff ($(cat "$PWD/third.log"))"
-pid=$third log=$PWD/third.log
-wait "$c1" || fail "client 1: $(cat "$PWD/c1.out")"
-wait "$c2" || fail "client 2: $(cat "$PWD/c2.out")"
-drop_caches
-for f in f1 f2; do
-  cmp "$mnt/$f" "$keep/data" >/dev/null 2>&1 || fail "$f differs through the mount after the handoffs"
-  cmp "$src/$f" "$keep/data" >/dev/null 2>&1 || fail "$f differs in the backing directory"
-done
-grep -h "handed the mount over" "$PWD/first.log" "$PWD/second.log"
-stop_server
-
-# Buffer pools with zero-copy queues (root: CAP_SYS_ADMIN): the same, with O_DIRECT clients (their
-# READs and WRITEs are zero-copy: a zero-copy request in service at the freeze is finished by the
-# predecessor and only its reply handed over).
+# An O_DIRECT client (on a zero-copy queue its READs and WRITEs are zero-copy): the same rounds.
 dclient() {
   i=0
   while [ $i -lt 30 ]; do
@@ -82,35 +50,45 @@ dclient() {
   done
   return 0
 }
-start_server "$PWD/pool1.log" "$PWD/mnt2" passthrough "$src" "$PWD/mnt2" --transport pool --handoff-socket "$sock"
-grep -q "2 zero-copy" "$log" || fail "the queues are not zero-copy: $(grep serving "$log")"
-first=$pid
-dclient 1 >"$PWD/d1.out" 2>&1 &
-c1=$!
-client 2 >"$PWD/c2.out" 2>&1 &
-c2=$!
-others="$others $c1 $c2"
-sleep 1
-passthrough "$src" "$mnt" --transport pool --handoff-socket "$sock" --take-over "$sock" >"$PWD/pool2.log" 2>&1 &
-second=$!
-others="$others $second"
-wait_exit "$first" || fail "the pooled server did not exit 0 after the handoff ($(cat "$PWD/pool2.log"))"
-pid=$second log=$PWD/pool2.log
-grep -q "2 queues pooled, 2 zero-copy" "$log" || fail "the successor's queues are not pooled and zero-copy: $(grep serving "$log")"
-sleep 1
-passthrough "$src" "$mnt" --take-over "$sock" >"$PWD/pool3.log" 2>&1 &
-third=$!
-others="$others $third"
-wait_exit "$second" || fail "the second pooled server did not exit 0 after the handoff ($(cat "$PWD/pool3.log"))"
-pid=$third log=$PWD/pool3.log
-wait "$c1" || fail "dclient 1: $(cat "$PWD/d1.out")"
-wait "$c2" || fail "client 2: $(cat "$PWD/c2.out")"
-drop_caches
-for f in d1 f2; do
-  cmp "$mnt/$f" "$keep/data" >/dev/null 2>&1 || fail "$f differs through the pooled mount after the handoffs"
-  cmp "$src/$f" "$keep/data" >/dev/null 2>&1 || fail "$f differs in the backing directory"
-done
-grep -h "handed the mount over" "$PWD/pool1.log" "$PWD/pool2.log"
-[ "$(counter "$log" ZERO_COPY ring)" -gt 0 ] 2>/dev/null || true
-stop_server
+
+# Two handoffs (server 1 -> 2 -> 3) over --transport $2 while client 1 ($3, a function writing
+# the file $4) and client 2 (client, f2) stream; each server's log must show $5 once it serves.
+# Then the clients must have seen no error, and the files be right through the mount and in the
+# backing directory. $1 names the logs and the mount point.
+two_handoffs() {
+  label=$1 transport=$2 first_client=$3 first_file=$4 serving=$5
+  start_server "$PWD/$label-1.log" "$PWD/mnt-$label" passthrough "$src" "$PWD/mnt-$label" --transport "$transport" \
+    --handoff-socket "$sock"
+  grep -q "$serving" "$log" || fail "$label: server 1 does not serve as expected: $(grep serving "$log")"
+  $first_client 1 >"$PWD/$label-c1.out" 2>&1 &
+  c1=$!
+  client 2 >"$PWD/$label-c2.out" 2>&1 &
+  c2=$!
+  others="$others $c1 $c2"
+  sleep 1
+  for n in 2 3; do
+    passthrough "$src" "$mnt" --transport "$transport" --handoff-socket "$sock" --take-over "$sock" >"$PWD/$label-$n.log" 2>&1 &
+    next=$!
+    others="$others $next"
+    wait_exit "$pid" || fail "$label: server $((n - 1)) did not exit 0 after the handoff ($(cat "$PWD/$label-$n.log"))"
+    grep -q "handed the mount over" "$log" || fail "$label: server $((n - 1)) did not hand over"
+    pid=$next log=$PWD/$label-$n.log
+    grep -q "$serving" "$log" || fail "$label: server $n does not serve as expected: $(grep serving "$log")"
+    sleep 1
+  done
+  wait "$c1" || fail "$label: client 1: $(cat "$PWD/$label-c1.out")"
+  wait "$c2" || fail "$label: client 2: $(cat "$PWD/$label-c2.out")"
+  drop_caches
+  for f in "$first_file" f2; do
+    cmp "$mnt/$f" "$keep/data" >/dev/null 2>&1 || fail "$label: $f differs through the mount after the handoffs"
+    cmp "$src/$f" "$keep/data" >/dev/null 2>&1 || fail "$label: $f differs in the backing directory"
+  done
+  grep -h "handed the mount over" "$PWD/$label-1.log" "$PWD/$label-2.log"
+  stop_server
+}
+
+two_handoffs ring ring client f1 "serving over FUSE-over-io_uring: "
+# Buffer pools with zero-copy queues (root: CAP_SYS_ADMIN), the successors' too: a zero-copy
+# request in service at the freeze is finished by the predecessor and only its reply handed over.
+two_handoffs pool pool dclient d1 "2 queues pooled, 2 zero-copy"
 echo "$test_name: ok"
