@@ -82,7 +82,8 @@ inline constexpr std::string_view common_usage =
     "                         unmount): a process started with --take-over PATH gets the mount,\n"
     "                         its open files and requests in flight, and this one exits 0\n"
     "  --take-over PATH       take the mount over from the server listening on PATH instead of\n"
-    "                         mounting (same filesystem and options; MOUNTPOINT must match)\n"
+    "                         mounting (same filesystem and options; MOUNTPOINT must match);\n"
+    "                         both refused by a filesystem that cannot hand over its state\n"
     "  -h, --help             this text\n";
 
 struct parse_outcome {
