@@ -491,6 +491,7 @@ TEST_CASE("umount while two clients stream I/O: memfs exits 0 by itself",
   REQUIRE(::umount2(s.dir().c_str(), MNT_DETACH) == 0);
   // The connection ends once the clients have closed their files; the server sees it and exits.
   CHECK(s.wait_exit(30));
+  INFO("memfs log at exit:\n" << tail(s.log()));
   CHECK(s.exit_status() == 0);
   CHECK(streams.wait_a() == 0);
   CHECK(streams.wait_b() == 0);
