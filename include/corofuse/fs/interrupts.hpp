@@ -168,24 +168,6 @@ class interrupt_router {
   std::atomic<int> pending_count_{0};
 };
 
-// A serving thread's mailbox is known to the router (INTERRUPT, shutdown and handoffs reach the
-// thread through it) for as long as this lives. Without a router it does nothing.
-class router_membership {
- public:
-  router_membership(interrupt_router* router, mailbox& box) : router_(router), box_(box) {
-    if (router_) router_->add(box_);
-  }
-  ~router_membership() {
-    if (router_) router_->remove(box_);
-  }
-  router_membership(const router_membership&) = delete;
-  router_membership& operator=(const router_membership&) = delete;
-
- private:
-  interrupt_router* router_;
-  mailbox& box_;
-};
-
 // Attaches a transport's context to its thread's mailbox for as long as it lives, so that an
 // INTERRUPT (and shutdown) reaches the requests it serves. Without a router or mailbox (a bare
 // transport in a test) it does nothing but mark the request started.

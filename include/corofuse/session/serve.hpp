@@ -103,10 +103,14 @@ io::task<void> run_reader(Fs& fs, io::ring& r, serve_state& st, const cache_defa
                                          st.replies);
   if (end == transport::reader_end::read_failed) st.read_failed = true;
   if (end != transport::reader_end::stopped) {  // stopped: handed over to a successor, the connection lives on
-    // Gone (serve_dev_fuse told every thread already) or unreadable: the ring's zero-copy entries
-    // must stop touching client pages.
+    // ENODEV: the connection is over (the superblock is gone, or it was aborted). The ring's
+    // zero-copy entries must stop touching client pages, and no reply can reach anyone any more:
+    // every thread cancels what its handlers wait for, so that none keeps the process alive.
     if (st.connection_lost) st.connection_lost->store(true, std::memory_order_release);
-    if (end == transport::reader_end::read_failed && st.router) st.router->connection_lost();
+    if (st.router) {
+      st.router->connection_lost();
+      if (end == transport::reader_end::connection_gone) st.router->stop_all();
+    }
   }
   if (--st.live_readers == 0 && st.watcher_op.pending()) co_await io::cancel(r, st.watcher_op);  // nothing left to watch
 }
@@ -657,7 +661,7 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
   mailbox main_box;
   main_box.reading_fd = m->fd();
   main_box.gate = &gate;
-  router_membership main_member(&router, main_box);
+  router.add(main_box);
   serve_state st;
   st.mount = m.get();
   st.connection_lost = &rs.connection_lost;
@@ -715,6 +719,7 @@ int serve(Fs& fs, const options& o, counters* external_stats = nullptr) {
     if (listen_fd >= 0) ::unlink(o.handoff_socket.c_str());
   }
   stop_threads();
+  router.remove(main_box);
   if (o.debug) {
     stats.print(stderr);
     for (unsigned q = 0; q < queues; ++q)

@@ -142,17 +142,7 @@ io::task<reader_end> serve_dev_fuse(Fs& fs, io::ring& r, int fd, const cache_def
       }
       continue;
     }
-    if (n == -ENODEV) {
-      // The connection is over (the superblock is gone, or it was aborted): no reply can reach
-      // anyone. Every thread stops its data operations on zero-copy slots, and cancels what its
-      // handlers wait for, so that none keeps the process alive (the other readers may all be
-      // waiting in handlers).
-      if (router) {
-        router->connection_lost();
-        router->stop_all();
-      }
-      co_return reader_end::connection_gone;
-    }
+    if (n == -ENODEV) co_return reader_end::connection_gone;
     if (n == -EINTR || n == -ENOENT) continue;  // ENOENT: the request was interrupted before we read it
     if (n < 0) {
       std::fprintf(stderr, "corofuse: reading /dev/fuse failed: %s\n", std::strerror(-n));
@@ -249,7 +239,14 @@ void run_dev_thread(Fs& fs, int fd, unsigned index, dev_threads_setup& setup) {
     mailbox box;
     box.reading_fd = fd;
     box.gate = setup.gate;
-    router_membership member(setup.router, box);
+    if (setup.router) setup.router->add(box);
+    struct leave_router {
+      interrupt_router* router;
+      mailbox& box;
+      ~leave_router() {
+        if (router) router->remove(box);
+      }
+    } leave{setup.router, box};
     io::scope s;
     io::scope watcher;
     watcher.spawn(watch_mailbox(r, box, [&] { return s.active() == 0; }));
@@ -257,6 +254,9 @@ void run_dev_thread(Fs& fs, int fd, unsigned index, dev_threads_setup& setup) {
       auto reader = [](Fs& f, io::ring& rr, int dfd, dev_threads_setup& su, dev_buffers& b, int first, mailbox* mb) -> io::task<void> {
         reader_end end = co_await serve_dev_fuse(f, rr, dfd, *su.cache, b, *su.stats, su.layout, first, su.router, mb, su.replies);
         if (end == reader_end::read_failed) std::fprintf(stderr, "corofuse: a /dev/fuse reader stopped on an error\n");
+        // The connection is over: no handler's reply can reach anyone; none may keep the process
+        // alive (the main thread's readers may all be waiting in handlers).
+        if (end == reader_end::connection_gone && su.router) su.router->stop_all();
       };
       s.spawn(reader(fs, r, fd, setup, *buffers[i], fixed ? static_cast<int>(2 * i) : -1, &box));
     }

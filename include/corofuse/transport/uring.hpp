@@ -433,7 +433,14 @@ void run_ring_queue(Fs& fs, ring_setup& setup, std::uint16_t qid, std::latch& st
       setup.modes[qid] = {static_cast<std::uint8_t>(pool.pool), static_cast<std::uint8_t>(pool.zero_copy),
                           static_cast<std::uint8_t>(pool.sparse_table), pool.pool_index};
     mailbox box;
-    router_membership member(setup.router, box);
+    if (setup.router) setup.router->add(box);
+    struct leave_router {
+      interrupt_router* router;
+      mailbox& box;
+      ~leave_router() {
+        if (router) router->remove(box);
+      }
+    } leave{setup.router, box};
     io::scope s;
     io::scope watcher;
     watcher.spawn(watch_mailbox(r, box, [&] { return s.active() == 0; }));
