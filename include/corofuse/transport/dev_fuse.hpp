@@ -142,7 +142,9 @@ io::task<reader_end> serve_dev_fuse(Fs& fs, io::ring& r, int fd, const cache_def
       }
       continue;
     }
-    if (n == -ENODEV) co_return reader_end::connection_gone;
+    // ENODEV: the connection is over. ECONNABORTED: the same, for a read that picked a request up
+    // as the connection was shut down (an umount racing a client), or after a fusectl abort.
+    if (n == -ENODEV || n == -ECONNABORTED) co_return reader_end::connection_gone;
     if (n == -EINTR || n == -ENOENT) continue;  // ENOENT: the request was interrupted before we read it
     if (n < 0) {
       std::fprintf(stderr, "corofuse: reading /dev/fuse failed: %s\n", std::strerror(-n));
