@@ -14,7 +14,6 @@
 #include <vector>
 
 #include "corofuse/corofuse.hpp"
-#include "corofuse/session/serve.hpp"
 
 namespace cf = corofuse;
 

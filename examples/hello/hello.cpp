@@ -26,7 +26,6 @@
 #include <vector>
 
 #include "corofuse/corofuse.hpp"
-#include "corofuse/session/serve.hpp"
 
 namespace cf = corofuse;
 

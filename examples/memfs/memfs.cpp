@@ -32,7 +32,6 @@
 #include <vector>
 
 #include "corofuse/corofuse.hpp"
-#include "corofuse/session/serve.hpp"
 #include "examples/memfs/control_channel.hpp"
 
 namespace cf = corofuse;

@@ -47,8 +47,6 @@
 #include <vector>
 
 #include "corofuse/corofuse.hpp"
-#include "corofuse/fs/caller_credentials.hpp"
-#include "corofuse/session/serve.hpp"
 
 namespace cf = corofuse;
 

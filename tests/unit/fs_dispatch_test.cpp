@@ -551,7 +551,7 @@ TEST_CASE("context: read_fixed / write_fixed move data between a backing file an
     harness h;
     iovec iov{h.space.data(), h.space.size()};
     h.ring.register_buffers(std::span<const iovec>(&iov, 1));
-    h.ctx.set_registered_buffer(0, h.space, 0);
+    cf::detail::context_access::set_registered_buffer(h.ctx, 0, h.space, 0);
     CHECK(h.run(fs, message(abi::opcode::read, &r, sizeof r)).error == 0);
     CHECK(std::string(reinterpret_cast<const char*>(h.space.data()), h.out.size()) == "456789");
   }
@@ -562,7 +562,7 @@ TEST_CASE("context: read_fixed / write_fixed move data between a backing file an
   }
   SECTION("the fixed path is really taken: a buffer named registered that the ring does not have fails") {
     harness h;
-    h.ctx.set_registered_buffer(0, h.space, 0);  // no buffer table on this ring
+    cf::detail::context_access::set_registered_buffer(h.ctx, 0, h.space, 0);  // no buffer table on this ring
     CHECK(h.run(fs, message(abi::opcode::read, &r, sizeof r)).error != 0);
   }
   SECTION("WRITE data from a registered request buffer (WRITE_FIXED)") {
@@ -573,7 +573,7 @@ TEST_CASE("context: read_fixed / write_fixed move data between a backing file an
     message m(abi::opcode::write, &w, sizeof w, "XYZ");
     iovec iov{m.bytes.data(), m.bytes.size()};
     h.ring.register_buffers(std::span<const iovec>(&iov, 1));
-    h.ctx.set_registered_buffer(1, m.bytes, 0);
+    cf::detail::context_access::set_registered_buffer(h.ctx, 1, m.bytes, 0);
     CHECK(h.run(fs, m).error == 0);
     CHECK(h.reply_as<abi::write_out>().size == 3);
     char back[16];

@@ -4,7 +4,6 @@
 #include <sys/types.h>
 
 #include <cstddef>
-#include <array>
 #include <atomic>
 #include <cerrno>
 #include <cstdint>
@@ -14,6 +13,7 @@
 
 #include "corofuse/abi/protocol.hpp"
 #include "corofuse/fs/types.hpp"
+#include "corofuse/io/cancellation.hpp"
 #include "corofuse/io/operations.hpp"
 #include "corofuse/io/ring.hpp"
 #include "corofuse/io/task.hpp"
@@ -23,6 +23,10 @@ namespace corofuse {
 
 // A handler that co_awaits I/O returns a task: `task<result<T>>`.
 using io::task;
+
+namespace detail {
+struct context_access;
+}
 
 class context {
  public:
@@ -57,18 +61,24 @@ class context {
   io::ring& ring() const noexcept { return *ring_; }
   const cache_defaults& defaults() const noexcept { return *defaults_; }
 
-  // ---- INTERRUPT ----------------------------------------------------------------------------
-  // True once the kernel has interrupted this request (its client got a signal): the handler's
-  // stop token. Operations issued through the context (read_fixed, write_fixed, track) are then
-  // cancelled and complete with -ECANCELED; a request that ends with ECANCELED after an interrupt
-  // is answered EINTR.
-  bool interrupted() const noexcept { return interrupted_.load(std::memory_order_acquire); }
+  // The index of the queue (or /dev/fuse thread) serving this request: 0 .. queue_count()-1.
+  // Requests of one client CPU arrive on one queue, served by one thread at a time, so
+  // per-queue state indexed by it (a cache, a free list, a counter) needs no lock.
+  unsigned queue_index() const noexcept { return queue_index_; }
+  unsigned queue_count() const noexcept { return queue_count_; }
 
-  // Makes `op` (any io:: operation on ring()) cancellable by an INTERRUPT of this request. Up to
-  // four operations in flight at once are tracked; co_await the result as usual.
+  // ---- INTERRUPT ----------------------------------------------------------------------------
+  // True once the kernel has interrupted this request (its client got a signal). The request's
+  // stop token then cancels every operation issued through the context (read_fixed,
+  // write_fixed, track; however many are in flight): they complete with -ECANCELED, and a
+  // request that ends with ECANCELED after an interrupt is answered EINTR.
+  bool interrupted() const noexcept { return stop_.requested(); }
+
+  // Makes `op` (any io:: operation on ring()) cancellable by an INTERRUPT of this request;
+  // co_await the result as usual.
   template <typename Op>
   Op&& track(Op&& op) noexcept {
-    return std::forward<Op>(op).track(next_tracking_slot());
+    return std::forward<Op>(op).track(stop_);
   }
 
   // Reads from `fd` at `offset` into `dst` on the queue's ring: an io_uring READ_FIXED when `dst`
@@ -87,7 +97,7 @@ class context {
       }
     };
     if (t.refused) return io::operation<decltype(prep)>::ready(*ring_, prep, -ECONNABORTED);
-    return std::move(io::detail::make(*ring_, prep).track(next_tracking_slot()));
+    return std::move(io::detail::make(*ring_, prep).track(stop_));
   }
 
   // Writes `src` (for a WRITE handler, the data it was given: on the ring it sits in the entry's
@@ -104,43 +114,28 @@ class context {
       }
     };
     if (t.refused) return io::operation<decltype(prep)>::ready(*ring_, prep, -ECONNABORTED);
-    return std::move(io::detail::make(*ring_, prep).track(next_tracking_slot()));
+    return std::move(io::detail::make(*ring_, prep).track(stop_));
   }
+
+  // With init_flag::handle_killpriv_v2 the kernel leaves clearing setuid/setgid to the filesystem
+  // and says when: a WRITE, an OPEN/CREATE with O_TRUNC, or a SETATTR by a caller without
+  // CAP_FSETID. True for this request when the kernel asked for it.
+  bool kill_suidgid() const noexcept { return kill_suidgid_; }
+
+ private:
+  friend struct detail::context_access;
 
   // The transport names the registered buffers this context's requests live in (up to three: a
   // ring entry's payload or pool; a zero-copy request's window; a /dev/fuse reader's request and
   // reply buffers). An offset-addressed region stands for buffers the kernel registered at
   // `buf_index` (the client's pages of a zero-copy request): the address given to io_uring is the
   // offset into the region, and the region itself is never mapped (touching it faults).
-  void set_registered_buffer(unsigned slot, std::span<std::byte> region, int buf_index, bool offset_addressed = false) noexcept {
+  void set_registered_buffer(unsigned slot, std::span<std::byte> region, int buf_index, bool offset_addressed) noexcept {
     if (slot < max_regions) regions_[slot] = {region, buf_index, offset_addressed};
   }
 
-  // Zero-copy requests: once the connection is gone (`lost` set), no new operation may touch the
-  // client's pages (Linux 7.3 leaves an aborted request's pages registered); such operations
-  // complete at once with -ECONNABORTED.
-  void set_connection_lost_flag(const std::atomic<bool>* lost) noexcept { lost_ = lost; }
-
-  // For the interrupt router and the transports.
-  std::uint64_t serving() const noexcept { return serving_.load(std::memory_order_acquire); }
-  void mark_interrupted() noexcept {
-    interrupted_.store(true, std::memory_order_release);
-    cancel_due_.store(true, std::memory_order_release);
-  }
-  // True once per interruption: the mailbox cancels the tracked operations then.
-  bool cancel_due() noexcept { return cancel_due_.exchange(false, std::memory_order_acq_rel); }
-  std::span<io::op_id> tracked_operations() noexcept { return tracked_; }
-  // A transport starts serving a request in this context (before dispatch), and ends it once
-  // the request is answered: from start to end an INTERRUPT of its unique reaches it.
-  void start(std::uint64_t unique) noexcept {
-    interrupted_.store(false, std::memory_order_relaxed);
-    cancel_due_.store(false, std::memory_order_relaxed);
-    serving_.store(unique, std::memory_order_release);
-  }
-  void end() noexcept { serving_.store(0, std::memory_order_release); }
-
   // Set by the dispatcher for each request.
-  void begin(const abi::in_header& h, const proto::extensions& ext = {}) noexcept {
+  void begin(const abi::in_header& h, const proto::extensions& ext) noexcept {
     ext_ = ext;
     uid_ = h.uid;
     gid_ = h.gid;
@@ -150,13 +145,6 @@ class context {
     kill_suidgid_ = false;
   }
 
-  // With init_flag::handle_killpriv_v2 the kernel leaves clearing setuid/setgid to the filesystem
-  // and says when: a WRITE, an OPEN/CREATE with O_TRUNC, or a SETATTR by a caller without
-  // CAP_FSETID. True for this request when the kernel asked for it.
-  bool kill_suidgid() const noexcept { return kill_suidgid_; }
-  void set_kill_suidgid(bool v) noexcept { kill_suidgid_ = v; }
-
- private:
   struct target {
     int index = -1;          // the fixed buffer, or -1: a plain read/write
     std::uintptr_t addr = 0; // the address io_uring is given
@@ -183,13 +171,12 @@ class context {
   static constexpr unsigned max_regions = 3;
   region regions_[max_regions];
 
-  io::op_id& next_tracking_slot() noexcept { return tracked_[next_track_++ % tracked_.size()]; }
-  std::array<io::op_id, 4> tracked_{};
-  unsigned next_track_ = 0;
-  std::atomic<std::uint64_t> serving_{0};
-  std::atomic<bool> interrupted_{false};
-  std::atomic<bool> cancel_due_{false};
+  io::cancellation stop_;                  // this request's stop token
+  std::atomic<bool> cancel_due_{false};   // interrupted, and the tracked operations not yet cancelled
+  std::atomic<std::uint64_t> serving_{0};  // the unique in service (0: none), for INTERRUPT
   const std::atomic<bool>* lost_ = nullptr;
+  unsigned queue_index_ = 0;
+  unsigned queue_count_ = 1;
   io::ring* ring_;
   const cache_defaults* defaults_;
   uid_t uid_ = 0;
@@ -201,4 +188,42 @@ class context {
   bool kill_suidgid_ = false;
 };
 
+namespace detail {
+
+// What the transports and the dispatcher (not handlers) do with a context.
+struct context_access {
+  static void set_queue(context& c, unsigned index, unsigned count) noexcept {
+    c.queue_index_ = index;
+    c.queue_count_ = count;
+  }
+  static void set_registered_buffer(context& c, unsigned slot, std::span<std::byte> region, int buf_index,
+                                    bool offset_addressed = false) noexcept {
+    c.set_registered_buffer(slot, region, buf_index, offset_addressed);
+  }
+  // Zero-copy requests: once the connection is gone (`lost` set), no new operation may touch the
+  // client's pages (Linux 7.3 leaves an aborted request's pages registered); such operations
+  // complete at once with -ECONNABORTED.
+  static void set_connection_lost_flag(context& c, const std::atomic<bool>* lost) noexcept { c.lost_ = lost; }
+  static void begin(context& c, const abi::in_header& h, const proto::extensions& ext = {}) noexcept { c.begin(h, ext); }
+  static void set_kill_suidgid(context& c, bool v) noexcept { c.kill_suidgid_ = v; }
+
+  // From start to end an INTERRUPT of `unique` reaches the request in service in `c`.
+  static void start(context& c, std::uint64_t unique) noexcept {
+    c.stop_.reset();
+    c.cancel_due_.store(false, std::memory_order_relaxed);
+    c.serving_.store(unique, std::memory_order_release);
+  }
+  static void end(context& c) noexcept { c.serving_.store(0, std::memory_order_release); }
+  static std::uint64_t serving(const context& c) noexcept { return c.serving_.load(std::memory_order_acquire); }
+  // Any thread: the request is interrupted; its thread's mailbox cancels what it has in flight.
+  static void interrupt(context& c) noexcept {
+    c.stop_.request();
+    c.cancel_due_.store(true, std::memory_order_release);
+  }
+  // True once per interruption: the mailbox then cancels the tracked operations.
+  static bool take_cancel_due(context& c) noexcept { return c.cancel_due_.exchange(false, std::memory_order_acq_rel); }
+  static io::cancellation& stop_token(context& c) noexcept { return c.stop_; }
+};
+
+}  // namespace detail
 }  // namespace corofuse

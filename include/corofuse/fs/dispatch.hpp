@@ -24,6 +24,7 @@
 #include <vector>
 
 #include "corofuse/abi/flags.hpp"
+#include "corofuse/base/log.hpp"
 #include "corofuse/abi/protocol.hpp"
 #include "corofuse/abi/structs.hpp"
 #include "corofuse/fs/context.hpp"
@@ -104,8 +105,8 @@ auto handled(R&& r) {
 }
 
 inline void log_exception(abi::opcode op, const char* what) noexcept {
-  std::fprintf(stderr, "corofuse: %.*s handler threw: %s (answered EIO)\n", static_cast<int>(abi::opcode_name(op).size()),
-               abi::opcode_name(op).data(), what);
+  log_message("%.*s handler threw: %s (answered EIO)", static_cast<int>(abi::opcode_name(op).size()), abi::opcode_name(op).data(),
+              what);
 }
 
 inline file_info file_from(std::uint64_t fh, std::uint32_t flags = 0, std::uint64_t lock_owner = 0) noexcept {
@@ -156,7 +157,7 @@ io::task<reply_status> dispatch(Fs& fs, context& ctx, const proto::request& req,
   using abi::opcode;
   const opcode op = req.opcode();
   const ino node = req.nodeid();
-  ctx.begin(req.header(), req.parsed_extensions());
+  detail::context_access::begin(ctx, req.header(), req.parsed_extensions());
   const cache_defaults& d = ctx.defaults();
   try {
     switch (op) {
@@ -293,7 +294,7 @@ io::task<reply_status> dispatch(Fs& fs, context& ctx, const proto::request& req,
       case opcode::open:
       case opcode::opendir: {
         auto in = req.op<abi::open_in>();
-        ctx.set_kill_suidgid(in.open_flags & abi::open_flag::kill_suidgid);
+        detail::context_access::set_kill_suidgid(ctx, in.open_flags & abi::open_flag::kill_suidgid);
         if (op == opcode::open) {
           if constexpr (handlers::open<Fs>) {
             result<open_reply> r = co_await detail::handled(fs.open(ctx, node, static_cast<int>(in.flags)));
@@ -352,7 +353,7 @@ io::task<reply_status> dispatch(Fs& fs, context& ctx, const proto::request& req,
         if constexpr (handlers::write<Fs>) {
           auto in = req.op<abi::write_in>();
           file_info fi = detail::file_from(in.fh, in.flags, in.lock_owner);
-          ctx.set_kill_suidgid(in.write_flags & abi::write_flag::kill_suidgid);
+          detail::context_access::set_kill_suidgid(ctx, in.write_flags & abi::write_flag::kill_suidgid);
           result<std::size_t> r = co_await detail::handled(fs.write(ctx, node, fi, req.data(), static_cast<off_t>(in.offset)));
           if (!r) co_return detail::error_of(r);
           if (*r > req.data().size()) {
@@ -456,7 +457,7 @@ io::task<reply_status> dispatch(Fs& fs, context& ctx, const proto::request& req,
       case opcode::create:
         if constexpr (handlers::create<Fs>) {
           auto in = req.op<abi::create_in>();
-          ctx.set_kill_suidgid(in.open_flags & abi::open_flag::kill_suidgid);
+          detail::context_access::set_kill_suidgid(ctx, in.open_flags & abi::open_flag::kill_suidgid);
           result<created> r = co_await detail::handled(
               fs.create(ctx, node, req.name(), in.mode, in.umask, static_cast<int>(in.flags)));
           if (!r) co_return detail::error_of(r);

@@ -23,7 +23,9 @@
 #include <stdexcept>
 #include <utility>
 
+#include "corofuse/io/cancellation.hpp"
 #include "corofuse/io/ring.hpp"
+#include "corofuse/io/task.hpp"
 
 namespace corofuse::io {
 
@@ -65,13 +67,25 @@ class [[nodiscard]] operation {
     id_ = &id;
     return std::move(*this);
   }
+  // Cancelled by `stop` (any number of operations may share it): see cancellation.hpp.
+  operation& track(cancellation& stop) & noexcept {
+    stop_ = &stop;
+    return *this;
+  }
+  operation&& track(cancellation& stop) && noexcept {
+    stop_ = &stop;
+    return std::move(*this);
+  }
   // Extra IOSQE_* flags (e.g. IOSQE_ASYNC).
   operation&& with_sqe_flags(std::uint8_t flags) && noexcept {
     sqe_flags_ |= flags;
     return std::move(*this);
   }
 
-  bool await_ready() const noexcept { return immediate_.has_value(); }
+  bool await_ready() noexcept {
+    if (stop_ && !immediate_ && stop_->requested()) immediate_ = -ECANCELED;  // cancelled before it started
+    return immediate_.has_value();
+  }
   void await_suspend(std::coroutine_handle<> h) {
     io_uring_sqe* s = r_->get_sqe();
     prepare(s);
@@ -79,9 +93,11 @@ class [[nodiscard]] operation {
     c_.counted = true;
     std::uint64_t user_data = r_->track(s, c_);
     if (id_) id_->user_data = user_data;
+    if (stop_) stop_->link(stop_node_, user_data);
   }
   int await_resume() noexcept {
     if (id_) id_->user_data = 0;
+    cancellation::unlink(stop_node_);
     return immediate_ ? *immediate_ : c_.res;
   }
 
@@ -98,6 +114,8 @@ class [[nodiscard]] operation {
   Prep prep_;
   completion c_;
   op_id* id_ = nullptr;
+  cancellation* stop_ = nullptr;
+  cancellation::node stop_node_;
   std::optional<int> immediate_;
   std::uint8_t sqe_flags_ = 0;
 };
@@ -253,6 +271,15 @@ inline auto cancel(ring& r, const op_id& id) {
   };
   if (!id.pending()) return decltype(detail::make(r, prep))::ready(r, prep, -ENOENT);
   return detail::make(r, prep);
+}
+
+// Cancels every operation tracked on `stop` that is in flight now (each completes -ECANCELED, or
+// on its own if it was already running); operations tracked later are cancelled before they
+// start once stop.request() was called. Run on the ring's own thread.
+inline task<void> cancel_tracked(ring& r, cancellation& stop) {
+  while (const std::uint64_t user_data = stop.next_to_cancel()) {
+    (void)co_await detail::make(r, [user_data](io_uring_sqe* s) { io_uring_prep_cancel64(s, user_data, 0); });
+  }
 }
 
 // Cancels every operation in flight on `f`: completes with the number cancelled (0 if none).

@@ -11,6 +11,7 @@
 #include <exception>
 #include <utility>
 
+#include "corofuse/base/log.hpp"
 #include "corofuse/io/frame_pool.hpp"
 #include "corofuse/io/task.hpp"
 
@@ -24,7 +25,7 @@ class scope {
   // Destroying a scope with live roots would leave them pointing at it.
   ~scope() {
     if (active_ != 0) {
-      std::fputs("corofuse::io::scope destroyed while coroutines it started are still running\n", stderr);
+      log_message("io::scope destroyed while coroutines it started are still running");
       std::terminate();
     }
   }

@@ -8,6 +8,7 @@
 #include <type_traits>
 #include <utility>
 
+#include "corofuse/base/log.hpp"
 #include "corofuse/io/ring.hpp"
 #include "corofuse/io/scope.hpp"
 #include "corofuse/io/task.hpp"
@@ -27,7 +28,7 @@ inline void run_scope(ring& r, scope& s) noexcept {
   try {
     r.run_until([&] { return s.active() == 0; });
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "corofuse::io::sync_wait: the event loop failed with coroutines in flight: %s\n", e.what());
+    log_message("io::sync_wait: the event loop failed with coroutines in flight: %s", e.what());
     std::terminate();
   }
 }

@@ -3,9 +3,9 @@
 // tells the loop whether to end (the successor took over) or go on (anything failed).
 //
 // Freezing, in order:
-//  1. The ring entries stop (transport::ring_setup::freezing): a handler that finishes leaves its
+//  1. The ring entries stop (transport::ring_pause::freezing): a handler that finishes leaves its
 //     reply in place uncommitted; an entry that gets a request leaves it unserved. The /dev/fuse
-//     readers stop between requests. Everything that stops waits at the handoff_gate.
+//     readers stop between requests. Everything that stops waits at the transport's pause_gate.
 //  2. Entries still waiting in the kernel (idle: the kernel would hand them the next request) must
 //     not stay so: when this process's queue threads end, the kernel would cancel them, and a
 //     request handed to one in that instant is lost. So each is given a request of our own: a
@@ -40,8 +40,9 @@
 
 #include "corofuse/abi/protocol.hpp"
 #include "corofuse/abi/structs.hpp"
-#include "corofuse/fs/handoff_gate.hpp"
-#include "corofuse/fs/interrupts.hpp"
+#include "corofuse/base/log.hpp"
+#include "corofuse/transport/pause_gate.hpp"
+#include "corofuse/transport/serving_threads.hpp"
 #include "corofuse/session/handoff.hpp"
 #include "corofuse/session/init.hpp"
 #include "corofuse/transport/uring.hpp"
@@ -95,11 +96,10 @@ struct handoff_site {
   handoff_geometry geometry;
   transport::shared_arena* arena = nullptr;
   transport::ring_setup* rs = nullptr;  // null without queues
-  interrupt_router* router = nullptr;
-  handoff_gate* gate = nullptr;
+  transport::serving_threads* threads = nullptr;
+  transport::pause_gate* gate = nullptr;
   int readers = 0;                      // /dev/fuse readers that stop at the gate
   std::function<void(handoff_writer&)> save_state;
-  std::atomic<bool>* connection_lost = nullptr;
   // From the freeze to the verdict: a stop signal waits for the verdict (it must not unmount a
   // mount that may be the successor's by then).
   std::atomic<bool> in_progress{false};
@@ -172,7 +172,7 @@ inline void hand_over(int sock, handoff_site& site) {
 
   // Everything that would make the freeze fail is checked before it (a failed freeze stalls every
   // client for seconds).
-  if ((site.connection_lost && site.connection_lost->load()) || handoff_detail::connection_gone(site.fuse_fd))
+  if (site.threads->connection_is_over() || handoff_detail::connection_gone(site.fuse_fd))
     refuse("the connection is ending");
   if (count([](auto s) { return s == transport::entry_state::ended; }) > 0)
     refuse("a ring entry of this server has ended: its queue cannot be handed over whole");
@@ -217,7 +217,7 @@ inline void hand_over(int sock, handoff_site& site) {
   site.in_progress.store(true, std::memory_order_seq_cst);
   bool state_sent = false;
   auto resume = [&](const std::string& why) {
-    std::fprintf(stderr, "corofuse: handoff to pid %d failed (%s): serving on\n", successor_pid, why.c_str());
+    log_message("handoff to pid %d failed (%s): serving on", successor_pid, why.c_str());
     if (state_sent) {
       // The successor may have read requests from /dev/fuse and died with them: the kernel sends
       // them again (FUSE_NOTIFY_RESEND, 7.40).
@@ -226,15 +226,15 @@ inline void hand_over(int sock, handoff_site& site) {
       h.error = static_cast<std::int32_t>(abi::notify_code::resend);
       (void)!::write(site.fuse_fd, &h, sizeof h);
     }
-    if (site.rs) site.rs->freezing.store(false, std::memory_order_seq_cst);
-    site.router->resume_reading_all();
+    if (site.rs) site.rs->pause.freezing.store(false, std::memory_order_seq_cst);
+    site.threads->resume_reading_all();
     site.gate->decide(false);
     site.in_progress.store(false, std::memory_order_seq_cst);
   };
   try {
     site.gate->close_gate();
-    if (site.rs) site.rs->freezing.store(true, std::memory_order_seq_cst);
-    site.router->stop_reading_all();
+    if (site.rs) site.rs->pause.freezing.store(true, std::memory_order_seq_cst);
+    site.threads->pause_reading_all();
     // Handlers finish: every reader at the gate, no entry serving. (An entry counts as held a
     // moment before it arrives at the gate: arrivals are read first, so readers are never
     // over-counted.)
@@ -300,10 +300,8 @@ inline void hand_over(int sock, handoff_site& site) {
     handoff_writer go;
     go.put(handoff_magic);
     send_blob(sock, go);  // past this point there is no way back
-    std::fprintf(stderr,
-                 "corofuse: handed the mount over to pid %d (ring entries: %d held a reply, %d a request, of which %d were "
-                 "quiet and given a RELEASEDIR)\n",
-                 successor_pid, held_replies, held_requests, quiet);
+    log_message("handed the mount over to pid %d (ring entries: %d held a reply, %d a request, of which %d were quiet and given "
+                "a RELEASEDIR)", successor_pid, held_replies, held_requests, quiet);
   } catch (const std::exception& e) {
     // Only a GO that was never sent leaves the successor untouched: every failure up to the send
     // above lands here, and the successor gives up without GO.
@@ -333,7 +331,7 @@ inline void run_handoff_listener(int listen_fd, int stop_fd, handoff_site& site)
     try {
       hand_over(sock, site);
     } catch (const std::exception& e) {
-      std::fprintf(stderr, "corofuse: %s\n", e.what());
+      log_message("%s", e.what());
     }
     ::close(sock);
     if (site.handed_off.load()) return;

@@ -26,6 +26,8 @@
 #include <utility>
 #include <vector>
 
+#include "corofuse/base/log.hpp"
+
 namespace corofuse::session {
 
 struct mount_options {
@@ -341,7 +343,7 @@ class fuse_mount {
     if (fd < 0)
       throw mount_error(EPERM, "mount " + mountpoint_ + ": " +
                                    (said.empty() ? "fusermount3 failed (exit status " + std::to_string(status) + ")" : said));
-    if (!said.empty()) std::fprintf(stderr, "%s\n", said.c_str());  // a warning on success stays visible
+    if (!said.empty()) log_to(log_kind::report, "%s", said.c_str());  // fusermount3's warning on success stays visible
     fd_ = fd;
     fusermount_ = helper;
   }

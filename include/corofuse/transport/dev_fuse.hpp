@@ -1,10 +1,13 @@
-// The classic transport: requests read from /dev/fuse, replies written back, all through the
-// queue's io_uring. Every kernel has it, and a server always keeps one reader on it (FORGET,
-// INTERRUPT and requests made before the ring is ready arrive there).
+// The classic transport: requests read from /dev/fuse, replies written back with writev(2).
+// Every kernel has it, and a server always keeps readers on it beside a ring (FORGET, INTERRUPT,
+// NOTIFY_REPLY and requests made before the ring is ready arrive there: docs/kernel.md, "What
+// stays on /dev/fuse").
 //
-// A reader is a coroutine with its own request and reply buffers; several readers on one ring
-// keep several requests in service at once, so a handler waiting for I/O does not hold up the
-// others.
+// A reader is a coroutine with its own request and reply buffers; several readers on one thread's
+// ring keep several requests in service at once, so a handler waiting for I/O does not hold up
+// the others. The readers wait for the device on the ring (a poll) and read it directly: the
+// device has no non-blocking mode io_uring could use, so a READ through the ring would park in an
+// io-wq worker (measured: a wake-up lost there hung a create/unlink loop with 6+ readers).
 #pragma once
 
 #include <fcntl.h>
@@ -18,29 +21,29 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstdint>
-#include <cstdio>
 #include <cstring>
 #include <exception>
 #include <memory>
 #include <span>
+#include <string>
 #include <vector>
 
 #include "corofuse/abi/ioctl.hpp"
 #include "corofuse/abi/protocol.hpp"
 #include "corofuse/abi/structs.hpp"
-#include "corofuse/fs/context.hpp"
-#include "corofuse/fs/dispatch.hpp"
-#include "corofuse/fs/interrupts.hpp"
+#include "corofuse/base/log.hpp"
 #include "corofuse/fs/notify_replies.hpp"
 #include "corofuse/io/operations.hpp"
 #include "corofuse/io/ring.hpp"
-#include "corofuse/io/scope.hpp"
 #include "corofuse/io/task.hpp"
 #include "corofuse/proto/reply.hpp"
 #include "corofuse/proto/request.hpp"
-#include "corofuse/session/counters.hpp"
+#include "corofuse/transport/counters.hpp"
 #include "corofuse/transport/kernel_order.hpp"
 #include "corofuse/transport/page_buffer.hpp"
+#include "corofuse/transport/pause_gate.hpp"
+#include "corofuse/transport/request_path.hpp"
+#include "corofuse/transport/serving_threads.hpp"
 
 namespace corofuse::transport {
 
@@ -68,18 +71,15 @@ enum class reader_end {
   stopped,          // told to stop reading (a handoff to a successor process)
 };
 
-// Writes one reply (out_header + args) to /dev/fuse with writev(2), directly. A /dev/fuse write
-// never waits (it hands the reply to the waiting client and returns); through io_uring it would
-// be punted to an io-wq worker (the device has no non-blocking mode), a thread hop for nothing,
-// and under load replies queued there behind blocked reads stalled the connection (measured:
-// --depth 16 hung after 27 creates). ENOENT means the kernel no longer waits for this request
-// (interrupted, or the connection is going away): not an error.
+// Writes one reply to /dev/fuse with writev(2), directly. A /dev/fuse write never waits (it
+// hands the reply to the waiting client and returns); through io_uring it would be punted to an
+// io-wq worker, a thread hop for nothing, and under load replies queued there behind blocked
+// reads stalled the connection (measured: --depth 16 hung after 27 creates). ENOENT means the
+// kernel no longer waits for this request (interrupted, or the connection is going away): not
+// an error.
 inline int send_dev_reply(int fd, std::uint64_t unique, int error, std::span<const std::byte> args) noexcept {
   reply_leaving();
-  abi::out_header h{};
-  h.len = static_cast<std::uint32_t>(sizeof h + (error ? 0 : args.size()));
-  h.error = -error;
-  h.unique = unique;
+  abi::out_header h = reply_header(unique, error, args.size());
   iovec iov[2] = {{&h, sizeof h}, {const_cast<std::byte*>(args.data()), error ? 0 : args.size()}};
   ssize_t n;
   do {
@@ -87,8 +87,7 @@ inline int send_dev_reply(int fd, std::uint64_t unique, int error, std::span<con
   } while (n < 0 && errno == EINTR);
   int res = n < 0 ? -errno : static_cast<int>(n);
   if (res < 0 && res != -ENOENT && res != -ENODEV)
-    std::fprintf(stderr, "corofuse: writing the reply to request %llu failed: %s\n", static_cast<unsigned long long>(unique),
-                 std::strerror(-res));
+    log_message("writing the reply to request %llu failed: %s", static_cast<unsigned long long>(unique), std::strerror(-res));
   return res;
 }
 
@@ -104,90 +103,93 @@ inline bool set_nonblocking(int fd) noexcept {
   return fl >= 0 && ::fcntl(fd, F_SETFL, fl | O_NONBLOCK) == 0;
 }
 
-// Serves requests from `fd` until the connection ends. `layout` carries negotiated details
-// (setxattr_ext) the parser needs.
-// `first_fixed_index` >= 0: the request and reply buffers are registered on `r` at that index and
-// the next, so handlers' ctx.read_fixed/write_fixed use fixed-buffer I/O.
-// `router` and `box` (both or neither): INTERRUPT is routed to the request it names, and this
-// reader's requests can be interrupted through its thread's mailbox.
-template <typename Fs>
-io::task<reader_end> serve_dev_fuse(Fs& fs, io::ring& r, int fd, const cache_defaults& defaults, dev_buffers& buf,
-                                    session::counters& stats, proto::layout_options layout = {}, int first_fixed_index = -1,
-                                    interrupt_router* router = nullptr, mailbox* box = nullptr,
-                                    notify_replies* replies = nullptr) {
-  // With a mailbox, a handoff stops the reader between requests (mailbox::stop_reading).
-  auto told_to_stop = [box] { return box && box->stop_reading.load(std::memory_order_acquire); };
-  context ctx(&r, defaults);
-  mailbox_attachment attached(router, box, ctx);
-  if (first_fixed_index >= 0) {
-    ctx.set_registered_buffer(0, buf.request(), first_fixed_index);
-    ctx.set_registered_buffer(1, buf.reply(), first_fixed_index + 1);
+// What the readers of every /dev/fuse thread share.
+struct dev_setup {
+  const cache_defaults* cache = nullptr;
+  counters* stats = nullptr;
+  proto::layout_options layout;  // negotiated details the parser needs (setxattr_ext)
+  unsigned depth = 4;            // readers per thread
+  std::size_t max_payload = 0;   // the largest WRITE or READ
+  serving_threads* threads = nullptr;
+  notify_replies* replies = nullptr;
+  pause_gate* gate = nullptr;    // where paused readers wait
+  unsigned thread_count = 1;     // /dev/fuse threads in all (context::queue_count)
+};
+
+// The readers' buffers of one thread, registered as fixed buffers of its ring (request 2i, reply
+// 2i+1) so that handlers' read_fixed/write_fixed use fixed-buffer I/O. False (and a log line from
+// the first thread only) when the locked-memory limit refuses them: handlers then use plain I/O.
+inline bool register_dev_buffers(io::ring& r, const std::vector<std::unique_ptr<dev_buffers>>& buffers, bool say_why) {
+  std::vector<iovec> iov;
+  for (const auto& b : buffers) {
+    iov.push_back({b->request().data(), b->request().size()});
+    iov.push_back({b->reply().data(), b->reply().size()});
   }
+  try {
+    r.register_buffers(iov);
+    return true;
+  } catch (const std::exception& e) {
+    if (say_why) log_message("/dev/fuse reader buffers not registered (%s); handlers use plain reads", e.what());
+    return false;
+  }
+}
+
+// One reader: serves requests from `fd` until the connection ends or the thread is told to stop.
+// `first_fixed_index` >= 0: its request and reply buffers are registered on the thread's ring at
+// that index and the next. When the connection ends, every thread hears of it.
+template <typename Fs>
+io::task<reader_end> serve_dev_fuse(Fs& fs, io::ring& r, int fd, dev_buffers& buf, int first_fixed_index, serving_thread& thread,
+                                    counter_shard& counts, const dev_setup& setup, unsigned thread_index) {
+  request_path<Fs> path(fs, r, *setup.cache, thread, counts, setup.replies, arrival::dev_fuse, thread_index, setup.thread_count);
+  if (first_fixed_index >= 0) {
+    context_access::set_registered_buffer(path.ctx(), 0, buf.request(), first_fixed_index);
+    context_access::set_registered_buffer(path.ctx(), 1, buf.reply(), first_fixed_index + 1);
+  }
+  mailbox& box = thread.box();
+  reader_end end = reader_end::connection_gone;
   for (;;) {
-    if (told_to_stop()) {
-      // Between requests: wait for the handoff's outcome; end if the successor took over.
-      if (!box->gate || co_await box->gate->wait(r)) co_return reader_end::stopped;
+    if (box.pause_reading.load(std::memory_order_acquire)) {
+      // Between requests: wait for the pause to end; end if the connection was handed off.
+      if (!box.gate || co_await box.gate->wait(r)) {
+        end = reader_end::stopped;
+        break;
+      }
       continue;
     }
     int n = read_request(fd, buf.request());
     if (n == -EAGAIN) {
       // Nothing queued: wait on the ring until the device is readable. Polls wake every waiter;
-      // the readers that lose the race read EAGAIN and wait again. (A blocking READ through
-      // io_uring would park in an io-wq worker in the device's exclusive wait, where a wake-up
-      // can be lost: measured, a create/unlink loop hung with 6+ readers.)
+      // the readers that lose the race read EAGAIN and wait again.
       int ev = co_await io::poll(r, fd, POLLIN);
       if (ev < 0 && ev != -EINTR && ev != -ECANCELED) {
-        std::fprintf(stderr, "corofuse: polling /dev/fuse failed: %s\n", std::strerror(-ev));
-        co_return reader_end::read_failed;
+        log_message("polling /dev/fuse failed: %s", std::strerror(-ev));
+        end = reader_end::read_failed;
+        break;
       }
       continue;
     }
     // ENODEV: the connection is over. ECONNABORTED: the same, for a read that picked a request up
     // as the connection was shut down (an umount racing a client), or after a fusectl abort.
-    if (n == -ENODEV || n == -ECONNABORTED) co_return reader_end::connection_gone;
+    if (n == -ENODEV || n == -ECONNABORTED) break;
     if (n == -EINTR || n == -ENOENT) continue;  // ENOENT: the request was interrupted before we read it
     if (n < 0) {
-      std::fprintf(stderr, "corofuse: reading /dev/fuse failed: %s\n", std::strerror(-n));
-      co_return reader_end::read_failed;
+      log_message("reading /dev/fuse failed: %s", std::strerror(-n));
+      end = reader_end::read_failed;
+      break;
     }
-    request_arrived();
-    auto msg = buf.request().first(static_cast<std::size_t>(n));
     proto::request req;
-    proto::parse_error e = proto::parse_message(msg, req, layout);
-    if (e != proto::parse_error::none) {
-      stats.malformed();
-      abi::in_header h{};
-      if (msg.size() >= sizeof h) std::memcpy(&h, msg.data(), sizeof h);
-      std::fprintf(stderr, "corofuse: malformed request (opcode %u, unique %llu): %.*s\n", h.opcode,
-                   static_cast<unsigned long long>(h.unique), static_cast<int>(proto::describe(e).size()), proto::describe(e).data());
-      if (h.unique != 0 && !abi::opcode_has_no_reply(static_cast<abi::opcode>(h.opcode)))
-        send_dev_reply(fd, h.unique, proto::errno_for(e), {});
-      continue;
-    }
-    stats.request(req.opcode(), session::counters::path::dev_fuse);
-    if (req.opcode() == abi::opcode::interrupt) {  // never answered
-      if (router) router->interrupt(req.op<abi::interrupt_in>().unique);
-      continue;
-    }
-    if (req.opcode() == abi::opcode::notify_reply) {  // a RETRIEVE's data, for the coroutine that asked; never answered
-      if (!replies || !replies->complete(req.unique(), req.data()))
-        std::fprintf(stderr, "corofuse: NOTIFY_REPLY %llu that nobody waits for\n", static_cast<unsigned long long>(req.unique()));
-      continue;
-    }
+    const proto::parse_error pe = proto::parse_message(buf.request().first(static_cast<std::size_t>(n)), req, setup.layout);
     proto::reply_buffer out(buf.reply());
-    attached.start(req.unique());
-    reply_status st = co_await dispatch(fs, ctx, req, out);
-    st.error = interrupted_error(ctx, st.error);
-    ctx.end();
-    if (st.no_reply) continue;
-    if (st.read_from_file) {  // the READ's data comes from a file, read straight into the reply
-      int got = co_await ctx.read_fixed(st.data_from.fd, out.tail().first(st.data_from.size), st.data_from.offset);
-      if (got < 0) st.error = -got;
-      else out.commit(static_cast<std::size_t>(got));
-    }
-    if (st.error) stats.error(req.opcode());
-    send_dev_reply(fd, req.unique(), st.error, out.written());
+    reply_plan p = co_await path.serve(pe, req, out);
+    if (!p.expected) continue;
+    if (p.from_file) co_await path.read_file(p);
+    send_dev_reply(fd, p.unique, p.error, out.written().first(p.bytes));
   }
+  // Handed off: the connection lives on in the successor. Otherwise it is over (or this reader
+  // failed): zero-copy entries stop touching client pages, and when it is gone for good every
+  // thread cancels what its handlers wait for, so that none keeps the process alive.
+  if (end != reader_end::stopped) setup.threads->connection_over(end == reader_end::connection_gone);
+  co_return end;
 }
 
 // A second descriptor on the same connection (FUSE_DEV_IOC_CLONE), so that another thread reads
@@ -204,72 +206,35 @@ inline int clone_dev_fd(int session_fd) {
   return fd;
 }
 
-// What the extra /dev/fuse threads share.
-struct dev_threads_setup {
-  const cache_defaults* cache = nullptr;
-  session::counters* stats = nullptr;
-  proto::layout_options layout;
-  unsigned depth = 4;
-  std::size_t max_payload = 0;
-  std::atomic<int> running{0};
-  interrupt_router* router = nullptr;
-  notify_replies* replies = nullptr;
-  handoff_gate* gate = nullptr;  // a handoff to a successor stops the readers there
-};
-
 // One extra thread serving /dev/fuse on its cloned descriptor `fd` (closed when it ends), with
-// its own ring, buffers and readers, until the connection ends.
+// its own ring, buffers and readers, until the connection ends. `running` counts it down.
 template <typename Fs>
-void run_dev_thread(Fs& fs, int fd, unsigned index, dev_threads_setup& setup) {
+void run_dev_thread(Fs& fs, int fd, unsigned index, const dev_setup& setup, std::atomic<int>& running) {
   try {
     std::vector<std::unique_ptr<dev_buffers>> buffers;  // before the ring: they outlive it
-    std::vector<iovec> iov;
-    for (unsigned i = 0; i < setup.depth; ++i) {
-      buffers.push_back(std::make_unique<dev_buffers>(setup.max_payload));
-      iov.push_back({buffers.back()->request().data(), buffers.back()->request().size()});
-      iov.push_back({buffers.back()->reply().data(), buffers.back()->reply().size()});
-    }
+    for (unsigned i = 0; i < setup.depth; ++i) buffers.push_back(std::make_unique<dev_buffers>(setup.max_payload));
     io::ring_options ro;
     ro.entries = std::max(64u, 4 * setup.depth + 8);
     io::ring r(ro);
-    bool fixed = true;
-    try {
-      r.register_buffers(iov);
-    } catch (const std::exception&) {
-      fixed = false;  // the main thread already said why (the same limit applies)
-    }
-    mailbox box;
-    box.reading_fd = fd;
-    box.gate = setup.gate;
-    if (setup.router) setup.router->add(box);
-    struct leave_router {
-      interrupt_router* router;
-      mailbox& box;
-      ~leave_router() {
-        if (router) router->remove(box);
-      }
-    } leave{setup.router, box};
-    io::scope s;
-    io::scope watcher;
-    watcher.spawn(watch_mailbox(r, box, [&] { return s.active() == 0; }));
+    const bool fixed = register_dev_buffers(r, buffers, /*say_why=*/false);  // the main thread said why
+    serving_thread thread(r, *setup.threads);
+    thread.box().reading_fd = fd;
+    thread.box().gate = setup.gate;
+    counter_shard& counts = setup.stats->add_shard("dev " + std::to_string(index));
     for (unsigned i = 0; i < setup.depth; ++i) {
-      auto reader = [](Fs& f, io::ring& rr, int dfd, dev_threads_setup& su, dev_buffers& b, int first, mailbox* mb) -> io::task<void> {
-        reader_end end = co_await serve_dev_fuse(f, rr, dfd, *su.cache, b, *su.stats, su.layout, first, su.router, mb, su.replies);
-        if (end == reader_end::read_failed) std::fprintf(stderr, "corofuse: a /dev/fuse reader stopped on an error\n");
-        // The connection is over: no handler's reply can reach anyone; none may keep the process
-        // alive (the main thread's readers may all be waiting in handlers).
-        if (end == reader_end::connection_gone && su.router) su.router->stop_all();
+      auto reader = [](Fs& f, io::ring& rr, int dfd, dev_buffers& b, int first, serving_thread& t, counter_shard& c,
+                       const dev_setup& su, unsigned ti) -> io::task<void> {
+        if (co_await serve_dev_fuse(f, rr, dfd, b, first, t, c, su, ti) == reader_end::read_failed)
+          log_message("a /dev/fuse reader stopped on an error");
       };
-      s.spawn(reader(fs, r, fd, setup, *buffers[i], fixed ? static_cast<int>(2 * i) : -1, &box));
+      thread.spawn(reader(fs, r, fd, *buffers[i], fixed ? static_cast<int>(2 * i) : -1, thread, counts, setup, index));
     }
-    r.run_until([&] { return s.active() == 0; });
-    box.wake();
-    r.run_until([&] { return watcher.active() == 0; });
+    thread.run();
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "corofuse: /dev/fuse thread %u failed: %s\n", index, e.what());
+    log_message("/dev/fuse thread %u failed: %s", index, e.what());
   }
   ::close(fd);
-  setup.running.fetch_sub(1);
+  running.fetch_sub(1);
 }
 
 }  // namespace corofuse::transport

@@ -1,11 +1,12 @@
-// Where the serving coroutines wait while a handoff to a successor process is decided.
+// Where the serving coroutines wait while the session pauses the transports (a handoff to a
+// successor process: session/handoff_server.hpp).
 //
-// During a handoff every /dev/fuse reader stops between requests and every ring entry stops with
+// While paused every /dev/fuse reader stops between requests and every ring entry stops with
 // what it holds (a request not yet served, or a reply not yet committed), and each arrives here.
-// The handoff then either succeeds (the successor owns the connection: they end) or fails (they
-// go on as if nothing happened). The decision is one eventfd that every waiter polls, on any
-// thread's ring: an eventfd stays readable for all of them until it is drained for the next
-// handoff.
+// The session then decides: the connection was handed off (the waiters end; another process
+// owns it now) or not (they go on as if nothing happened). The decision is one eventfd that every
+// waiter polls, on any thread's ring: an eventfd stays readable for all of them until it is
+// drained for the next pause.
 #pragma once
 
 #include <poll.h>
@@ -23,18 +24,18 @@
 #include "corofuse/io/ring.hpp"
 #include "corofuse/io/task.hpp"
 
-namespace corofuse {
+namespace corofuse::transport {
 
-class handoff_gate {
+class pause_gate {
  public:
-  handoff_gate() : fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
+  pause_gate() : fd_(::eventfd(0, EFD_CLOEXEC | EFD_NONBLOCK)) {
     if (fd_ < 0) throw std::runtime_error(std::string("eventfd: ") + std::strerror(errno));
   }
-  ~handoff_gate() { ::close(fd_); }
-  handoff_gate(const handoff_gate&) = delete;
-  handoff_gate& operator=(const handoff_gate&) = delete;
+  ~pause_gate() { ::close(fd_); }
+  pause_gate(const pause_gate&) = delete;
+  pause_gate& operator=(const pause_gate&) = delete;
 
-  // A new handoff begins: nothing decided, nobody arrived.
+  // A new pause begins: nothing decided, nobody arrived.
   void close_gate() noexcept {
     std::uint64_t v;
     while (::read(fd_, &v, sizeof v) > 0) {
@@ -67,4 +68,4 @@ class handoff_gate {
   std::atomic<int> arrived_{0};
 };
 
-}  // namespace corofuse
+}  // namespace corofuse::transport

@@ -1,0 +1,153 @@
+// The one path a request takes through the server, whichever transport carried it.
+//
+//   transport: request received (parsed into a view)  ->  request_path::serve  ->  reply_plan
+//   ->  transport: carries the reply (writev on /dev/fuse; in place + COMMIT_AND_FETCH on a ring)
+//
+// serve() answers a malformed request, routes INTERRUPT and NOTIFY_REPLY (never answered),
+// counts, runs the filesystem's handler through dispatch, maps an interrupted handler's
+// ECANCELED to EINTR, and says what the reply is: an error, arguments already in the reply
+// buffer, or (a READ answered with a file slice) data still to be read from a file into the
+// reply, which the transport reads (the ring links that read to its commit) and then settles
+// with settle_file_read. A transport only carries.
+#pragma once
+
+#include <algorithm>
+#include <cerrno>
+#include <cstddef>
+#include <cstdint>
+#include <span>
+
+#include "corofuse/abi/protocol.hpp"
+#include "corofuse/abi/structs.hpp"
+#include "corofuse/base/log.hpp"
+#include "corofuse/fs/context.hpp"
+#include "corofuse/fs/dispatch.hpp"
+#include "corofuse/fs/notify_replies.hpp"
+#include "corofuse/fs/types.hpp"
+#include "corofuse/io/ring.hpp"
+#include "corofuse/io/task.hpp"
+#include "corofuse/proto/reply.hpp"
+#include "corofuse/proto/request.hpp"
+#include "corofuse/transport/counters.hpp"
+#include "corofuse/transport/kernel_order.hpp"
+#include "corofuse/transport/serving_threads.hpp"
+
+namespace corofuse::transport {
+
+// What the transport sends back for one request.
+struct reply_plan {
+  bool expected = true;      // false: the kernel waits for no reply (FORGET, INTERRUPT, ...)
+  std::uint64_t unique = 0;  // the request's
+  int error = 0;             // positive errno; 0: success
+  std::size_t bytes = 0;     // the reply's arguments, already in the reply buffer
+  // A READ answered from a file: `slice` is to be read into `into` (right after the arguments
+  // in the reply buffer, or the client's pages on a zero-copy READ) before the reply goes out.
+  bool from_file = false;
+  file_slice slice{};
+  std::span<std::byte> into;
+};
+
+// The out_header of a reply: what the kernel checks before it takes the arguments.
+inline abi::out_header reply_header(std::uint64_t unique, int error, std::size_t bytes) noexcept {
+  abi::out_header h{};
+  h.len = static_cast<std::uint32_t>(sizeof h + (error ? 0 : bytes));
+  h.error = -error;
+  h.unique = unique;
+  return h;
+}
+
+// The outcome of reading a plan's file slice (res: the read's result, bytes or -errno): the
+// reply carries what was read, or the read's error.
+inline void settle_file_read(reply_plan& p, int res) noexcept {
+  p.from_file = false;
+  if (res < 0) {
+    p.error = -res;
+    p.bytes = 0;
+  } else {
+    p.bytes += static_cast<std::size_t>(res);
+  }
+}
+
+// A handler cancelled by an INTERRUPT of its request answers EINTR, what the client's system call
+// then returns.
+inline int interrupted_error(const context& ctx, int error) noexcept {
+  return ctx.interrupted() && error == ECANCELED ? EINTR : error;
+}
+
+// The request path of one serving coroutine (a ring entry, a /dev/fuse reader): its context,
+// attached to its thread's mailbox, and what it counts into.
+template <typename Fs>
+class request_path {
+ public:
+  request_path(Fs& fs, io::ring& r, const cache_defaults& defaults, serving_thread& thread, counter_shard& counts,
+               notify_replies* replies, arrival via, unsigned queue, unsigned queues)
+      : fs_(fs), ctx_(&r, defaults), attached_(thread.threads(), thread.box(), ctx_), threads_(thread.threads()), counts_(counts),
+        replies_(replies), via_(via) {
+    context_access::set_queue(ctx_, queue, queues);
+  }
+  request_path(const request_path&) = delete;
+  request_path& operator=(const request_path&) = delete;
+
+  context& ctx() noexcept { return ctx_; }
+
+  // Serves one received request: `pe` is how parsing went (none: `req` is valid), `out` the
+  // reply buffer (arguments are written at its start). `zero_copy`: the request's data is in the
+  // client's pages (counted).
+  io::task<reply_plan> serve(proto::parse_error pe, const proto::request& req, proto::reply_buffer& out, bool zero_copy = false) {
+    request_arrived();
+    reply_plan p;
+    p.unique = req.unique();
+    if (pe != proto::parse_error::none) {
+      counts_.malformed();
+      const std::string_view why = proto::describe(pe);
+      log_message("malformed request (opcode %u, unique %llu): %.*s", req.header().opcode, static_cast<unsigned long long>(p.unique),
+                  static_cast<int>(why.size()), why.data());
+      p.expected = p.unique != 0 && !abi::opcode_has_no_reply(req.opcode());
+      p.error = proto::errno_for(pe);
+      co_return p;
+    }
+    counts_.request(req.opcode(), via_);
+    if (zero_copy) counts_.zero_copy();
+    if (req.opcode() == abi::opcode::interrupt) {
+      threads_.interrupt(req.op<abi::interrupt_in>().unique);
+      p.expected = false;
+      co_return p;
+    }
+    if (req.opcode() == abi::opcode::notify_reply) {  // a RETRIEVE's data, for the coroutine that asked
+      if (!replies_ || !replies_->complete(req.unique(), req.data()))
+        log_message("NOTIFY_REPLY %llu that nobody waits for", static_cast<unsigned long long>(req.unique()));
+      p.expected = false;
+      co_return p;
+    }
+    attached_.start(req.unique());
+    reply_status st = co_await dispatch(fs_, ctx_, req, out);
+    st.error = interrupted_error(ctx_, st.error);
+    attached_.end();
+    if (st.error) counts_.error(req.opcode());
+    p.expected = !st.no_reply;
+    p.error = st.error;
+    p.bytes = st.error ? 0 : out.size();
+    if (st.read_from_file && !st.error) {
+      p.from_file = true;
+      p.slice = st.data_from;
+      p.into = out.tail().first(std::min(st.data_from.size, out.room()));
+    }
+    co_return p;
+  }
+
+  // The plan's file read, on its own (not linked to anything): co_await, then reply.
+  io::task<void> read_file(reply_plan& p) {
+    settle_file_read(p, co_await ctx_.read_fixed(p.slice.fd, p.into, p.slice.offset));
+  }
+
+ private:
+  Fs& fs_;
+  context ctx_;
+  mailbox_attachment attached_;
+  serving_threads& threads_;
+  counter_shard& counts_;
+  notify_replies* replies_;
+  arrival via_;
+};
+
+}  // namespace corofuse::transport
