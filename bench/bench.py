@@ -286,14 +286,17 @@ CONFIGS = [
 def host_matrix(a, bins):
     results = {"configs": {}, "servers": {}, "null": {}}
     configs = [c for c in CONFIGS if not a.only or c[0] in a.only or c[1] is None]
+    if a.baseline:  # each server configuration again with the baseline's binaries, right after it
+        configs = [x for c in configs for x in ([c] if c[1] is None else [c, (c[0] + " before", c[1] + "@before", c[2])])]
     for name, fs, args in configs:
         backing = Tmpfs()
         server = None
         try:
             directory = backing.dir
             if fs is not None:
-                leading = [backing.dir] if fs == "passthrough" else []
-                extra = ["--size", "8G"] if fs == "memfs" else []
+                kind = fs.split("@")[0]
+                leading = [backing.dir] if kind == "passthrough" else []
+                extra = ["--size", "8G"] if kind == "memfs" else []
                 # attr_timeout=0: every stat(2) is a GETATTR round trip, the figure measured
                 server = Server(bins[fs], ["-o", "attr_timeout=0", *args, *extra], leading)
                 directory = server.dir
@@ -571,6 +574,9 @@ def main():
                    help="instead: passthrough on Linux 7.3 in qemu (tools/vm), 7.42 ring vs pool copy vs pool zero-copy, "
                         "into RESULTS-7.3.md")
     p.add_argument("--vm-size", default="256M", help="fio file size per job in the VM (default 256M)")
+    p.add_argument("--baseline", help="a directory with memfs and passthrough binaries of an earlier version (e.g. copied from "
+                                      "bazel-bin of a checkout of it): each server configuration runs again with them, "
+                                      "labelled 'before', in the same run")
     a = p.parse_args()
     if os.geteuid() != 0:
         sys.exit("bench: run as root (it mounts tmpfs and FUSE filesystems)")
@@ -581,6 +587,12 @@ def main():
         sys.exit("bench: perf is missing (apt-get install linux-perf)")
     log("building optimised binaries (bazel build --config=opt)")
     bins = build(a)
+    if a.baseline:
+        for kind in ("memfs", "passthrough"):
+            path = os.path.join(a.baseline, kind)
+            if not os.access(path, os.X_OK):
+                sys.exit(f"bench: --baseline {a.baseline}: no executable {kind} there")
+            bins[kind + "@before"] = path
     if a.vm:
         vm = vm_matrix(a, bins)
         os.makedirs(a.out, exist_ok=True)
