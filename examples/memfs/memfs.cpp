@@ -217,8 +217,7 @@ class memfs {
     return cf::ok();
   }
 
-  cf::result<> rename(cf::context&, cf::ino parent, std::string_view name, cf::ino newparent, std::string_view newname,
-                      unsigned flags) {
+  cf::result<> rename(cf::context&, cf::ino parent, std::string_view name, cf::ino newparent, std::string_view newname, unsigned flags) {
     if (flags & ~static_cast<unsigned>(RENAME_NOREPLACE | RENAME_EXCHANGE)) return cf::error(EINVAL);
     if ((flags & RENAME_NOREPLACE) && (flags & RENAME_EXCHANGE)) return cf::error(EINVAL);
     if (newname.size() > name_max) return cf::error(ENAMETOOLONG);
@@ -1023,8 +1022,8 @@ class memfs {
   cf::connection conn_;
   cf::cache_defaults cache_;
   std::string control_path_;
-  std::unique_ptr<cf::io::ring> control_ring_;    // the control thread's, for RETRIEVE
-  std::unique_ptr<control_channel> control_;      // last: its thread stops first
+  std::unique_ptr<cf::io::ring> control_ring_;  // the control thread's, for RETRIEVE
+  std::unique_ptr<control_channel> control_;    // last: its thread stops first
 };
 
 namespace {
@@ -1036,10 +1035,14 @@ bool parse_size(std::string_view s, std::uint64_t& out) {
   std::uint64_t mult = 1;
   bool percent = false;
   switch (s.back()) {
-    case 'k': case 'K': mult = 1ull << 10; break;
-    case 'm': case 'M': mult = 1ull << 20; break;
-    case 'g': case 'G': mult = 1ull << 30; break;
-    case 't': case 'T': mult = 1ull << 40; break;
+    case 'k':
+    case 'K': mult = 1ull << 10; break;
+    case 'm':
+    case 'M': mult = 1ull << 20; break;
+    case 'g':
+    case 'G': mult = 1ull << 30; break;
+    case 't':
+    case 'T': mult = 1ull << 40; break;
     case '%': percent = true; break;
     default: break;
   }
@@ -1086,7 +1089,9 @@ int main(int argc, char** argv) {
       continue;
     }
     if (!parse_size(value, size)) {
-      std::fprintf(stderr, "%s: bad value for --size: '%.*s' (bytes with an optional K/M/G/T suffix, or 1-100%% of RAM; at least 4096) (try --help)\n",
+      std::fprintf(stderr,
+                   "%s: bad value for --size: '%.*s' (bytes with an optional K/M/G/T suffix, or 1-100%% of RAM; at least 4096) (try "
+                   "--help)\n",
                    argv[0], static_cast<int>(value.size()), value.data());
       return 2;
     }

@@ -119,10 +119,10 @@ struct stat to_stat(const struct ::statx& x) {
 // stale or forged fh gets EBADF instead of acting on some other descriptor of this process.
 struct open_file {
   int fd = -1;
-  corofuse::ino node = 0;        // the inode it was opened on
-  std::int32_t backing_id = 0;   // --passthrough: the inode's backing id, one reference of it
-  DIR* dir = nullptr;     // directories: the listing stream
-  off_t dir_offset = 0;   // where `dir` stands (the d_off of the last entry handed out)
+  corofuse::ino node = 0;       // the inode it was opened on
+  std::int32_t backing_id = 0;  // --passthrough: the inode's backing id, one reference of it
+  DIR* dir = nullptr;           // directories: the listing stream
+  off_t dir_offset = 0;         // where `dir` stands (the d_off of the last entry handed out)
   std::mutex dir_mutex;
 };
 
@@ -174,8 +174,9 @@ class passthrough {
   void init(const cf::connection& c) {
     conn_ = c;
     if (opts_.kernel_passthrough && !c.has(cf::abi::init_flag::passthrough)) {
-      std::fprintf(stderr, "passthrough: the kernel did not agree to FUSE passthrough (needs Linux 6.9+ with "
-                           "CONFIG_FUSE_PASSTHROUGH, and no writeback_cache): serving READ and WRITE itself\n");
+      std::fprintf(stderr,
+                   "passthrough: the kernel did not agree to FUSE passthrough (needs Linux 6.9+ with "
+                   "CONFIG_FUSE_PASSTHROUGH, and no writeback_cache): serving READ and WRITE itself\n");
       opts_.kernel_passthrough = false;
     }
   }
@@ -420,7 +421,8 @@ class passthrough {
   }
 
   cf::result<cf::entry> mkdir(cf::context& c, cf::ino parent, std::string_view name, mode_t mode, mode_t) {
-    return make(c, parent, name, S_IFDIR | (mode & 07777), [](int dirfd, const char* n, mode_t m) { return ::mkdirat(dirfd, n, m & 07777); });
+    return make(c, parent, name, S_IFDIR | (mode & 07777),
+                [](int dirfd, const char* n, mode_t m) { return ::mkdirat(dirfd, n, m & 07777); });
   }
 
   cf::result<cf::entry> symlink(cf::context& c, cf::ino parent, std::string_view name, std::string_view target) {
@@ -432,8 +434,7 @@ class passthrough {
   cf::result<> unlink(cf::context&, cf::ino parent, std::string_view name) { return remove(parent, name, 0); }
   cf::result<> rmdir(cf::context&, cf::ino parent, std::string_view name) { return remove(parent, name, AT_REMOVEDIR); }
 
-  cf::result<> rename(cf::context&, cf::ino parent, std::string_view name, cf::ino newparent, std::string_view newname,
-                      unsigned flags) {
+  cf::result<> rename(cf::context&, cf::ino parent, std::string_view name, cf::ino newparent, std::string_view newname, unsigned flags) {
     component from(name), to(newname);
     if (from.error || to.error) return cf::error(from.error ? from.error : to.error);
     int a = fd_of(parent), b = fd_of(newparent);
@@ -659,8 +660,8 @@ class passthrough {
   // The ioctls that are safe to pass on: the inode flags chattr/lsattr use, and the extended
   // attributes of FS_IOC_FSGETXATTR. The kernel has checked the caller's right to set them
   // (owner, CAP_LINUX_IMMUTABLE for append-only and immutable); anything else is ENOTTY.
-  cf::result<cf::ioctl_reply> ioctl(cf::context&, cf::ino, cf::file_info& fi, unsigned cmd, std::uint64_t,
-                                    std::span<const std::byte> in, std::span<std::byte> out, bool) {
+  cf::result<cf::ioctl_reply> ioctl(cf::context&, cf::ino, cf::file_info& fi, unsigned cmd, std::uint64_t, std::span<const std::byte> in,
+                                    std::span<std::byte> out, bool) {
     int fd = file_fd(fi.fh);
     if (fd < 0) return cf::error(EBADF);
     auto pass = [&](auto value, bool sets) -> cf::result<cf::ioctl_reply> {
@@ -780,7 +781,7 @@ class passthrough {
     mode_t type = 0;  // S_IFMT bits: fixed for an inode's life
     cf::ino id = 0;
     std::uint64_t lookups = 0;
-    std::int32_t backing_id = 0;     // --passthrough: registered while the inode has open files
+    std::int32_t backing_id = 0;  // --passthrough: registered while the inode has open files
     std::uint32_t backing_refs = 0;
   };
 
@@ -1177,8 +1178,10 @@ int main(int argc, char** argv) {
     return 2;
   }
   if (!o.mount.default_permissions) {
-    std::fprintf(stderr, "%s: -o no_default_permissions is not supported: passthrough relies on the kernel's permission "
-                         "checks (try --help)\n", name);
+    std::fprintf(stderr,
+                 "%s: -o no_default_permissions is not supported: passthrough relies on the kernel's permission "
+                 "checks (try --help)\n",
+                 name);
     return 2;
   }
   if (args.fs.kernel_passthrough && o.writeback_cache) {
@@ -1224,7 +1227,7 @@ int main(int argc, char** argv) {
   // One descriptor per inode the kernel knows: the soft limit on open files (often 1024) would cap
   // the tree at that. Raise it to the hard limit, and as root the hard limit to fs.nr_open (the
   // most the kernel allows a process); libfuse's passthrough_hp raises the soft one.
-  if (struct rlimit nofile {}; ::getrlimit(RLIMIT_NOFILE, &nofile) == 0) {
+  if (struct rlimit nofile{}; ::getrlimit(RLIMIT_NOFILE, &nofile) == 0) {
     rlim_t most = nofile.rlim_max;
     std::FILE* f = cf::can_act_as_caller() ? std::fopen("/proc/sys/fs/nr_open", "r") : nullptr;
     if (f) {
@@ -1233,7 +1236,7 @@ int main(int argc, char** argv) {
       std::fclose(f);
     }
     if (nofile.rlim_cur < most) {
-      struct rlimit raised {most, most};
+      rlimit raised{most, most};
       if (::setrlimit(RLIMIT_NOFILE, &raised) != 0) {
         raised = {nofile.rlim_max, nofile.rlim_max};
         if (::setrlimit(RLIMIT_NOFILE, &raised) != 0)
@@ -1244,8 +1247,9 @@ int main(int argc, char** argv) {
   // Modes come from the kernel with the caller's umask applied; ours must not apply again.
   ::umask(0);
   if (cf::can_act_as_caller() && !cf::keep_capabilities_across_fsuid())
-    std::fprintf(stderr, "%s: cannot keep capabilities while acting as a caller (%s): the backing filesystem checks "
-                         "permissions again, without the caller's supplementary groups\n",
+    std::fprintf(stderr,
+                 "%s: cannot keep capabilities while acting as a caller (%s): the backing filesystem checks "
+                 "permissions again, without the caller's supplementary groups\n",
                  name, std::strerror(errno));
   if (o.mount.fsname.empty()) o.mount.fsname = source;
   passthrough fs(source_fd, st, args.fs);

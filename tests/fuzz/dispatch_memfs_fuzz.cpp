@@ -97,10 +97,10 @@ void adjust(abi::opcode op, std::vector<std::byte>& body, const known_nodes& kno
     }
     case opcode::batch_forget:
       for (std::size_t at = sizeof(abi::batch_forget_in); at + sizeof(abi::forget_one) <= body.size(); at += sizeof(abi::forget_one))
-        set_field(body, at + offsetof(abi::forget_one, nodeid), known.map(field<std::uint64_t>(body, at + offsetof(abi::forget_one, nodeid))));
+        set_field(body, at + offsetof(abi::forget_one, nodeid),
+                  known.map(field<std::uint64_t>(body, at + offsetof(abi::forget_one, nodeid))));
       break;
-    default:
-      break;
+    default: break;
   }
 }
 
@@ -145,13 +145,12 @@ void check_listing(proto::bytes reply, std::size_t asked, bool plus, known_nodes
   }
 }
 
-void check_reply(abi::opcode op, const proto::request& req, const cf::reply_status& st, proto::bytes reply,
-                 std::uint64_t nodeid, known_nodes& known) {
+void check_reply(abi::opcode op, const proto::request& req, const cf::reply_status& st, proto::bytes reply, std::uint64_t nodeid,
+                 known_nodes& known) {
   using abi::opcode;
   FUZZ_CHECK(st.error >= 0 && st.error < 4096);
   FUZZ_CHECK(!st.read_from_file);  // memfs answers READ from memory
-  if (st.no_reply)
-    FUZZ_CHECK(op == opcode::forget || op == opcode::batch_forget || op == opcode::interrupt || op == opcode::notify_reply);
+  if (st.no_reply) FUZZ_CHECK(op == opcode::forget || op == opcode::batch_forget || op == opcode::interrupt || op == opcode::notify_reply);
   if (st.error || st.no_reply) return;
   switch (op) {
     case opcode::lookup:
@@ -178,12 +177,8 @@ void check_reply(abi::opcode op, const proto::request& req, const cf::reply_stat
       FUZZ_CHECK(reply_as<abi::attr_out>(reply).attr.ino == nodeid);
       break;
     case opcode::open:
-    case opcode::opendir:
-      FUZZ_CHECK(reply.size() == sizeof(abi::open_out));
-      break;
-    case opcode::read:
-      FUZZ_CHECK(reply.size() <= req.op<abi::read_in>().size);
-      break;
+    case opcode::opendir: FUZZ_CHECK(reply.size() == sizeof(abi::open_out)); break;
+    case opcode::read: FUZZ_CHECK(reply.size() <= req.op<abi::read_in>().size); break;
     case opcode::write:
       FUZZ_CHECK(reply.size() == sizeof(abi::write_out));
       FUZZ_CHECK(reply_as<abi::write_out>(reply).size <= req.op<abi::write_in>().size);
@@ -196,9 +191,7 @@ void check_reply(abi::opcode op, const proto::request& req, const cf::reply_stat
       break;
     }
     case opcode::readdir:
-    case opcode::readdirplus:
-      check_listing(reply, req.op<abi::read_in>().size, op == opcode::readdirplus, known);
-      break;
+    case opcode::readdirplus: check_listing(reply, req.op<abi::read_in>().size, op == opcode::readdirplus, known); break;
     case opcode::getxattr:
     case opcode::listxattr: {
       const auto size = req.op<abi::getxattr_in>().size;
@@ -210,9 +203,7 @@ void check_reply(abi::opcode op, const proto::request& req, const cf::reply_stat
       }
       break;
     }
-    case opcode::lseek:
-      FUZZ_CHECK(reply.size() == sizeof(abi::lseek_out));
-      break;
+    case opcode::lseek: FUZZ_CHECK(reply.size() == sizeof(abi::lseek_out)); break;
     case opcode::copy_file_range:
       FUZZ_CHECK(reply.size() == sizeof(abi::write_out));
       FUZZ_CHECK(reply_as<abi::write_out>(reply).size <= req.op<abi::copy_file_range_in>().len);
@@ -221,9 +212,7 @@ void check_reply(abi::opcode op, const proto::request& req, const cf::reply_stat
       FUZZ_CHECK(reply.size() == sizeof(abi::copy_file_range_out));
       FUZZ_CHECK(reply_as<abi::copy_file_range_out>(reply).bytes_copied <= req.op<abi::copy_file_range_in>().len);
       break;
-    case opcode::statx:
-      FUZZ_CHECK(reply.size() == sizeof(abi::statx_out));
-      break;
+    case opcode::statx: FUZZ_CHECK(reply.size() == sizeof(abi::statx_out)); break;
     case opcode::readlink:
       FUZZ_CHECK(reply.size() < 4096);  // PATH_MAX: symlink() refuses longer targets
       break;
@@ -239,11 +228,8 @@ void check_reply(abi::opcode op, const proto::request& req, const cf::reply_stat
     case opcode::setxattr:
     case opcode::removexattr:
     case opcode::fallocate:
-    case opcode::destroy:
-      FUZZ_CHECK(reply.empty());
-      break;
-    default:
-      break;
+    case opcode::destroy: FUZZ_CHECK(reply.empty()); break;
+    default: break;
   }
 }
 
@@ -271,7 +257,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     std::uint64_t nodeid = node < 32 ? known.pick(node) : node - 32u;
     if (node == 255) nodeid = in.get<std::uint64_t>();
     auto raw = in.take(len);
-    std::vector<std::byte> body(reinterpret_cast<const std::byte*>(raw.data()), reinterpret_cast<const std::byte*>(raw.data()) + raw.size());
+    std::vector<std::byte> body(reinterpret_cast<const std::byte*>(raw.data()),
+                                reinterpret_cast<const std::byte*>(raw.data()) + raw.size());
     adjust(op, body, known);
     const std::size_t ext = ((mode >> 1) & 3) * 8;
     const std::vector<std::byte> msg = corofuse::fuzz::make_message(op, nodeid, body, ext, (mode & 8) ? 0 : 1000, 100);

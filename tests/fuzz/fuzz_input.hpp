@@ -52,8 +52,8 @@ class reader {
 
 // A /dev/fuse message: in_header (len computed), then `body` (per-op struct, arguments), then
 // `ext_bytes` of extensions.
-inline std::vector<std::byte> make_message(abi::opcode op, std::uint64_t nodeid, std::span<const std::byte> body,
-                                           std::size_t ext_bytes = 0, std::uint32_t uid = 1000, std::uint32_t gid = 100) {
+inline std::vector<std::byte> make_message(abi::opcode op, std::uint64_t nodeid, std::span<const std::byte> body, std::size_t ext_bytes = 0,
+                                           std::uint32_t uid = 1000, std::uint32_t gid = 100) {
   abi::in_header h{};
   h.opcode = static_cast<std::uint32_t>(op);
   h.unique = 42;

@@ -112,8 +112,8 @@ std::uint8_t touch_op(const proto::request& r) {
 // extensions must lie (the message body, or the payload's first payload_sz bytes); `window` the
 // zero-copy window (may be empty).
 void check_views(const proto::request& r, proto::bytes op_area, proto::bytes args_area, proto::bytes window, bool zero_copy) {
-  sink = static_cast<std::uint8_t>(sum(r.op_bytes()) + sum(r.args()) + sum(r.extensions()) + sum(r.name()) +
-                                   sum(r.second_name()) + sum(r.data()) + touch_op(r));
+  sink = static_cast<std::uint8_t>(sum(r.op_bytes()) + sum(r.args()) + sum(r.extensions()) + sum(r.name()) + sum(r.second_name()) +
+                                   sum(r.data()) + touch_op(r));
   const proto::op_layout l = proto::layout_of(r.opcode());
   FUZZ_CHECK(l.known);
   FUZZ_CHECK(inside(r.op_bytes(), op_area));
@@ -219,14 +219,14 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
           if (zc && ring.opcode() == abi::opcode::write) used -= ring.op<abi::write_in>().size;
           FUZZ_CHECK(used <= payload.size() && used <= cap);
           check_views(ring,
-                      op_leads_payload ? payload.first(used) : proto::bytes(reinterpret_cast<const std::byte*>(hdr.op_in), sizeof hdr.op_in),
+                      op_leads_payload ? payload.first(used)
+                                       : proto::bytes(reinterpret_cast<const std::byte*>(hdr.op_in), sizeof hdr.op_in),
                       payload.first(used), win, zc != 0);
           FUZZ_CHECK(ring.op_bytes().size() == l.op_size);
           // Differential: a message that parsed, given as a copying entry with its natural size,
           // parses to the same views (unless it was an old short INIT, whose op struct the ring
           // form cannot have).
-          if (zc == 0 && s == 0 && cap == payload_len && dev_err == proto::parse_error::none &&
-              dev.op_bytes().size() == l.op_size) {
+          if (zc == 0 && s == 0 && cap == payload_len && dev_err == proto::parse_error::none && dev.op_bytes().size() == l.op_size) {
             FUZZ_CHECK(same(dev.op_bytes(), ring.op_bytes()));
             FUZZ_CHECK(same(dev.args(), ring.args()));
             FUZZ_CHECK(same(dev.extensions(), ring.extensions()));

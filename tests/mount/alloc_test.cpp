@@ -120,8 +120,8 @@ void check_steady_state(const std::string& fs, const std::string& transport) {
     }
   } remove_source{source};
 
-  server s(runfile("tests/mount/" + fs + "_counted"),
-           {"-d", "-o", "attr_timeout=0,entry_timeout=0", "--transport", transport}, -1, -1, leading);
+  server s(runfile("tests/mount/" + fs + "_counted"), {"-d", "-o", "attr_timeout=0,entry_timeout=0", "--transport", transport}, -1, -1,
+           leading);
   INFO("server log:\n" << s.log());
   REQUIRE(s.mounted());
   const std::string dir = s.dir();

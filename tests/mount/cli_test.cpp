@@ -273,9 +273,9 @@ TEST_CASE("memfs: bad --size and --control give one line, a non-zero exit, and m
     CHECK(o.output.find("--control") != std::string::npos);
   }
   SECTION("a bad --size is a bad command line: exit 2") {
-    for (const std::string& args : {M + " --size abc", M + " --size 0", M + " --size 4095", M + " --size 0%", M + " --size 101%",
-                                    M + " --size 12Q", M + " --size -5", M + " --size=", M + " --size 99999999999999999T",
-                                    M + " --size", M + " --control"}) {
+    for (const std::string& args :
+         {M + " --size abc", M + " --size 0", M + " --size 4095", M + " --size 0%", M + " --size 101%", M + " --size 12Q", M + " --size -5",
+          M + " --size=", M + " --size 99999999999999999T", M + " --size", M + " --control"}) {
       INFO("memfs " << args);
       const outcome o = run(memfs + " " + args);
       INFO("exit status " << o.status << ", output:\n" << o.output);

@@ -424,8 +424,7 @@ class throwing_fs {
 
 }  // namespace
 
-TEST_CASE("memfs killed mid-write: the writer gets an error; memfs mounts again there",
-          "[mount][fault][kill]") {
+TEST_CASE("memfs killed mid-write: the writer gets an error; memfs mounts again there", "[mount][fault][kill]") {
   REQUIRE(::geteuid() == 0);
   const std::string t = transport_under_test();
   temp_dir mnt;
@@ -479,8 +478,7 @@ TEST_CASE("memfs killed mid-write: the writer gets an error; memfs mounts again 
   CHECK_FALSE(again.mounted());
 }
 
-TEST_CASE("umount while two clients stream I/O: memfs exits 0 by itself",
-          "[mount][fault][umount]") {
+TEST_CASE("umount while two clients stream I/O: memfs exits 0 by itself", "[mount][fault][umount]") {
   REQUIRE(::geteuid() == 0);
   const std::string t = transport_under_test();
   server s(memfs_bin, {"--transport", t});
@@ -500,8 +498,7 @@ TEST_CASE("umount while two clients stream I/O: memfs exits 0 by itself",
   CHECK(entries_of(s.dir()).empty());
 }
 
-TEST_CASE("Abort with READs in flight on every queue: clients fail, the server exits 0",
-          "[mount][fault][abort]") {
+TEST_CASE("Abort with READs in flight on every queue: clients fail, the server exits 0", "[mount][fault][abort]") {
   REQUIRE(::geteuid() == 0);
   const std::string t = transport_under_test();
   cf::session::options o;
@@ -565,8 +562,7 @@ TEST_CASE("Abort with READs in flight on every queue: clients fail, the server e
   CHECK_FALSE(again.mounted());
 }
 
-TEST_CASE("Handlers that throw: EIO, logged, still serving, nothing leaked",
-          "[mount][fault][throw]") {
+TEST_CASE("Handlers that throw: EIO, logged, still serving, nothing leaked", "[mount][fault][throw]") {
   REQUIRE(::geteuid() == 0);
   const std::string t = transport_under_test();
   cf::session::options o;
@@ -644,8 +640,7 @@ TEST_CASE("Handlers that throw: EIO, logged, still serving, nothing leaked",
   CHECK_FALSE(m.mounted());
 }
 
-TEST_CASE("SIGTERM while clients stream I/O on memfs: clean ends, exit 0",
-          "[mount][fault][sigterm]") {
+TEST_CASE("SIGTERM while clients stream I/O on memfs: clean ends, exit 0", "[mount][fault][sigterm]") {
   REQUIRE(::geteuid() == 0);
   const std::string t = transport_under_test();
   server s(memfs_bin, {"--transport", t, "--shutdown-grace", "1"});

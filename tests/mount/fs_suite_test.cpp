@@ -271,7 +271,8 @@ std::string listing(const std::string& path) {
 std::string dot_inodes(const std::string& dir) {
   std::vector<dent> v;
   if (int e = read_dir(dir, v)) return err_str(e);
-  struct stat self {}, parent {};
+  struct stat self {};
+  struct stat parent {};
   if (::stat(dir.c_str(), &self) != 0 || ::stat((dir + "/..").c_str(), &parent) != 0) return "stat failed";
   std::string out;
   for (auto& d : v) {
@@ -327,9 +328,7 @@ timespec now_ts() {
   ::clock_gettime(CLOCK_REALTIME, &t);
   return t;
 }
-bool ts_less(const timespec& a, const timespec& b) {
-  return a.tv_sec < b.tv_sec || (a.tv_sec == b.tv_sec && a.tv_nsec < b.tv_nsec);
-}
+bool ts_less(const timespec& a, const timespec& b) { return a.tv_sec < b.tv_sec || (a.tv_sec == b.tv_sec && a.tv_nsec < b.tv_nsec); }
 bool ts_equal(const timespec& a, const timespec& b) { return a.tv_sec == b.tv_sec && a.tv_nsec == b.tv_nsec; }
 double ts_sec(const timespec& t) { return static_cast<double>(t.tv_sec) + static_cast<double>(t.tv_nsec) / 1e9; }
 void sleep_ms(int ms) { std::this_thread::sleep_for(std::chrono::milliseconds(ms)); }
@@ -463,9 +462,8 @@ int guarded_client(const std::function<int()>& fn, int seconds, dev_t fuse_dev, 
 
 // A shell command as a client (the harness's sh() with the guard): its exit status.
 int guarded_sh(const std::string& cmd, int seconds, dev_t fuse_dev, bool* hung = nullptr) {
-  return guarded_client(
-      [&] { return std::system(("timeout -k 5 " + std::to_string(seconds) + " sh -c '" + cmd + "'").c_str()) >> 8; }, seconds + 10,
-      fuse_dev, hung);
+  return guarded_client([&] { return std::system(("timeout -k 5 " + std::to_string(seconds) + " sh -c '" + cmd + "'").c_str()) >> 8; },
+                        seconds + 10, fuse_dev, hung);
 }
 
 using scenario = std::function<void(rec&, const std::string& root)>;
@@ -516,8 +514,9 @@ std::vector<std::string> run_scenario(const std::string& root, const scenario& f
   ::close(fd);
   if (rc != 0)
     lines.push_back("client ended with status " + std::to_string(rc) +
-                    (hung ? " (hung in a FUSE request " + fs_name + " never answered: connection aborted)"
-                          : rc == 128 + SIGALRM ? " (timed out)" : ""));
+                    (hung                  ? " (hung in a FUSE request " + fs_name + " never answered: connection aborted)"
+                     : rc == 128 + SIGALRM ? " (timed out)"
+                                           : ""));
   return lines;
 }
 
@@ -602,8 +601,8 @@ std::string contents_diff(const std::string& a, const std::string& b, off_t size
       } else if (ba != bb) {
         std::size_t i = 0;
         while (i < ba.size() && i < bb.size() && ba[i] == bb[i]) ++i;
-        out = "contents differ from byte " + std::to_string(at + static_cast<off_t>(i)) + " (" + la + " read " +
-              std::to_string(ba.size()) + " bytes there, " + lb + " " + std::to_string(bb.size()) + ")";
+        out = "contents differ from byte " + std::to_string(at + static_cast<off_t>(i)) + " (" + la + " read " + std::to_string(ba.size()) +
+              " bytes there, " + lb + " " + std::to_string(bb.size()) + ")";
       } else if (ba.size() < n) {
         out = "both read short at " + std::to_string(at) + " of " + std::to_string(size) + " bytes";
       }
@@ -640,15 +639,16 @@ std::string contents_diff(const std::string& a, const std::string& b, off_t size
 
 // The first difference between two trees (names, types, modes, owners, link counts, sizes,
 // contents, symlink targets, xattrs); empty when identical. `ta` is a tmpfs (see contents_diff).
-std::string tree_diff(const std::string& ta, const std::string& tb, const std::string& la = "tmpfs",
-                      const std::string& lb = fs_name, const std::string& rel = "") {
+std::string tree_diff(const std::string& ta, const std::string& tb, const std::string& la = "tmpfs", const std::string& lb = fs_name,
+                      const std::string& rel = "") {
   std::vector<std::string> na, nb;
   int ea = sorted_names(ta + rel, na), eb = sorted_names(tb + rel, nb);
   if (ea || eb) return (rel.empty() ? "/" : rel) + ": listing failed: " + la + " " + errname(ea) + ", " + lb + " " + errname(eb);
   if (na != nb) return (rel.empty() ? "/" : rel) + ": entries differ: " + la + " [" + join(na) + "] " + lb + " [" + join(nb) + "]";
   for (auto& n : na) {
     const std::string r = rel + "/" + n;
-    struct stat sa {}, sb {};
+    struct stat sa {};
+    struct stat sb {};
     if (::lstat((ta + r).c_str(), &sa) != 0 || ::lstat((tb + r).c_str(), &sb) != 0) return r + ": lstat failed";
     if (describe(sa) != describe(sb)) return r + ": " + la + " " + describe(sa) + " | " + lb + " " + describe(sb);
     if (S_ISREG(sa.st_mode)) {
@@ -777,7 +777,7 @@ void check_backing(const mounts& m, const std::string& when) {
   auto lines = read_lines(fd);
   ::close(fd);
   INFO("the backing directory vs the tree through the mount, " << when << ": " << (lines.empty() ? "<no report>" : lines[0])
-                                                                << (hung ? " (hung: connection aborted)" : ""));
+                                                               << (hung ? " (hung: connection aborted)" : ""));
   CHECK(rc == 0);
   CHECK_FALSE(hung);
 }
@@ -803,10 +803,10 @@ std::vector<std::string> suite_transports() {
   return out;
 }
 
-#define TRANSPORT()                                                                \
-  const std::string transport = GENERATE(from_range(suite_transports()));          \
-  INFO("transport: " << transport);                                                \
-  REQUIRE(::geteuid() == 0);                                                       \
+#define TRANSPORT()                                                       \
+  const std::string transport = GENERATE(from_range(suite_transports())); \
+  INFO("transport: " << transport);                                       \
+  REQUIRE(::geteuid() == 0);                                              \
   if (transport != "dev") REQUIRE(uring_enabled())
 
 }  // namespace
@@ -935,8 +935,8 @@ TEST_CASE(FS_NAME " vs tmpfs: regular files (O_EXCL, modes and umask, read/write
     {
       int e = 0;
       std::string s = pread_raw(fd, 300000, 0, e);
-      r.want("t: only the x at 4000 is nonzero", e == 0 && s.size() == 300000 && s[4000] == 'x' &&
-                                                      all_zero(s.substr(0, 4000)) && all_zero(s.substr(4001)));
+      r.want("t: only the x at 4000 is nonzero",
+             e == 0 && s.size() == 300000 && s[4000] == 'x' && all_zero(s.substr(0, 4000)) && all_zero(s.substr(4001)));
     }
     OK("ftruncate t -1", ::ftruncate(fd, -1));
     ::close(fd);
@@ -1133,7 +1133,8 @@ TEST_CASE(FS_NAME " vs tmpfs: symlinks, hard links, fifos and device nodes", "[m
     r.note("stat t (nlink 2)", stat_of(P("t")));
     r.note("stat h", stat_of(P("h")));
     {
-      struct stat a {}, b {};
+      struct stat a {};
+      struct stat b {};
       ::stat(P("t").c_str(), &a);
       ::stat(P("h").c_str(), &b);
       r.want("t and h share st_ino", a.st_ino == b.st_ino);
@@ -1271,7 +1272,8 @@ TEST_CASE(FS_NAME " vs tmpfs: rename (plain, across directories, over files and 
     r.note("stat d1 (nlink 2)", stat_of(P("d1")));
     r.note("stat d2 (nlink 3)", stat_of(P("d2")));
     {
-      struct stat up {}, d2 {};
+      struct stat up {};
+      struct stat d2 {};
       ::stat(P("d2/moved/..").c_str(), &up);
       ::stat(P("d2").c_str(), &d2);
       r.want("d2/moved/.. is d2", up.st_ino == d2.st_ino);
@@ -1366,7 +1368,8 @@ TEST_CASE(FS_NAME " vs tmpfs: an unlinked open file stays readable and writable 
     int fresh = OK("create f anew", ::open(P("f").c_str(), O_CREAT | O_EXCL | O_RDWR, 0644));
     VAL("write the new f", ::write(fresh, "fresh", 5));
     {
-      struct stat a {}, b {};
+      struct stat a {};
+      struct stat b {};
       ::fstat(fd, &a);
       ::fstat(fresh, &b);
       r.want("the new f is another inode", a.st_ino != b.st_ino);
@@ -1457,17 +1460,16 @@ TEST_CASE(FS_NAME " vs tmpfs: fallocate, punching holes, SEEK_DATA/SEEK_HOLE, co
     {
       int e = 0;
       std::string s = pread_raw(fd, 64 * KiB, 0, e);
-      r.want("punched page range is zeros, the rest x",
-             s.size() == 64 * KiB && s.substr(0, 4096) == xs.substr(0, 4096) && all_zero(s.substr(4096, 8192)) &&
-                 s.substr(12288) == xs.substr(12288));
+      r.want("punched page range is zeros, the rest x", s.size() == 64 * KiB && s.substr(0, 4096) == xs.substr(0, 4096) &&
+                                                            all_zero(s.substr(4096, 8192)) && s.substr(12288) == xs.substr(12288));
     }
     OK("PUNCH_HOLE|KEEP_SIZE unaligned 100+50", ::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 100, 50));
     {
       int e = 0;
       std::string s = pread_raw(fd, 4096, 0, e);
-      r.want("unaligned punch: bytes 100..149 zeros, around them x",
-             s.size() == 4096 && s.substr(0, 100) == std::string(100, 'x') && all_zero(s.substr(100, 50)) &&
-                 s.substr(150) == std::string(4096 - 150, 'x'));
+      r.want("unaligned punch: bytes 100..149 zeros, around them x", s.size() == 4096 && s.substr(0, 100) == std::string(100, 'x') &&
+                                                                         all_zero(s.substr(100, 50)) &&
+                                                                         s.substr(150) == std::string(4096 - 150, 'x'));
     }
     OK("PUNCH_HOLE|KEEP_SIZE past EOF", ::fallocate(fd, FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE, 10 * MiB, 4096));
     r.note("fstat", fstat_of(fd));
@@ -1726,7 +1728,8 @@ TEST_CASE(FS_NAME " vs tmpfs: chmod, chown, setuid/setgid cleared on write, utim
     r.note("stat f", stat_of(P("f")));
     sleep_ms(30);
     {
-      struct stat before {}, after {};
+      struct stat before {};
+      struct stat after {};
       ::stat(P("f").c_str(), &before);
       sleep_ms(30);
       OK("chmod f 04755", ::chmod(P("f").c_str(), 04755));
@@ -1883,7 +1886,9 @@ TEST_CASE(FS_NAME " vs tmpfs: chmod, chown, setuid/setgid cleared on write, utim
     // A write moves mtime and ctime; a read does not move them.
     {
       int fd = ::open(P("t").c_str(), O_RDWR);
-      struct stat before {}, after {}, after_read {};
+      struct stat before {};
+      struct stat after {};
+      struct stat after_read {};
       ::fstat(fd, &before);
       sleep_ms(30);
       VAL("write t", ::write(fd, "more", 4));
@@ -1905,7 +1910,8 @@ TEST_CASE(FS_NAME " vs tmpfs: chmod, chown, setuid/setgid cleared on write, utim
     }
     // Creating and removing entries moves the directory's mtime and ctime.
     {
-      struct stat before {}, after {};
+      struct stat before {};
+      struct stat after {};
       ::stat(P("d").c_str(), &before);
       sleep_ms(30);
       put_file(P("d/new"), "n");
@@ -1924,7 +1930,8 @@ TEST_CASE(FS_NAME " vs tmpfs: chmod, chown, setuid/setgid cleared on write, utim
       r.want("rename into the dir moved its mtime", ts_less(after.st_mtim, moved.st_mtim));
     }
     {
-      struct stat a {}, b {};
+      struct stat a {};
+      struct stat b {};
       ::stat(P("t").c_str(), &a);
       sleep_ms(30);
       ::link(P("t").c_str(), P("t-link").c_str());
@@ -1945,8 +1952,7 @@ TEST_CASE(FS_NAME " vs tmpfs: statfs " STATFS_LIMIT ", statx, access() as a user
   {
     struct statfs sf {};
     const long fuse_super_magic = 0x65735546;
-    CHECK(guarded_client([&] { return ::statfs(m.fs.dir().c_str(), &sf) == 0 && sf.f_type == fuse_super_magic ? 0 : 1; }, 20,
-                         m.dev) == 0);
+    CHECK(guarded_client([&] { return ::statfs(m.fs.dir().c_str(), &sf) == 0 && sf.f_type == fuse_super_magic ? 0 : 1; }, 20, m.dev) == 0);
   }
   same_on_both(m, [](rec& r, const std::string& root) {
     auto P = [&](const std::string& n) { return root + "/" + n; };
@@ -2068,8 +2074,7 @@ TEST_CASE(FS_NAME " vs tmpfs: statfs " STATFS_LIMIT ", statx, access() as a user
     r.note("listing tmpdir (no entry)", listing(P("tmpdir")));
     r.note("pread tmpfile", pread_str(fd, 100, 0));
     const std::string proc = "/proc/self/fd/" + std::to_string(fd);
-    OK("linkat /proc/self/fd/N -> tmpdir/named",
-       ::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, P("tmpdir/named").c_str(), AT_SYMLINK_FOLLOW));
+    OK("linkat /proc/self/fd/N -> tmpdir/named", ::linkat(AT_FDCWD, proc.c_str(), AT_FDCWD, P("tmpdir/named").c_str(), AT_SYMLINK_FOLLOW));
     r.note("stat tmpdir/named", stat_of(P("tmpdir/named")));
     r.note("fstat tmpfile (nlink 1)", fstat_of(fd));
     r.note("content tmpdir/named", content(P("tmpdir/named")));
@@ -2102,9 +2107,8 @@ TEST_CASE(FS_NAME " vs tmpfs: statfs " STATFS_LIMIT ", statx, access() as a user
       r.info("free before the tmpfile, after closing it", std::to_string(before) + " " + std::to_string(after));
       r.want("its space is given back on close", after == before);
     }
-    as_user(r, nobody, nogroup, [&] {
-      OK("nobody: O_TMPFILE in a 0755 root-owned dir", ::open(P("tmpdir").c_str(), O_TMPFILE | O_RDWR, 0600));
-    });
+    as_user(r, nobody, nogroup,
+            [&] { OK("nobody: O_TMPFILE in a 0755 root-owned dir", ::open(P("tmpdir").c_str(), O_TMPFILE | O_RDWR, 0600)); });
     r.note("listing tmpdir", listing(P("tmpdir")));
   });
   m.stop();
@@ -2262,8 +2266,7 @@ long getdents(int fd, std::size_t bufsize, std::vector<std::pair<std::string, of
 }
 }  // namespace
 
-TEST_CASE(FS_NAME " vs tmpfs: listing a 2000-entry directory in small pieces while entries come and go",
-          "[mount][" FS_NAME "][readdir]") {
+TEST_CASE(FS_NAME " vs tmpfs: listing a 2000-entry directory in small pieces while entries come and go", "[mount][" FS_NAME "][readdir]") {
   TRANSPORT();
   mounts m(transport);
   START_FS(m);
@@ -2426,7 +2429,7 @@ TEST_CASE(FS_NAME " vs tmpfs: " SIZE_LIMIT ": ENOSPC, earlier data intact, statf
     r.want("statfs: f_blocks * f_frsize is 8 MiB", static_cast<off_t>(v.f_blocks * v.f_frsize) == 8 * MiB);
     r.want("statfs: all free", v.f_bfree == v.f_blocks);
     r.info("statvfs frsize blocks bfree bavail", std::to_string(v.f_frsize) + " " + std::to_string(v.f_blocks) + " " +
-                                                       std::to_string(v.f_bfree) + " " + std::to_string(v.f_bavail));
+                                                     std::to_string(v.f_bfree) + " " + std::to_string(v.f_bavail));
     int fd = ::open(P("a").c_str(), O_CREAT | O_WRONLY, 0644);
     VAL("write a (2 MiB)", ::write(fd, a.data(), a.size()));
     ::close(fd);
@@ -2559,19 +2562,22 @@ TEST_CASE(FS_NAME " with real tools: tar, cp -a, diff, dd of a 2 GiB sparse file
   mounts m(transport);
   START_FS(m);
   const std::string R = m.ref.dir(), M = m.fs.dir();
-  const std::string meta = "find . ! -type d -printf \"%y %m %n %U %G %s %T@ %p %l\\n\"; find . -type d -printf \"%y %m %n %U %G %T@ %p\\n\"";
+  const std::string meta =
+      "find . ! -type d -printf \"%y %m %n %U %G %s %T@ %p %l\\n\"; find . -type d -printf \"%y %m %n %U %G %T@ %p\\n\"";
   check_sh(m, "the source tree on tmpfs",
-           "set -e; cd " + R + " && mkdir -p src/dir/sub src/emptydir && printf hello > src/dir/file && : > src/empty && "
-           "ln -s dir/file src/link && ln src/dir/file src/hard && mkfifo src/fifo && "
-           "head -c 300000 /dev/urandom > src/dir/sub/big && chmod 0640 src/empty && chmod 0700 src/dir/sub && "
-           "touch -h -d \"2020-01-02 03:04:05\" src/link");
+           "set -e; cd " + R +
+               " && mkdir -p src/dir/sub src/emptydir && printf hello > src/dir/file && : > src/empty && "
+               "ln -s dir/file src/link && ln src/dir/file src/hard && mkfifo src/fifo && "
+               "head -c 300000 /dev/urandom > src/dir/sub/big && chmod 0640 src/empty && chmod 0700 src/dir/sub && "
+               "touch -h -d \"2020-01-02 03:04:05\" src/link");
   // tar: from tmpfs into the file system and back; the archives' listings and the archives themselves agree.
   check_sh(m, "tar cf on tmpfs", "set -e; cd " + R + "/src && tar --sort=name -cf " + R + "/a.tar .");
   check_sh(m, "tar xf into " + fs_name, "set -e; mkdir " + M + "/x && tar -xpf " + R + "/a.tar -C " + M + "/x");
   check_sh(m, "tar cf of the tree in " + fs_name, "set -e; cd " + M + "/x && tar --sort=name -cf " + R + "/b.tar .");
   check_sh(m, "diff -r of the trees", "diff -r --no-dereference -x fifo " + R + "/src " + M + "/x && test -p " + M + "/x/fifo");
-  check_sh(m, "tar tvf listings agree", "set -e; tar --full-time -tvf " + R + "/a.tar > " + R + "/a.lst && tar --full-time -tvf " + R +
-                                         "/b.tar > " + R + "/b.lst && diff " + R + "/a.lst " + R + "/b.lst");
+  check_sh(m, "tar tvf listings agree",
+           "set -e; tar --full-time -tvf " + R + "/a.tar > " + R + "/a.lst && tar --full-time -tvf " + R + "/b.tar > " + R +
+               "/b.lst && diff " + R + "/a.lst " + R + "/b.lst");
   check_sh(m, "the archives are identical", "cmp " + R + "/a.tar " + R + "/b.tar");
   check_sh(m, "the hard link is one inode in " + fs_name,
            "test $(stat -c %i " + M + "/x/hard) = $(stat -c %i " + M + "/x/dir/file) && test $(stat -c %h " + M + "/x/hard) = 2");
@@ -2582,13 +2588,14 @@ TEST_CASE(FS_NAME " with real tools: tar, cp -a, diff, dd of a 2 GiB sparse file
   check_sh(m, "cp -a into " + fs_name, "cp -a " + R + "/src " + M + "/cp");
   check_sh(m, "diff -r after cp -a", "diff -r --no-dereference -x fifo " + R + "/src " + M + "/cp && test -p " + M + "/cp/fifo");
   check_sh(m, "cp -a kept modes, owners, links, sizes and times",
-           "set -e; (cd " + R + "/src && " + meta + ") | sort > " + R + "/src.meta && (cd " + M + "/cp && " + meta + ") | sort > " +
-               R + "/cp.meta && diff " + R + "/src.meta " + R + "/cp.meta");
-  check_sh(m, "cp -a back out of " + fs_name, "set -e; cp -a " + M + "/cp " + R + "/back && diff -r --no-dereference -x fifo " + R +
-                                          "/src " + R + "/back");
+           "set -e; (cd " + R + "/src && " + meta + ") | sort > " + R + "/src.meta && (cd " + M + "/cp && " + meta + ") | sort > " + R +
+               "/cp.meta && diff " + R + "/src.meta " + R + "/cp.meta");
+  check_sh(m, "cp -a back out of " + fs_name,
+           "set -e; cp -a " + M + "/cp " + R + "/back && diff -r --no-dereference -x fifo " + R + "/src " + R + "/back");
   // dd: a 2 GiB sparse file.
-  check_sh(m, "dd: a 2 GiB sparse file", "set -e; dd if=/dev/zero of=" + M + "/sparse bs=1 count=0 seek=2G status=none && test $(stat -c %s " +
-                                          M + "/sparse) = 2147483648 && test $(du -k " + M + "/sparse | cut -f1) -lt 1024");
+  check_sh(m, "dd: a 2 GiB sparse file",
+           "set -e; dd if=/dev/zero of=" + M + "/sparse bs=1 count=0 seek=2G status=none && test $(stat -c %s " + M +
+               "/sparse) = 2147483648 && test $(du -k " + M + "/sparse | cut -f1) -lt 1024");
   check_sh(m, "dd: 4 MiB at its end",
            "set -e; head -c 4194304 /dev/urandom > " + R + "/tail && dd if=" + R + "/tail of=" + M +
                "/sparse bs=1M seek=2044 conv=notrunc status=none && test $(stat -c %s " + M + "/sparse) = 2147483648 && tail -c 4194304 " +
@@ -2603,25 +2610,36 @@ TEST_CASE(FS_NAME " with real tools: tar, cp -a, diff, dd of a 2 GiB sparse file
                M + "/m2/g && grep -qx y " + M + "/m2/d/g && test -z \"$(ls -A " + M + "/m1)\"");
   check_sh(m, "mv out to tmpfs and back (copy and delete)",
            "set -e; mv " + M + "/m2 " + R + "/m2 && test ! -e " + M + "/m2 && mv " + R + "/m2 " + M + "/m3 && grep -qx y " + M + "/m3/d/g");
-  check_sh(m, "ln -s", "set -e; ln -s some/target " + M + "/l && test \"$(readlink " + M + "/l)\" = some/target && ln -s x/dir/file " + M +
-                        "/l2 && test \"$(cat " + M + "/l2)\" = hello && ln -sf dir " + M + "/l && test \"$(readlink " + M + "/l)\" = dir");
+  check_sh(m, "ln -s",
+           "set -e; ln -s some/target " + M + "/l && test \"$(readlink " + M + "/l)\" = some/target && ln -s x/dir/file " + M +
+               "/l2 && test \"$(cat " + M + "/l2)\" = hello && ln -sf dir " + M + "/l && test \"$(readlink " + M + "/l)\" = dir");
   check_sh(m, "find | wc -l agrees", "test \"$(cd " + R + "/src && find . | wc -l)\" = \"$(cd " + M + "/x && find . | wc -l)\"");
-  check_sh(m, "find -type counts agree", "set -e; for t in f d l p; do test \"$(cd " + R + "/src && find . -type $t | wc -l)\" = \"$(cd " + M +
-                                          "/x && find . -type $t | wc -l)\"; done");
+  check_sh(m, "find -type counts agree",
+           "set -e; for t in f d l p; do test \"$(cd " + R + "/src && find . -type $t | wc -l)\" = \"$(cd " + M +
+               "/x && find . -type $t | wc -l)\"; done");
   check_sh(m, "du -s works and counts the data", "set -e; du -s " + M + "/x > /dev/null && test $(du -sk " + M + "/x | cut -f1) -ge 290");
-  check_sh(m, "du -sb of files agrees", "test \"$(cd " + R + "/src && find . -type f -exec cat {} + | wc -c)\" = \"$(cd " + M +
-                                         "/x && find . -type f -exec cat {} + | wc -c)\"");
-  check_sh(m, "df", "set -e; df " + M + " > /dev/null && df -i " + M + " > /dev/null && df -B1 --output=size " + M + " | tail -n 1 | grep -q \"[0-9]\"");
+  check_sh(m, "du -sb of files agrees",
+           "test \"$(cd " + R + "/src && find . -type f -exec cat {} + | wc -c)\" = \"$(cd " + M +
+               "/x && find . -type f -exec cat {} + | wc -c)\"");
+  check_sh(m, "df",
+           "set -e; df " + M + " > /dev/null && df -i " + M + " > /dev/null && df -B1 --output=size " + M +
+               " | tail -n 1 | grep -q \"[0-9]\"");
   check_sh(m, "rm -rf", "set -e; rm -rf " + M + "/cp " + M + "/m3 && test ! -e " + M + "/cp");
   // git, when installed.
   if (std::system("command -v git > /dev/null") == 0) {
     check_sh(m, "git init, add, commit, gc, fsck inside the mount",
-             "set -e; export HOME=" + R + " GIT_CONFIG_NOSYSTEM=1 GIT_AUTHOR_NAME=t GIT_AUTHOR_EMAIL=t@example.com "
-             "GIT_COMMITTER_NAME=t GIT_COMMITTER_EMAIL=t@example.com; mkdir " + M + "/repo && cd " + M + "/repo && git init -q && "
-             "printf \"hello\\n\" > a.txt && mkdir sub && printf x > sub/b && cp " + R + "/tail sub/blob && git add . && "
-             "git commit -qm first && test -z \"$(git status --porcelain)\" && echo more >> a.txt && git commit -qam second && "
-             "test $(git log --oneline | wc -l) = 2 && git mv sub/b sub/c && git commit -qm third && git gc -q && git fsck --no-progress && "
-             "git checkout -q HEAD~2 && test -f sub/b && git checkout -q - && test -f sub/c && test -z \"$(git status --porcelain)\"",
+             "set -e; export HOME=" + R +
+                 " GIT_CONFIG_NOSYSTEM=1 GIT_AUTHOR_NAME=t GIT_AUTHOR_EMAIL=t@example.com "
+                 "GIT_COMMITTER_NAME=t GIT_COMMITTER_EMAIL=t@example.com; mkdir " +
+                 M + "/repo && cd " + M +
+                 "/repo && git init -q && "
+                 "printf \"hello\\n\" > a.txt && mkdir sub && printf x > sub/b && cp " +
+                 R +
+                 "/tail sub/blob && git add . && "
+                 "git commit -qm first && test -z \"$(git status --porcelain)\" && echo more >> a.txt && git commit -qam second && "
+                 "test $(git log --oneline | wc -l) = 2 && git mv sub/b sub/c && git commit -qm third && git gc -q && git fsck "
+                 "--no-progress && "
+                 "git checkout -q HEAD~2 && test -f sub/b && git checkout -q - && test -f sub/c && test -z \"$(git status --porcelain)\"",
              120);
   } else {
     WARN("git is not installed: the git round trip is skipped");
@@ -2705,9 +2723,10 @@ std::string new_path(std::mt19937_64& g, const tree_paths& t) {
 }
 
 op random_op(std::mt19937_64& g, const tree_paths& t) {
-  static const std::vector<std::pair<const char*, int>> kinds = {
-      {"create", 12}, {"write", 18}, {"read", 8},    {"truncate", 7},    {"rename", 10}, {"link", 6},   {"unlink", 10},
-      {"mkdir", 9},   {"rmdir", 6},  {"setxattr", 6}, {"removexattr", 2}, {"symlink", 3}, {"stat", 2},  {"chmod", 1}};
+  static const std::vector<std::pair<const char*, int>> kinds = {{"create", 12}, {"write", 18},   {"read", 8},        {"truncate", 7},
+                                                                 {"rename", 10}, {"link", 6},     {"unlink", 10},     {"mkdir", 9},
+                                                                 {"rmdir", 6},   {"setxattr", 6}, {"removexattr", 2}, {"symlink", 3},
+                                                                 {"stat", 2},    {"chmod", 1}};
   int total = 0;
   for (auto& k : kinds) total += k.second;
   int pick = static_cast<int>(g() % static_cast<unsigned>(total));
@@ -2881,10 +2900,11 @@ TEST_CASE(FS_NAME " vs tmpfs: 2000 random operations side by side agree step by 
       120, m.dev, &hung);
   auto lines = read_lines(fd);
   ::close(fd);
-  if (hung) lines.push_back("hung in a FUSE request " + fs_name + " never answered (connection aborted) at " + [&] {
-                                auto l = read_lines(current);
-                                return l.empty() ? std::string("?") : l[0];
-                              }());
+  if (hung)
+    lines.push_back("hung in a FUSE request " + fs_name + " never answered (connection aborted) at " + [&] {
+      auto l = read_lines(current);
+      return l.empty() ? std::string("?") : l[0];
+    }());
   ::close(current);
   const double secs = std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count();
   std::string report;

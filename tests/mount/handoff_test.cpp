@@ -103,7 +103,9 @@ bool wait_mounted(const std::string& dir, double seconds) {
 }
 
 // The bytes client `id` writes at `off` in round `round`.
-char pattern(int id, std::uint64_t off, std::uint64_t round) { return static_cast<char>((off * 7 + round * 131 + id * 17 + off / 4096) & 0xff); }
+char pattern(int id, std::uint64_t off, std::uint64_t round) {
+  return static_cast<char>((off * 7 + round * 131 + id * 17 + off / 4096) & 0xff);
+}
 
 // A client that streams for `seconds`: random 64 KiB writes into its 4 MiB file through one
 // descriptor opened at the start, random reads checked against what it wrote, small files made and
@@ -127,12 +129,16 @@ int stream(const std::string& dir, int id, double seconds) {
     for (std::size_t i = 0; i < block; ++i) buf[i] = pattern(id, woff + i, round);
     ssize_t n = ::pwrite(fd, buf.data(), block, static_cast<off_t>(woff));
     if (n != static_cast<ssize_t>(block))
-      return std::fprintf(stderr, "client %d: pwrite round %llu: %zd %s\n", id, static_cast<unsigned long long>(round), n, std::strerror(errno)), 1;
+      return std::fprintf(stderr, "client %d: pwrite round %llu: %zd %s\n", id, static_cast<unsigned long long>(round), n,
+                          std::strerror(errno)),
+             1;
     std::memcpy(model.data() + woff, buf.data(), block);
     const std::uint64_t roff = rng() % (file_size - block);
     n = ::pread(fd, buf.data(), block, static_cast<off_t>(roff));
     if (n != static_cast<ssize_t>(block))
-      return std::fprintf(stderr, "client %d: pread round %llu: %zd %s\n", id, static_cast<unsigned long long>(round), n, std::strerror(errno)), 1;
+      return std::fprintf(stderr, "client %d: pread round %llu: %zd %s\n", id, static_cast<unsigned long long>(round), n,
+                          std::strerror(errno)),
+             1;
     if (std::memcmp(buf.data(), model.data() + roff, block) != 0)
       return std::fprintf(stderr, "client %d: round %llu: read back other bytes at %llu\n", id, static_cast<unsigned long long>(round),
                           static_cast<unsigned long long>(roff)),
@@ -179,8 +185,7 @@ bool same_bytes(const std::string& a, const std::string& b) {
 
 }  // namespace
 
-TEST_CASE("passthrough handed over twice while two clients stream: no client error, open files survive, data right",
-          "[mount][handoff]") {
+TEST_CASE("passthrough handed over twice while two clients stream: no client error, open files survive, data right", "[mount][handoff]") {
   REQUIRE(::geteuid() == 0);
   const std::string transport = GENERATE(as<std::string>{}, "ring", "dev");
   INFO("transport " << transport);

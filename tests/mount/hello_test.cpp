@@ -66,8 +66,8 @@ std::string exercise_hello(const std::string& transport) {
   // /notes: write, append, read back with cmp, truncate, stat.
   CHECK(sh("printf abc > " + s.path("notes") + " && printf def >> " + s.path("notes")) == 0);
   CHECK(in_client([&] { return read_file(s.path("notes")) == "abcdef" ? 0 : 1; }) == 0);
-  CHECK(sh("head -c 300000 /dev/urandom > " + s.dir() + ".src && cp " + s.dir() + ".src " + s.path("notes") + " && cmp " +
-           s.dir() + ".src " + s.path("notes") + "; rc=$?; rm -f " + s.dir() + ".src; exit $rc") == 0);
+  CHECK(sh("head -c 300000 /dev/urandom > " + s.dir() + ".src && cp " + s.dir() + ".src " + s.path("notes") + " && cmp " + s.dir() +
+           ".src " + s.path("notes") + "; rc=$?; rm -f " + s.dir() + ".src; exit $rc") == 0);
   CHECK(sh("dd if=/dev/zero of=" + s.path("notes") + " bs=64k count=4 conv=notrunc status=none") == 0);
   CHECK(in_client([&] {
           struct stat st {};
@@ -91,8 +91,10 @@ std::string exercise_hello(const std::string& transport) {
         }) == 0);
   CHECK(sh("df " + s.dir() + " > /dev/null") == 0);
   // Clients on each CPU at once: the kernel routes each to its CPU's queue.
-  CHECK(sh("for i in 1 2 3 4 5 6 7 8; do taskset -c 0 cat " + s.path("hello") + " > /dev/null; done & "
-           "for i in 1 2 3 4 5 6 7 8; do taskset -c 1 cat " + s.path("hello") + " > /dev/null; done; wait") == 0);
+  CHECK(sh("for i in 1 2 3 4 5 6 7 8; do taskset -c 0 cat " + s.path("hello") +
+           " > /dev/null; done & "
+           "for i in 1 2 3 4 5 6 7 8; do taskset -c 1 cat " +
+           s.path("hello") + " > /dev/null; done; wait") == 0);
 
   // SIGTERM: the server unmounts, prints its counters and exits 0.
   s.signal(SIGTERM);
@@ -281,7 +283,7 @@ TEST_CASE("hello: bad command lines give one clear line, exit 2, and mount nothi
 }
 
 TEST_CASE("hello without root: mounted through fusermount3, served, unmounted by SIGTERM", "[mount][hello][fusermount]") {
-  REQUIRE(::geteuid() == 0);                          // to become nobody and to clean up
+  REQUIRE(::geteuid() == 0);                             // to become nobody and to clean up
   REQUIRE(::access("/usr/bin/fusermount3", X_OK) == 0);  // package fuse3 (tools/setup)
   const int nobody = 65534;
   // The binary must be reachable by nobody: runfiles live under root's home.
@@ -302,9 +304,7 @@ TEST_CASE("hello without root: mounted through fusermount3, served, unmounted by
   REQUIRE(s.mounted());
   CHECK(read_file("/proc/self/mountinfo").find("user_id=65534") != std::string::npos);
   // Without allow_other only the mounting user may enter: run the client as nobody too.
-  auto as_nobody = [&](const std::string& cmd) {
-    return sh("setpriv --reuid=65534 --regid=65534 --clear-groups sh -c \"" + cmd + "\"");
-  };
+  auto as_nobody = [&](const std::string& cmd) { return sh("setpriv --reuid=65534 --regid=65534 --clear-groups sh -c \"" + cmd + "\""); };
   CHECK(as_nobody("grep -qx \\\"Hello, World!\\\" " + s.path("hello")) == 0);
   CHECK(as_nobody("ls " + s.dir() + " | grep -qx notes") == 0);
   s.signal(SIGTERM);

@@ -146,8 +146,7 @@ class idmapped_view {
 // Runs `fn` in a client child as uid:gid with `groups` and umask 0; its exit status.
 int as_user(uid_t uid, gid_t gid, std::vector<gid_t> groups, const std::function<int()>& fn) {
   return in_client([&] {
-    if (::setgroups(groups.size(), groups.data()) != 0 || ::setresgid(gid, gid, gid) != 0 || ::setresuid(uid, uid, uid) != 0)
-      return 90;
+    if (::setgroups(groups.size(), groups.data()) != 0 || ::setresgid(gid, gid, gid) != 0 || ::setresuid(uid, uid, uid) != 0) return 90;
     ::umask(0);
     return fn();
   });
@@ -272,8 +271,7 @@ TEST_CASE("without -o allow_idmap the kernel refuses an idmapped view; filesyste
   ::rmdir(dir.c_str());
 }
 
-TEST_CASE("a creator in a setgid directory's group through a supplementary group keeps setgid, as on tmpfs",
-          "[mount][idmap][groups]") {
+TEST_CASE("a creator in a setgid directory's group through a supplementary group keeps setgid, as on tmpfs", "[mount][idmap][groups]") {
   REQUIRE(::geteuid() == 0);
   const std::string fs = GENERATE(as<std::string>{}, "memfs", "passthrough");
   const std::string transport = GENERATE(as<std::string>{}, "ring", "dev");

@@ -102,7 +102,8 @@ TEST_CASE("mount, INIT over /dev/fuse, a stat answered, detach ends the connecti
   CHECK(in.minor >= 36);
 
   // Served over /dev/fuse here: accepting over_io_uring without registering a ring entry on every
-  // CPU's queue would block every client (KERNEL.md), so the offer is checked, not taken.
+  // CPU's queue would block every client (docs/kernel.md, "The 7.42 ring"), so the offer is
+  // checked, not taken.
   session::init_wishes w;
   w.flags = abi::init_flag::async_read;
   auto out = session::negotiate_init(in, w);
@@ -118,7 +119,7 @@ TEST_CASE("mount, INIT over /dev/fuse, a stat answered, detach ends the connecti
   t.client = ::fork();
   REQUIRE(t.client >= 0);
   if (t.client == 0) {
-    struct stat st{};
+    struct stat st {};
     ::alarm(20);  // never outlive a broken server
     _exit(::stat(t.dir.c_str(), &st) == 0 && S_ISDIR(st.st_mode) && st.st_ino == 1 ? 0 : 1);
   }

@@ -106,7 +106,8 @@ TEST_CASE("memfs --control: changes behind the kernel's back are seen at once th
           if (ask.empty() || ask == "done") return 0;
           std::string answer;
           if (ask == "read a") answer = pread_all(fd);
-          else if (ask.rfind("stat ", 0) == 0) answer = ::stat((dir + "/" + ask.substr(5)).c_str(), &st) == 0 ? "exists" : std::strerror(errno);
+          else if (ask.rfind("stat ", 0) == 0)
+            answer = ::stat((dir + "/" + ask.substr(5)).c_str(), &st) == 0 ? "exists" : std::strerror(errno);
           if (!say(to_parent[1], answer)) return 2;
         }
       },
@@ -122,7 +123,7 @@ TEST_CASE("memfs --control: changes behind the kernel's back are seen at once th
   CHECK(ask("stat c") == "exists");
 
   // Without a notification the kernel keeps showing its cached pages (the test's control case).
-  CHECK(command(s, fifo, "set-unnotified a uno") .rfind("ok", 0) == 0);
+  CHECK(command(s, fifo, "set-unnotified a uno").rfind("ok", 0) == 0);
   CHECK(ask("read a") == "one");
 
   // With one, the new contents (and size) show at once.

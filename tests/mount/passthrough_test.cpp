@@ -303,17 +303,20 @@ outcome run_client(const std::vector<dev_t>& fuse_devs, int seconds, const std::
   ::close(fd);
   if (o.rc != 0)
     o.text += "client ended with status " + std::to_string(o.rc) +
-              (hung ? " (hung in a FUSE request never answered: connection aborted)" : o.rc == 128 + SIGALRM ? " (timed out)" : "") + "\n";
+              (hung                    ? " (hung in a FUSE request never answered: connection aborted)"
+               : o.rc == 128 + SIGALRM ? " (timed out)"
+                                       : "") +
+              "\n";
   return o;
 }
 
 // PT_TEST_VERBOSE=1 in the environment prints every client's record, failed or not.
-#define CHECK_CLIENT(...)                                                                         \
-  do {                                                                                            \
-    outcome o_ = (__VA_ARGS__);                                                                   \
+#define CHECK_CLIENT(...)                                                                            \
+  do {                                                                                               \
+    outcome o_ = (__VA_ARGS__);                                                                      \
     if (std::getenv("PT_TEST_VERBOSE")) std::fprintf(stderr, "client record:\n%s", o_.text.c_str()); \
-    INFO("client record:\n" << o_.text);                                                          \
-    CHECK(o_.rc == 0);                                                                            \
+    INFO("client record:\n" << o_.text);                                                             \
+    CHECK(o_.rc == 0);                                                                               \
   } while (0)
 
 // Runs `fn` as another user (a grandchild with the given uid and gid, no supplementary groups).
@@ -376,12 +379,12 @@ struct pt_mount {
   }
 };
 
-#define START_PT(m)                                                                                                       \
-  do {                                                                                                                    \
-    INFO("passthrough log:\n" << tail((m).fs.log()));                                                                     \
+#define START_PT(m)                                                                                                         \
+  do {                                                                                                                      \
+    INFO("passthrough log:\n" << tail((m).fs.log()));                                                                       \
     INFO(((m).fs.exited() ? "passthrough ended with status " + std::to_string((m).fs.exit_status()) : "passthrough runs")); \
-    REQUIRE((m).fs.mounted());                                                                                            \
-    (m).devs.push_back((m).fs.device());                                                                                  \
+    REQUIRE((m).fs.mounted());                                                                                              \
+    (m).devs.push_back((m).fs.device());                                                                                    \
   } while (0)
 
 #define TRANSPORT()                                                         \
@@ -493,8 +496,7 @@ std::string write_outcome(const std::string& path, const std::string& data, int 
 // =============================================================================================
 // Data.
 
-TEST_CASE("passthrough: data written through the mount is in the backing files byte for byte, and back",
-          "[mount][passthrough][data]") {
+TEST_CASE("passthrough: data written through the mount is in the backing files byte for byte, and back", "[mount][passthrough][data]") {
   TRANSPORT();
   temp_dir src("src"), work("work");
   const std::string rnd = work.path("rnd64");
@@ -502,8 +504,9 @@ TEST_CASE("passthrough: data written through the mount is in the backing files b
   // Made in the backing directory before the mount: read through it.
   const std::string pre = random_bytes(5 * MiB + 123, 2);
   REQUIRE(write_file(src.path("pre"), pre) == 0);
-  REQUIRE(shell("cd " + src.dir() + " && mkdir -p pretree/a/b && head -c 300000 /dev/urandom > pretree/a/r && echo hi > pretree/a/b/t && "
-                "for i in $(seq 1 200); do echo $i > pretree/f$i; done",
+  REQUIRE(shell("cd " + src.dir() +
+                    " && mkdir -p pretree/a/b && head -c 300000 /dev/urandom > pretree/a/r && echo hi > pretree/a/b/t && "
+                    "for i in $(seq 1 200); do echo $i > pretree/f$i; done",
                 60, {}) == 0);
 
   pt_mount m(src.dir(), transport);
@@ -529,8 +532,8 @@ TEST_CASE("passthrough: data written through the mount is in the backing files b
     while (model.size() < static_cast<std::size_t>(8 * MiB)) {
       std::string chunk = random_bytes(g, 1 + g() % 9973);
       ssize_t n = ::write(fd, chunk.data(), chunk.size());
-      if (!r.expect(n == static_cast<ssize_t>(chunk.size()), "write " + std::to_string(chunk.size()) + " at " + std::to_string(model.size()) +
-                                                                   ": " + what(n)))
+      if (!r.expect(n == static_cast<ssize_t>(chunk.size()),
+                    "write " + std::to_string(chunk.size()) + " at " + std::to_string(model.size()) + ": " + what(n)))
         return;
       model += chunk;
     }
@@ -538,8 +541,8 @@ TEST_CASE("passthrough: data written through the mount is in the backing files b
       std::size_t off = g() % (model.size() + 65536);
       std::string chunk = random_bytes(g, 1 + g() % 5000);
       ssize_t n = ::pwrite(fd, chunk.data(), chunk.size(), static_cast<off_t>(off));
-      if (!r.expect(n == static_cast<ssize_t>(chunk.size()), "pwrite " + std::to_string(chunk.size()) + " at " + std::to_string(off) + ": " +
-                                                                   what(n)))
+      if (!r.expect(n == static_cast<ssize_t>(chunk.size()),
+                    "pwrite " + std::to_string(chunk.size()) + " at " + std::to_string(off) + ": " + what(n)))
         return;
       if (off + chunk.size() > model.size()) model.resize(off + chunk.size(), '\0');
       std::memcpy(model.data() + off, chunk.data(), chunk.size());
@@ -642,19 +645,23 @@ TEST_CASE("passthrough: data written through the mount is in the backing files b
   // cp -a of a tree into the mount: contents (diff -r) and metadata (modes, owners, link counts,
   // link targets, sizes, mtimes) equal to the original's, in the backing directory and through the
   // mount; an xattr carried over.
-  REQUIRE(shell("cd " + work.dir() + " && mkdir -p tree/d1/d2 tree/empty tree/many && head -c 1000000 /dev/urandom > tree/d1/bin && "
+  REQUIRE(
+      shell("cd " + work.dir() +
+                " && mkdir -p tree/d1/d2 tree/empty tree/many && head -c 1000000 /dev/urandom > tree/d1/bin && "
                 "echo hi > tree/d1/d2/txt && : > tree/emptyfile && ln -s d1/d2/txt tree/lnk && ln -s /nonexistent tree/dangling && "
                 "chmod 0600 tree/d1/bin && chmod 0750 tree/d1 && chmod 4755 tree/emptyfile && chown 1000:1000 tree/d1/d2/txt && "
                 "chown -h 65534:65534 tree/lnk && mkfifo tree/fifo && ln tree/d1/bin tree/hard && touch -d 2001-02-03 tree/d1/d2/txt && "
                 "for i in $(seq 1 300); do echo $i > tree/many/f$i; done && head -c 70000 /dev/urandom > tree/many/big",
-                60, {}) == 0);
+            60, {}) == 0);
   REQUIRE(::setxattr(work.path("tree/d1/bin").c_str(), "user.k", "value", 5, 0) == 0);
   CHECK(shell("cp -a " + work.path("tree") + " " + m.P("copy"), 120, m.devs) == 0);
   CHECK(shell("diff -r --no-dereference -x fifo " + work.path("tree") + " " + src.path("copy"), 60, m.devs) == 0);
   CHECK(shell("diff -r --no-dereference -x fifo " + work.path("tree") + " " + m.P("copy"), 60, m.devs) == 0);
   auto meta = [&](const std::string& dir, const std::string& out) {
-    return shell("cd " + dir + " && find . \\( -type d -printf \"%p %y %m %U %G %n %T@\\n\" \\) -o -printf \"%p %y %m %U %G %n %s %l %T@\\n\" "
-                 "| sort > " + out,
+    return shell("cd " + dir +
+                     " && find . \\( -type d -printf \"%p %y %m %U %G %n %T@\\n\" \\) -o -printf \"%p %y %m %U %G %n %s %l %T@\\n\" "
+                     "| sort > " +
+                     out,
                  60, m.devs);
   };
   REQUIRE(meta(work.path("tree"), work.path("meta.tree")) == 0);
@@ -724,7 +731,8 @@ TEST_CASE("passthrough: hard links are one inode; open files survive unlink and 
   temp_dir src("src");
   REQUIRE(::mkdir(src.path("many").c_str(), 0755) == 0);
   bool made = true;
-  for (int i = 0; i < 2000; ++i) made = made && write_file(src.path("many/file-with-a-longish-name-" + std::to_string(i)), std::to_string(i)) == 0;
+  for (int i = 0; i < 2000; ++i)
+    made = made && write_file(src.path("many/file-with-a-longish-name-" + std::to_string(i)), std::to_string(i)) == 0;
   REQUIRE(made);
   REQUIRE(::mkdir(src.path("many/subdir").c_str(), 0755) == 0);
   REQUIRE(::symlink("file-with-a-longish-name-1", src.path("many/link").c_str()) == 0);
@@ -738,7 +746,8 @@ TEST_CASE("passthrough: hard links are one inode; open files survive unlink and 
   CHECK_CLIENT(run_client(m.devs, 60, [&](report& r) {
     // Two names of one backing inode are one inode through the mount: same st_ino, and a write
     // through one name is seen at once through a file already open (and cached) under the other.
-    struct stat sa {}, sb {};
+    struct stat sa {};
+    struct stat sb {};
     r.expect(::stat(m.P("a").c_str(), &sa) == 0 && ::stat(m.P("b").c_str(), &sb) == 0 && sa.st_ino == sb.st_ino && sa.st_nlink == 2,
              "a and b: ino " + std::to_string(sa.st_ino) + " and " + std::to_string(sb.st_ino) + ", nlink " + std::to_string(sa.st_nlink));
     int fb = ::open(m.P("b").c_str(), O_RDONLY);
@@ -753,7 +762,8 @@ TEST_CASE("passthrough: hard links are one inode; open files survive unlink and 
     r.expect(n == 3 && buf.substr(0, 3) == "XYZ", "read b after writing a: " + buf.substr(0, 3));
     ::close(fb);
     r.expect(::link(m.P("a").c_str(), m.P("c").c_str()) == 0, "link a c: " + what(-1));
-    struct stat sc {}, back {};
+    struct stat sc {};
+    struct stat back {};
     r.expect(::stat(m.P("c").c_str(), &sc) == 0 && sc.st_ino == sa.st_ino && sc.st_nlink == 3, "c: nlink " + std::to_string(sc.st_nlink));
     r.expect(::stat(m.P("a").c_str(), &sa) == 0 && sa.st_nlink == 3, "a after the link: nlink " + std::to_string(sa.st_nlink));
     r.expect(::stat(src.path("c").c_str(), &back) == 0 && back.st_nlink == 3, "backing c: nlink " + std::to_string(back.st_nlink));
@@ -797,7 +807,8 @@ TEST_CASE("passthrough: hard links are one inode; open files survive unlink and 
     r.expect(::setxattr(m.P("a").c_str(), "user.new", "vv", 2, 0) == 0, "setxattr user.new: " + what(-1));
     n = ::getxattr(src.path("a").c_str(), "user.new", v, sizeof v);
     r.expect(n == 2 && std::string(v, 2) == "vv", "backing user.new: " + what(n));
-    r.expect(::setxattr(m.P("a").c_str(), "user.new", "w", 1, XATTR_CREATE) != 0 && errno == EEXIST, "XATTR_CREATE of an existing one: " + what(-1));
+    r.expect(::setxattr(m.P("a").c_str(), "user.new", "w", 1, XATTR_CREATE) != 0 && errno == EEXIST,
+             "XATTR_CREATE of an existing one: " + what(-1));
     std::vector<char> names(4096);
     n = ::listxattr(m.P("a").c_str(), names.data(), names.size());
     std::set<std::string> listed;
@@ -836,13 +847,15 @@ TEST_CASE("passthrough: hard links are one inode; open files survive unlink and 
     std::set<std::string> through, direct;
     int e1 = typed_listing(m.P("many"), through), e2 = typed_listing(src.path("many"), direct);
     r.expect(e1 == 0 && e2 == 0 && through.size() == 2005 && through == direct,
-             "listing of many: " + std::to_string(through.size()) + " entries through the mount, " + std::to_string(direct.size()) + " in the backing directory");
+             "listing of many: " + std::to_string(through.size()) + " entries through the mount, " + std::to_string(direct.size()) +
+                 " in the backing directory");
     // stat of a few entries agrees with the backing directory.
     for (const char* name : {"many/file-with-a-longish-name-7", "many/subdir", "many/link", "many/fifo", "sub/r2"}) {
-      struct stat x {}, y {};
+      struct stat x {};
+      struct stat y {};
       bool ok = ::lstat(m.P(name).c_str(), &x) == 0 && ::lstat(src.path(name).c_str(), &y) == 0;
-      r.expect(ok && x.st_mode == y.st_mode && x.st_uid == y.st_uid && x.st_gid == y.st_gid && x.st_size == y.st_size && x.st_nlink == y.st_nlink &&
-                   x.st_mtim.tv_sec == y.st_mtim.tv_sec && x.st_mtim.tv_nsec == y.st_mtim.tv_nsec,
+      r.expect(ok && x.st_mode == y.st_mode && x.st_uid == y.st_uid && x.st_gid == y.st_gid && x.st_size == y.st_size &&
+                   x.st_nlink == y.st_nlink && x.st_mtim.tv_sec == y.st_mtim.tv_sec && x.st_mtim.tv_nsec == y.st_mtim.tv_nsec,
                std::string("lstat ") + name + " through the mount and in the backing directory differ");
     }
   }));
@@ -861,11 +874,18 @@ TEST_CASE("passthrough: clients on both CPUs at once: every file's data right", 
   pt_mount m(src.dir(), transport);
   START_PT(m);
   const std::string M = m.fs.dir();
-  CHECK(shell("(for i in 1 2 3 4; do taskset -c 0 dd if=" + rnd + " of=" + M + "/c0_$i bs=65536 status=none || exit 1; done) & p1=$!; "
-              "(for i in 1 2 3 4; do taskset -c 1 dd if=" + rnd + " of=" + M + "/c1_$i bs=100000 status=none || exit 1; done) & p2=$!; "
-              "(for i in 1 2 3 4; do taskset -c 0 cmp " + rnd + " " + M + "/pre || exit 1; done) & p3=$!; "
-              "(for i in 1 2 3 4; do taskset -c 1 dd if=" + M + "/pre bs=1M iflag=direct status=none | cmp - " + rnd + " || exit 1; done) & p4=$!; "
-              "wait $p1 && wait $p2 && wait $p3 && wait $p4",
+  CHECK(shell("(for i in 1 2 3 4; do taskset -c 0 dd if=" + rnd + " of=" + M +
+                  "/c0_$i bs=65536 status=none || exit 1; done) & p1=$!; "
+                  "(for i in 1 2 3 4; do taskset -c 1 dd if=" +
+                  rnd + " of=" + M +
+                  "/c1_$i bs=100000 status=none || exit 1; done) & p2=$!; "
+                  "(for i in 1 2 3 4; do taskset -c 0 cmp " +
+                  rnd + " " + M +
+                  "/pre || exit 1; done) & p3=$!; "
+                  "(for i in 1 2 3 4; do taskset -c 1 dd if=" +
+                  M + "/pre bs=1M iflag=direct status=none | cmp - " + rnd +
+                  " || exit 1; done) & p4=$!; "
+                  "wait $p1 && wait $p2 && wait $p3 && wait $p4",
               300, m.devs) == 0);
   CHECK(shell("for f in c0_1 c0_2 c0_3 c0_4 c1_1 c1_2 c1_3 c1_4; do cmp " + rnd + " " + src.path("$f") + " && cmp " + rnd + " " + M +
                   "/$f || exit 1; done",
@@ -909,7 +929,8 @@ TEST_CASE("passthrough --passthrough: READ and WRITE of open files go to the bac
         }
         for (int i = 0; i < 4; ++i) {
           ssize_t n = ::pread(fd, buf, MiB, i * MiB);
-          r.expect(n == MiB && std::memcmp(buf, b.data() + i * MiB, MiB) == 0, "O_DIRECT pread at " + std::to_string(i) + " MiB: " + what(n));
+          r.expect(n == MiB && std::memcmp(buf, b.data() + i * MiB, MiB) == 0,
+                   "O_DIRECT pread at " + std::to_string(i) + " MiB: " + what(n));
         }
         ::close(fd);
       }
@@ -931,7 +952,8 @@ TEST_CASE("passthrough --passthrough: READ and WRITE of open files go to the bac
       res = write_outcome(m.P("pre"), "appended", O_APPEND);
       r.expect(res == "ok", "append to pre: " + res);
       e = slurp(src.path("pre"), c);
-      r.expect(e == 0 && c == pre + "appended", "pre in the backing directory after the append: " + (e ? errname(e) : first_difference(c, pre + "appended")));
+      r.expect(e == 0 && c == pre + "appended",
+               "pre in the backing directory after the append: " + (e ? errname(e) : first_difference(c, pre + "appended")));
     }));
     std::string log = m.stop();
     INFO(tail(log));
@@ -967,10 +989,12 @@ TEST_CASE("passthrough: ENOSPC of a full backing tmpfs reaches the client; earli
   pt_mount m(backing.dir(), transport, extra);
   START_PT(m);
   CHECK_CLIENT(run_client(m.devs, 60, [&](report& r) {
-    struct statvfs v {}, b {};
+    struct statvfs v {};
+    struct statvfs b {};
     r.expect(::statvfs(m.P("").c_str(), &v) == 0 && ::statvfs(backing.dir().c_str(), &b) == 0, "statvfs: " + what(-1));
-    r.expect(v.f_blocks * v.f_frsize == b.f_blocks * b.f_frsize,
-             "statvfs size through the mount " + std::to_string(v.f_blocks * v.f_frsize) + " vs backing " + std::to_string(b.f_blocks * b.f_frsize));
+    r.expect(v.f_blocks * v.f_frsize == b.f_blocks * b.f_frsize, "statvfs size through the mount " +
+                                                                     std::to_string(v.f_blocks * v.f_frsize) + " vs backing " +
+                                                                     std::to_string(b.f_blocks * b.f_frsize));
     const std::string keep = random_bytes(200 * KiB, 8);
     std::string res = write_outcome(m.P("keep"), keep, O_CREAT | O_EXCL);
     r.expect(res == "ok", "write keep: " + res);
@@ -1045,8 +1069,7 @@ std::string pread_outcome(const std::string& path, std::size_t n, off_t off) {
 }
 }  // namespace
 
-TEST_CASE("passthrough: EIO and ENOSPC from a faulty backing filesystem reach the client as they are",
-          "[mount][passthrough][eio]") {
+TEST_CASE("passthrough: EIO and ENOSPC from a faulty backing filesystem reach the client as they are", "[mount][passthrough][eio]") {
   TRANSPORT();
   const std::string mode = GENERATE(as<std::string>{}, "plain", "--passthrough");
   INFO("mode: " << mode);
@@ -1067,26 +1090,39 @@ TEST_CASE("passthrough: EIO and ENOSPC from a faulty backing filesystem reach th
       r.expect(direct == want, label + " on the faulty fs itself (a test bug?): " + direct + ", expected " + want);
       r.expect(through == direct, label + " through passthrough: " + through + ", directly: " + direct);
     };
-    same("stat rfail", [](const std::string& root) {
-      struct stat st {};
-      if (::stat((root + "/rfail").c_str(), &st) != 0) return "ERR " + errname(errno);
-      return std::to_string(st.st_size) + " " + std::to_string(st.st_mode & 07777);
-    }, std::to_string(faulty::rfail_size) + " " + std::to_string(0666));
-    same("pread 4 KiB at 0 of rfail", [](const std::string& root) { return pread_outcome(root + "/rfail", 4096, 0); }, "4096 bytes right");
-    same("pread 4 KiB at 600 KiB of rfail", [](const std::string& root) { return pread_outcome(root + "/rfail", 4096, 600 * KiB); },
-         "ERR EIO");
-    same("read rfail to the end", [](const std::string& root) { return read_until_error(root + "/rfail"); },
-         "read at " + std::to_string(faulty::rfail_bad_from) + " ERR EIO (bytes before it right)");
-    same("pread 4 KiB at 0 of weio", [](const std::string& root) { return pread_outcome(root + "/weio", 4096, 0); }, "4096 bytes right");
-    same("write weio", [](const std::string& root) { return write_outcome(root + "/weio", std::string(4096, 'w')); }, "write ERR EIO");
-    same("write 1 byte at 100 to weio", [](const std::string& root) {
-      int fd = ::open((root + "/weio").c_str(), O_WRONLY);
-      if (fd < 0) return "open ERR " + errname(errno);
-      std::string out = what(::pwrite(fd, "x", 1, 100));
-      ::close(fd);
-      return out;
-    }, "ERR EIO");
-    same("write wnospc", [](const std::string& root) { return write_outcome(root + "/wnospc", std::string(10000, 'n')); }, "write ERR ENOSPC");
+    same(
+        "stat rfail",
+        [](const std::string& root) {
+          struct stat st {};
+          if (::stat((root + "/rfail").c_str(), &st) != 0) return "ERR " + errname(errno);
+          return std::to_string(st.st_size) + " " + std::to_string(st.st_mode & 07777);
+        },
+        std::to_string(faulty::rfail_size) + " " + std::to_string(0666));
+    same(
+        "pread 4 KiB at 0 of rfail", [](const std::string& root) { return pread_outcome(root + "/rfail", 4096, 0); }, "4096 bytes right");
+    same(
+        "pread 4 KiB at 600 KiB of rfail", [](const std::string& root) { return pread_outcome(root + "/rfail", 4096, 600 * KiB); },
+        "ERR EIO");
+    same(
+        "read rfail to the end", [](const std::string& root) { return read_until_error(root + "/rfail"); },
+        "read at " + std::to_string(faulty::rfail_bad_from) + " ERR EIO (bytes before it right)");
+    same(
+        "pread 4 KiB at 0 of weio", [](const std::string& root) { return pread_outcome(root + "/weio", 4096, 0); }, "4096 bytes right");
+    same(
+        "write weio", [](const std::string& root) { return write_outcome(root + "/weio", std::string(4096, 'w')); }, "write ERR EIO");
+    same(
+        "write 1 byte at 100 to weio",
+        [](const std::string& root) {
+          int fd = ::open((root + "/weio").c_str(), O_WRONLY);
+          if (fd < 0) return "open ERR " + errname(errno);
+          std::string out = what(::pwrite(fd, "x", 1, 100));
+          ::close(fd);
+          return out;
+        },
+        "ERR EIO");
+    same(
+        "write wnospc", [](const std::string& root) { return write_outcome(root + "/wnospc", std::string(10000, 'n')); },
+        "write ERR ENOSPC");
   }));
   std::string log = m.stop();
   INFO(tail(log));
@@ -1104,8 +1140,7 @@ TEST_CASE("passthrough: EIO and ENOSPC from a faulty backing filesystem reach th
 // =============================================================================================
 // Ownership and permissions.
 
-TEST_CASE("passthrough: files made by a user belong to that user; the kernel's permission checks hold",
-          "[mount][passthrough][perm]") {
+TEST_CASE("passthrough: files made by a user belong to that user; the kernel's permission checks hold", "[mount][passthrough][perm]") {
   TRANSPORT();
   temp_dir src("src");
   REQUIRE(::chmod(src.dir().c_str(), 0777) == 0);
@@ -1144,7 +1179,8 @@ TEST_CASE("passthrough: files made by a user belong to that user; the kernel's p
       u.expect(::chown(m.P("nf").c_str(), 0, 0) != 0 && errno == EPERM, "nobody chowns nf to root: " + what(-1));
       u.expect(::chown(m.P("nf").c_str(), static_cast<uid_t>(-1), 0) != 0 && errno == EPERM, "nobody chgrps nf to root: " + what(-1));
       u.expect(::lchown(m.P("nl").c_str(), 0, 0) != 0 && errno == EPERM, "nobody chowns nl to root: " + what(-1));
-      u.expect(::setxattr(m.P("rootfile").c_str(), "user.x", "v", 1, 0) != 0 && errno == EACCES, "nobody sets an xattr on rootfile: " + what(-1));
+      u.expect(::setxattr(m.P("rootfile").c_str(), "user.x", "v", 1, 0) != 0 && errno == EACCES,
+               "nobody sets an xattr on rootfile: " + what(-1));
       u.expect(::utimensat(AT_FDCWD, m.P("rootfile").c_str(), nullptr, 0) != 0 && errno == EACCES, "nobody touches rootfile: " + what(-1));
       fd = ::open(m.P("rootdir/x").c_str(), O_CREAT | O_EXCL | O_WRONLY, 0644);
       u.expect(fd < 0 && errno == EACCES, "nobody creates in rootdir (0755 root): " + what(fd));
@@ -1208,13 +1244,16 @@ TEST_CASE("passthrough: symlinks and '..' resolve in the client's namespace; ren
     char buf[256];
     ssize_t n = ::readlink(m.P("etc-link").c_str(), buf, sizeof buf);
     r.expect(n == 4 && std::string(buf, 4) == "/etc", "readlink etc-link: " + what(n));
-    struct stat l {}, t {}, e {};
+    struct stat l {};
+    struct stat t {};
+    struct stat e {};
     r.expect(::lstat(m.P("etc-link").c_str(), &l) == 0 && S_ISLNK(l.st_mode), "lstat etc-link: a symlink");
     // Following it is the client's business: it lands on the real /etc.
     r.expect(::stat(m.P("etc-link").c_str(), &t) == 0 && ::stat("/etc", &e) == 0 && t.st_dev == e.st_dev && t.st_ino == e.st_ino,
              "stat etc-link is /etc");
     // '..' of the mount's root is the mount point's parent.
-    struct stat up {}, parent {};
+    struct stat up {};
+    struct stat parent {};
     const std::string mp = m.fs.dir();
     r.expect(::stat((mp + "/..").c_str(), &up) == 0 && ::stat(mp.substr(0, mp.rfind('/')).c_str(), &parent) == 0 &&
                  up.st_dev == parent.st_dev && up.st_ino == parent.st_ino,
@@ -1257,8 +1296,8 @@ TEST_CASE("passthrough: a directory replaced by a symlink to the outside while t
   fill(outside.dir(), "outside");
   REQUIRE(write_file(outside.path("secret"), "outside-secret") == 0);
   REQUIRE(write_file(src.path("e"), "inside-e") == 0);  // a file, replaced by a symlink to outside/f
-  REQUIRE(write_file(src.path("r1"), "r1") == 0);        // renamed into the held directory
-  REQUIRE(write_file(src.path("r2"), "r2") == 0);        // linked into it
+  REQUIRE(write_file(src.path("r1"), "r1") == 0);       // renamed into the held directory
+  REQUIRE(write_file(src.path("r2"), "r2") == 0);       // linked into it
   const std::string before = snapshot(outside.dir());
 
   pt_mount m(src.dir(), transport);
@@ -1370,10 +1409,11 @@ TEST_CASE("passthrough: a directory replaced by a symlink to the outside while t
     if (exists(in_moved("created"))) r.expect(slurp(in_moved("created"), c) == 0 && c == "new", "d.moved/created: " + c);
     if (exists(in_moved("f2"))) r.expect(!exists(in_moved("f")), "d.moved has both f and f2");
     if (exists(in_moved("t")) && slurp(in_moved("t"), c) == 0) r.expect(c == "new-t" || c == "inside-t", "d.moved/t: " + c);
-    r.note("note: d.moved now: created=" + std::to_string(exists(in_moved("created"))) + " victim=" + std::to_string(exists(in_moved("victim"))) +
-           " f2=" + std::to_string(exists(in_moved("f2"))) + " newdir=" + std::to_string(exists(in_moved("newdir"))) +
-           " sub=" + std::to_string(exists(in_moved("sub"))) + " g_link=" + std::to_string(exists(in_moved("g_link"))) +
-           " from_root=" + std::to_string(exists(in_moved("from_root"))) + " back_in_root=" + std::to_string(exists(src.path("back_in_root"))));
+    r.note("note: d.moved now: created=" + std::to_string(exists(in_moved("created"))) +
+           " victim=" + std::to_string(exists(in_moved("victim"))) + " f2=" + std::to_string(exists(in_moved("f2"))) +
+           " newdir=" + std::to_string(exists(in_moved("newdir"))) + " sub=" + std::to_string(exists(in_moved("sub"))) +
+           " g_link=" + std::to_string(exists(in_moved("g_link"))) + " from_root=" + std::to_string(exists(in_moved("from_root"))) +
+           " back_in_root=" + std::to_string(exists(src.path("back_in_root"))));
     if (exists(in_moved("from_root"))) r.expect(!exists(src.path("r1")), "r1 both renamed and still there");
     r.expect(!exists(outside.path("created")) && !exists(outside.path("newdir")) && !exists(outside.path("f2")) &&
                  exists(outside.path("victim")) && exists(outside.path("sub")),

@@ -73,8 +73,8 @@ int main(int argc, char** argv) {
     return 2;
   }
 
-  std::printf("soak: %zu example(s) x %zu transport(s), %.0f s each, %d workers of each kind, seed %llu\n", filesystems.size(), transports.size(), seconds,
-              workers, static_cast<unsigned long long>(seed));
+  std::printf("soak: %zu example(s) x %zu transport(s), %.0f s each, %d workers of each kind, seed %llu\n", filesystems.size(),
+              transports.size(), seconds, workers, static_cast<unsigned long long>(seed));
   std::fflush(stdout);
   std::uint64_t ops = 0, errors = 0;
   double total = 0;
@@ -98,8 +98,10 @@ int main(int argc, char** argv) {
       }
       for (const auto& m : r.messages) std::fprintf(stderr, "soak: %s %s: %s\n", fs.c_str(), transport.c_str(), m.c_str());
       if (r.errors > r.messages.size())
-        std::fprintf(stderr, "soak: %s %s: ... and %llu more\n", fs.c_str(), transport.c_str(), static_cast<unsigned long long>(r.errors - r.messages.size()));
-      if (!r.server_log_tail.empty()) std::fprintf(stderr, "soak: %s %s: the server's log ends:\n%s\n", fs.c_str(), transport.c_str(), r.server_log_tail.c_str());
+        std::fprintf(stderr, "soak: %s %s: ... and %llu more\n", fs.c_str(), transport.c_str(),
+                     static_cast<unsigned long long>(r.errors - r.messages.size()));
+      if (!r.server_log_tail.empty())
+        std::fprintf(stderr, "soak: %s %s: the server's log ends:\n%s\n", fs.c_str(), transport.c_str(), r.server_log_tail.c_str());
       std::printf("%s\n", r.line().c_str());
       std::fflush(stdout);
       ops += r.ops();

@@ -245,19 +245,19 @@ inline std::string first_difference(const unsigned char* got, const unsigned cha
 // A writer's or an mmap worker's file. See the top of this file for why `lock` makes the model exact.
 struct data_file {
   std::uint64_t id = 0;
-  std::string rel;            // path under the root
-  bool mapped = false;        // an mmap worker's: fixed size, never truncated (a mapping must not see SIGBUS)
-  std::shared_mutex lock;     // exclusive: a change in flight; shared: a reader compares
+  std::string rel;                    // path under the root
+  bool mapped = false;                // an mmap worker's: fixed size, never truncated (a mapping must not see SIGBUS)
+  std::shared_mutex lock;             // exclusive: a change in flight; shared: a reader compares
   std::vector<unsigned char> shadow;  // the bytes the file must hold whenever `lock` is free
   std::uint64_t generation = 0;
-  bool broken = false;        // reloading the shadow failed: skipped until the end (already an error)
+  bool broken = false;  // reloading the shadow failed: skipped until the end (already an error)
 };
 
 // A metadata worker's inode: hard links share one.
 struct meta_inode {
-  char kind = 'f';            // 'f' regular, 'd' directory, 'l' symlink
-  mode_t mode = 0;            // permission bits
-  std::string data;           // a file's bytes, a symlink's target
+  char kind = 'f';   // 'f' regular, 'd' directory, 'l' symlink
+  mode_t mode = 0;   // permission bits
+  std::string data;  // a file's bytes, a symlink's target
   std::map<std::string, std::string> xattrs;
 };
 
@@ -320,7 +320,7 @@ class client_load {
         continue;
       }
       if (f->mapped) {
-        const std::size_t size = 256 * KiB + r.below(2 * MiB) ;  // rarely page-aligned: the last page is partial
+        const std::size_t size = 256 * KiB + r.below(2 * MiB);  // rarely page-aligned: the last page is partial
         if (::ftruncate(fd, static_cast<off_t>(size)) != 0) rep_.fail("setup: ftruncate %s: %s", f->rel.c_str(), errname(errno).c_str());
         f->shadow.assign(size, 0);
       }
@@ -344,11 +344,13 @@ class client_load {
     for (int w = 0; w < workers_; ++w) threads.emplace_back([this, w, &stop] { guarded("writer", [&] { writer(w, stop); }); });
     for (int i = 0; i < workers_; ++i) threads.emplace_back([this, i, &stop] { guarded("reader", [&] { reader(i, stop); }); });
     for (int m = 0; m < mmap_workers_; ++m) threads.emplace_back([this, m, &stop] { guarded("mmap", [&] { mmap_worker(m, stop); }); });
-    for (int k = 0; k < workers_; ++k) threads.emplace_back([this, k, &stop] { guarded("meta", [&] { meta_worker(*metas_[k], k, stop); }); });
+    for (int k = 0; k < workers_; ++k)
+      threads.emplace_back([this, k, &stop] { guarded("meta", [&] { meta_worker(*metas_[k], k, stop); }); });
     std::this_thread::sleep_for(std::chrono::duration<double>(seconds));
     stop = true;
     for (auto& t : threads) t.join();
-    rep_.load_ns = static_cast<std::uint64_t>(std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start).count());
+    rep_.load_ns = static_cast<std::uint64_t>(
+        std::chrono::duration_cast<std::chrono::nanoseconds>(std::chrono::steady_clock::now() - start).count());
   }
 
   // The whole tree under `root` against the models: every path there and nothing else, each
@@ -396,23 +398,30 @@ class client_load {
           rep_.fail("verify %s: %s is of type %c, want %c", where, r.c_str(), kind_of(st.st_mode), x.kind);
           continue;
         }
-        if (dtype != DT_UNKNOWN && dtype != dtype_of(x.kind)) rep_.fail("verify %s: readdir gives %s d_type %u, want %u", where, r.c_str(), dtype, dtype_of(x.kind));
+        if (dtype != DT_UNKNOWN && dtype != dtype_of(x.kind))
+          rep_.fail("verify %s: readdir gives %s d_type %u, want %u", where, r.c_str(), dtype, dtype_of(x.kind));
         if (x.kind != 'l' && (st.st_mode & 07777) != x.mode)
           rep_.fail("verify %s: %s has mode %04o, want %04o", where, r.c_str(), st.st_mode & 07777, x.mode);
-        if (st.st_nlink != x.nlink) rep_.fail("verify %s: %s has %lu links, want %lu", where, r.c_str(), static_cast<unsigned long>(st.st_nlink), static_cast<unsigned long>(x.nlink));
+        if (st.st_nlink != x.nlink)
+          rep_.fail("verify %s: %s has %lu links, want %lu", where, r.c_str(), static_cast<unsigned long>(st.st_nlink),
+                    static_cast<unsigned long>(x.nlink));
         if (x.inode) {
           auto [a, fresh_a] = ino_of.emplace(x.inode, st.st_ino);
           auto [b, fresh_b] = inode_of.emplace(st.st_ino, x.inode);
-          if (a->second != st.st_ino || b->second != x.inode) rep_.fail("verify %s: %s: hard links do not match the model (inode %lu)", where, r.c_str(), static_cast<unsigned long>(st.st_ino));
+          if (a->second != st.st_ino || b->second != x.inode)
+            rep_.fail("verify %s: %s: hard links do not match the model (inode %lu)", where, r.c_str(),
+                      static_cast<unsigned long>(st.st_ino));
         }
         if (x.kind == 'f') {
-          if (static_cast<std::size_t>(st.st_size) != x.size) rep_.fail("verify %s: %s has size %lld, want %zu", where, r.c_str(), static_cast<long long>(st.st_size), x.size);
+          if (static_cast<std::size_t>(st.st_size) != x.size)
+            rep_.fail("verify %s: %s has size %lld, want %zu", where, r.c_str(), static_cast<long long>(st.st_size), x.size);
           auto bytes = slurp(p);
           if (!bytes) {
             rep_.fail("verify %s: read %s: %s", where, r.c_str(), errname(errno).c_str());
           } else if (bytes->size() != x.size) {
             rep_.fail("verify %s: %s reads %zu bytes, want %zu", where, r.c_str(), bytes->size(), x.size);
-          } else if (auto diff = first_difference(reinterpret_cast<const unsigned char*>(bytes->data()), x.data, x.size, 0); !diff.empty()) {
+          } else if (auto diff = first_difference(reinterpret_cast<const unsigned char*>(bytes->data()), x.data, x.size, 0);
+                     !diff.empty()) {
             rep_.fail("verify %s: %s content %s", where, r.c_str(), diff.c_str());
           }
         } else if (x.kind == 'l') {
@@ -425,7 +434,8 @@ class client_load {
         if (x.kind != 'l') {
           auto xa = user_xattrs(p);
           if (!xa) rep_.fail("verify %s: xattrs of %s: %s", where, r.c_str(), errname(errno).c_str());
-          else if (*xa != x.xattrs) rep_.fail("verify %s: %s has %zu user xattrs unlike the model's %zu", where, r.c_str(), xa->size(), x.xattrs.size());
+          else if (*xa != x.xattrs)
+            rep_.fail("verify %s: %s has %zu user xattrs unlike the model's %zu", where, r.c_str(), xa->size(), x.xattrs.size());
         }
         if (x.kind == 'd') walk(r);
       }
@@ -579,7 +589,8 @@ class client_load {
       } else if (dice < 88) {
         const bool data_only = r.percent(50);
         rep_.writes++;
-        if ((data_only ? ::fdatasync(d) : ::fsync(d)) != 0) rep_.fail("writer: %s %s: %s", data_only ? "fdatasync" : "fsync", f.rel.c_str(), errname(errno).c_str());
+        if ((data_only ? ::fdatasync(d) : ::fsync(d)) != 0)
+          rep_.fail("writer: %s %s: %s", data_only ? "fdatasync" : "fsync", f.rel.c_str(), errname(errno).c_str());
       } else if (dice < 93) {
         // A fresh descriptor: OPEN, FLUSH and RELEASE under load.
         int& slot = direct ? fd[k].direct : fd[k].buffered;
@@ -619,13 +630,14 @@ class client_load {
         return;
       }
       if (static_cast<std::size_t>(n) != expect) {
-        rep_.fail("%s: pread%s %s off=%zu len=%zu: %zd bytes, want %zu (size %zu)", who, direct ? "(O_DIRECT)" : "", f.rel.c_str(), at, len, n, expect, size);
+        rep_.fail("%s: pread%s %s off=%zu len=%zu: %zd bytes, want %zu (size %zu)", who, direct ? "(O_DIRECT)" : "", f.rel.c_str(), at, len,
+                  n, expect, size);
         return;
       }
       if (expect == 0) break;  // at or past the end (and the shadow may be empty: no pointer into it)
       if (auto diff = first_difference(buf, f.shadow.data() + at, expect, at); !diff.empty()) {
-        rep_.fail("%s: pread%s %s off=%zu len=%zu: content %s (generation %llu)", who, direct ? "(O_DIRECT)" : "", f.rel.c_str(), at, len, diff.c_str(),
-                  static_cast<unsigned long long>(f.generation));
+        rep_.fail("%s: pread%s %s off=%zu len=%zu: content %s (generation %llu)", who, direct ? "(O_DIRECT)" : "", f.rel.c_str(), at, len,
+                  diff.c_str(), static_cast<unsigned long long>(f.generation));
         return;
       }
       at += len;
@@ -757,7 +769,8 @@ class client_load {
         // Dirty pages go to the server now (WRITE requests from writeback).
         const std::size_t page_off = off & ~std::size_t{4095};
         rep_.mmaps++;
-        if (::msync(x.p + page_off, len + (off - page_off), MS_SYNC) != 0) rep_.fail("mmap: msync %s: %s", f.rel.c_str(), errname(errno).c_str());
+        if (::msync(x.p + page_off, len + (off - page_off), MS_SYNC) != 0)
+          rep_.fail("mmap: msync %s: %s", f.rel.c_str(), errname(errno).c_str());
       } else if (dice < 88) {
         // A write through the descriptor must show in the mapping (one page cache).
         pattern(buf.data(), len, f.id, ++f.generation, off);
@@ -774,9 +787,11 @@ class client_load {
       } else {
         const ssize_t n = read_fully(x.fd, buf.data(), len, static_cast<off_t>(off));
         rep_.reads++;
-        if (n != static_cast<ssize_t>(len)) rep_.fail("mmap: pread %s off=%zu len=%zu: %s", f.rel.c_str(), off, len, n < 0 ? errname(errno).c_str() : "short");
+        if (n != static_cast<ssize_t>(len))
+          rep_.fail("mmap: pread %s off=%zu len=%zu: %s", f.rel.c_str(), off, len, n < 0 ? errname(errno).c_str() : "short");
         else if (auto diff = first_difference(buf.data(), f.shadow.data() + off, len, off); !diff.empty())
-          rep_.fail("mmap: pread of %s after stores through the mapping: off=%zu len=%zu: content %s", f.rel.c_str(), off, len, diff.c_str());
+          rep_.fail("mmap: pread of %s after stores through the mapping: off=%zu len=%zu: content %s", f.rel.c_str(), off, len,
+                    diff.c_str());
       }
     }
     // Everything stored through the mappings reaches the server before the final verification.
@@ -791,7 +806,9 @@ class client_load {
   // ---- metadata workers -------------------------------------------------------------------------
 
   static std::string parent_of(const std::string& rel) { return rel.substr(0, rel.rfind('/')); }
-  static bool inside(const std::string& rel, const std::string& dir) { return rel.size() > dir.size() && rel.compare(0, dir.size(), dir) == 0 && rel[dir.size()] == '/'; }
+  static bool inside(const std::string& rel, const std::string& dir) {
+    return rel.size() > dir.size() && rel.compare(0, dir.size(), dir) == 0 && rel[dir.size()] == '/';
+  }
 
   static nlink_t links(const meta_model& m, const meta_inode* in) {
     nlink_t n = 0;
@@ -872,8 +889,8 @@ class client_load {
     rep_.meta++;
     if (want == 0 && rc >= 0) return true;
     if (want != 0 && rc < 0 && e == want) return true;
-    rep_.fail("meta: %s %s%s%s: %s, want %s", op, rel.c_str(), rel2.empty() ? "" : " -> ", rel2.c_str(), rc < 0 ? errname(e).c_str() : "success",
-              want ? errname(want).c_str() : "success");
+    rep_.fail("meta: %s %s%s%s: %s, want %s", op, rel.c_str(), rel2.empty() ? "" : " -> ", rel2.c_str(),
+              rc < 0 ? errname(e).c_str() : "success", want ? errname(want).c_str() : "success");
     rescan(m);
     return false;
   }
@@ -955,7 +972,8 @@ class client_load {
         if (!bytes) {
           outcome(m, -1, 0, "read", rel);
         } else if (*bytes != m.at[rel]->data) {
-          rep_.fail("meta: read %s: %zu bytes unlike the model's %zu (or different bytes)", rel.c_str(), bytes->size(), m.at[rel]->data.size());
+          rep_.fail("meta: read %s: %zu bytes unlike the model's %zu (or different bytes)", rel.c_str(), bytes->size(),
+                    m.at[rel]->data.size());
           rescan(m);
         }
       } else if (dice < 37) {
@@ -1000,7 +1018,8 @@ class client_load {
         // symlink: a target that may or may not resolve; never followed by this test
         if (shrink) continue;
         const std::string rel = pick_dir(m, r) + "/" + fresh_name(m, r);
-        std::string target = r.percent(50) ? "../n" + std::to_string(r.below(m.next_name + 1)) : "/nowhere/" + std::to_string(r.below(1000000));
+        std::string target = r.percent(50) ? "../n" + std::to_string(r.below(m.next_name + 1))
+                                           : "/nowhere/" + std::to_string(r.below(1000000));
         if (r.percent(5)) target = std::string(1000, 't');
         if (outcome(m, ::symlink(target.c_str(), path(rel).c_str()), 0, "symlink", rel)) {
           auto in = std::make_shared<meta_inode>();
@@ -1149,11 +1168,13 @@ class client_load {
       const std::string value = random_bytes(r, r.percent(5) ? 16 * KiB : 200);
       const int flags = r.percent(30) ? XATTR_CREATE : r.percent(30) ? XATTR_REPLACE : 0;
       const int want = flags == XATTR_CREATE && present ? EEXIST : flags == XATTR_REPLACE && !present ? ENODATA : 0;
-      if (outcome(m, ::setxattr(p.c_str(), name.c_str(), value.data(), value.size(), flags), want, "setxattr", rel, name) && want == 0) in.xattrs[name] = value;
+      if (outcome(m, ::setxattr(p.c_str(), name.c_str(), value.data(), value.size(), flags), want, "setxattr", rel, name) && want == 0)
+        in.xattrs[name] = value;
     } else if (dice < 70) {
       std::vector<char> buf(64 * KiB);
       const ssize_t n = ::getxattr(p.c_str(), name.c_str(), buf.data(), buf.size());
-      if (outcome(m, n, present ? 0 : ENODATA, "getxattr", rel, name) && present && std::string(buf.data(), static_cast<std::size_t>(n)) != in.xattrs[name]) {
+      if (outcome(m, n, present ? 0 : ENODATA, "getxattr", rel, name) && present &&
+          std::string(buf.data(), static_cast<std::size_t>(n)) != in.xattrs[name]) {
         rep_.fail("meta: getxattr %s %s: a value unlike the model's", rel.c_str(), name.c_str());
         rescan(m);
       }
@@ -1173,7 +1194,8 @@ class client_load {
         rescan(m);
       }
     } else {
-      if (outcome(m, ::removexattr(p.c_str(), name.c_str()), present ? 0 : ENODATA, "removexattr", rel, name) && present) in.xattrs.erase(name);
+      if (outcome(m, ::removexattr(p.c_str(), name.c_str()), present ? 0 : ENODATA, "removexattr", rel, name) && present)
+        in.xattrs.erase(name);
     }
   }
 
@@ -1209,7 +1231,8 @@ struct run_result {
   // "soak: memfs ring: 123456 ops (read N, write N, meta N, mmap N), 0 errors, 40.0 s, server rss peak N MiB"
   std::string line() const {
     char buf[320];
-    std::snprintf(buf, sizeof buf, "soak: %s %s: %llu ops (read %llu, write %llu, meta %llu, mmap %llu), %llu errors, %.1f s, server rss peak %.0f MiB",
+    std::snprintf(buf, sizeof buf,
+                  "soak: %s %s: %llu ops (read %llu, write %llu, meta %llu, mmap %llu), %llu errors, %.1f s, server rss peak %.0f MiB",
                   fs.c_str(), transport.c_str(), static_cast<unsigned long long>(ops()), static_cast<unsigned long long>(reads),
                   static_cast<unsigned long long>(writes), static_cast<unsigned long long>(meta), static_cast<unsigned long long>(mmaps),
                   static_cast<unsigned long long>(errors), load_seconds, rss_peak_mib);
@@ -1323,7 +1346,8 @@ inline run_result run_one(const run_options& o) {
     server srv(o.binary, {"-d", "--transport", o.transport}, -1, -1, leading);
     const std::string mountpoint = srv.dir();
     if (!srv.mounted()) {
-      fail(o.fs + " did not mount (" + (srv.exited() ? "exited with status " + std::to_string(srv.exit_status()) : "still running") + "); log:\n" + srv.log());
+      fail(o.fs + " did not mount (" + (srv.exited() ? "exited with status " + std::to_string(srv.exit_status()) : "still running") +
+           "); log:\n" + srv.log());
       return res;
     }
     const dev_t dev = srv.device();
@@ -1381,8 +1405,10 @@ inline run_result run_one(const run_options& o) {
     auto how = [](int status) {
       return WIFEXITED(status) ? "exit " + std::to_string(WEXITSTATUS(status)) : "signal " + std::to_string(WTERMSIG(status));
     };
-    const wait_outcome load_done =
-        wait_byte(from_child[0], started + std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(o.seconds)) + deadline_after_load);
+    const wait_outcome load_done = wait_byte(from_child[0],
+                                             started +
+                                                 std::chrono::duration_cast<clock::duration>(std::chrono::duration<double>(o.seconds)) +
+                                                 deadline_after_load);
     const bool loaded = load_done == wait_outcome::got;
     if (load_done == wait_outcome::closed) {
       ::waitpid(child, &child_status, 0);
@@ -1407,7 +1433,8 @@ inline run_result run_one(const run_options& o) {
     const std::string log = srv.log();
     if (!ended) fail(o.fs + " did not exit within 30 s of SIGTERM");
     else if (srv.exit_status() != 0) fail(o.fs + " exited with status " + std::to_string(srv.exit_status()));
-    if (o.transport == "ring" && log.find("serving over FUSE-over-io_uring") == std::string::npos) fail(o.fs + " did not serve over the ring");
+    if (o.transport == "ring" && log.find("serving over FUSE-over-io_uring") == std::string::npos)
+      fail(o.fs + " did not serve over the ring");
     if (srv.mounted() || listed_in_proc_mounts(mountpoint)) fail(o.fs + " left its mount behind at " + mountpoint);
 
     if (loaded) {

@@ -37,7 +37,8 @@ TEST_CASE("soak: memfs and passthrough, ring and /dev/fuse, under concurrent loa
       std::fflush(stdout);
       std::string messages;
       for (const auto& m : r.messages) messages += m + "\n";
-      INFO(r.line() << " (seed " << seed << ")\n" << messages << (r.server_log_tail.empty() ? "" : "the server's log ends:\n" + r.server_log_tail));
+      INFO(r.line() << " (seed " << seed << ")\n"
+                    << messages << (r.server_log_tail.empty() ? "" : "the server's log ends:\n" + r.server_log_tail));
       CHECK(r.errors == 0);
       CHECK(r.reads > 0);
       CHECK(r.writes > 0);

@@ -64,18 +64,17 @@ struct field_layout {
   bool operator==(const field_layout&) const = default;
 };
 // Catch2 prints both sides of a failed CHECK with these.
-std::ostream& operator<<(std::ostream& os, const type_layout& l) {
-  return os << "{size " << l.size << ", align " << l.align << "}";
-}
+std::ostream& operator<<(std::ostream& os, const type_layout& l) { return os << "{size " << l.size << ", align " << l.align << "}"; }
 std::ostream& operator<<(std::ostream& os, const field_layout& l) {
   return os << "{offset " << l.offset << ", size " << l.size << (l.is_signed ? ", signed}" : ", unsigned}");
 }
 
 }  // namespace
 
-#define TYPE_LAYOUT(S) type_layout{sizeof(S), alignof(S)}
+#define TYPE_LAYOUT(S) \
+  type_layout { sizeof(S), alignof(S) }
 #define FIELD_LAYOUT(S, f) \
-  field_layout{offsetof(S, f), sizeof(std::declval<S&>().f), signed_field<decltype(std::declval<S&>().f)>}
+  field_layout { offsetof(S, f), sizeof(std::declval<S&>().f), signed_field<decltype(std::declval<S&>().f)> }
 
 // Each check names what it compares in an INFO and compares two locals, so a failure reads
 // "{offset 84, size 4, unsigned} == {offset 80, ...}" with message "fuse_attr.flags vs
@@ -482,7 +481,8 @@ struct flag_pair {
   std::uint64_t kernel;
   std::uint64_t ours;
 };
-#define FLAG_PAIR(k, ours) flag_pair{#k, bits(k), bits(ours)}
+#define FLAG_PAIR(k, ours) \
+  flag_pair { #k, bits(k), bits(ours) }
 
 // Every INIT flag of the header, one per bit 0..43 (the alias FUSE_DIRECT_IO_RELAX is checked
 // on its own).
@@ -766,12 +766,9 @@ TEST_CASE("kernel header: ioctl structs, flags and /dev/fuse ioctls", "[abi]") {
   CHECK_FIELD(fuse_ioctl_out, abi::ioctl_out, out_iovs);
 
   const flag_pair ioctl_flags[] = {
-      FLAG_PAIR(FUSE_IOCTL_COMPAT, abi::ioctl_flag::compat),
-      FLAG_PAIR(FUSE_IOCTL_UNRESTRICTED, abi::ioctl_flag::unrestricted),
-      FLAG_PAIR(FUSE_IOCTL_RETRY, abi::ioctl_flag::retry),
-      FLAG_PAIR(FUSE_IOCTL_32BIT, abi::ioctl_flag::bits32),
-      FLAG_PAIR(FUSE_IOCTL_DIR, abi::ioctl_flag::dir),
-      FLAG_PAIR(FUSE_IOCTL_COMPAT_X32, abi::ioctl_flag::compat_x32),
+      FLAG_PAIR(FUSE_IOCTL_COMPAT, abi::ioctl_flag::compat), FLAG_PAIR(FUSE_IOCTL_UNRESTRICTED, abi::ioctl_flag::unrestricted),
+      FLAG_PAIR(FUSE_IOCTL_RETRY, abi::ioctl_flag::retry),   FLAG_PAIR(FUSE_IOCTL_32BIT, abi::ioctl_flag::bits32),
+      FLAG_PAIR(FUSE_IOCTL_DIR, abi::ioctl_flag::dir),       FLAG_PAIR(FUSE_IOCTL_COMPAT_X32, abi::ioctl_flag::compat_x32),
   };
   check_flag_set("FUSE_IOCTL_*", ioctl_flags);
   CHECK_CONST(FUSE_IOCTL_MAX_IOV, abi::ioctl_flag::max_iov);
@@ -868,7 +865,8 @@ struct opcode_pair {
   std::uint64_t kernel;
   abi::opcode ours;
 };
-#define OPCODE_PAIR(k, ours) opcode_pair{#k, bits(k), abi::opcode::ours}
+#define OPCODE_PAIR(k, ours) \
+  opcode_pair { #k, bits(k), abi::opcode::ours }
 
 // The header's FUSE opcodes, FUSE_LOOKUP..FUSE_COPY_FILE_RANGE_64, in order.
 const opcode_pair fuse_opcodes[] = {

@@ -38,8 +38,8 @@ TEST_CASE("init_flag: 64-bit set <-> flags/flags2", "[abi]") {
     const std::uint64_t f = std::uint64_t{1} << bit;
     CHECK(init_flag::join(init_flag::low_word(f), init_flag::high_word(f)) == f);
   }
-  const std::uint64_t reply = init_flag::async_read | init_flag::max_pages | init_flag::init_ext |
-                              init_flag::over_io_uring | init_flag::has_io_uring_bufpool;
+  const std::uint64_t reply = init_flag::async_read | init_flag::max_pages | init_flag::init_ext | init_flag::over_io_uring |
+                              init_flag::has_io_uring_bufpool;
   CHECK(init_flag::join(init_flag::low_word(reply), init_flag::high_word(reply)) == reply);
 }
 

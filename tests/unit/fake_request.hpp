@@ -18,13 +18,11 @@ struct message {
   std::vector<std::byte> bytes;
 
   // `ext_bytes` of extensions: one record of a type no kernel sends (skipped by the parser).
-  message(abi::opcode op, const void* op_struct, std::size_t op_size, const std::string& rest = {},
-          std::size_t ext_bytes = 0)
+  message(abi::opcode op, const void* op_struct, std::size_t op_size, const std::string& rest = {}, std::size_t ext_bytes = 0)
       : message(op, op_struct, op_size, rest, unknown_extension(ext_bytes)) {}
 
   // `ext`, a multiple of 8 bytes, as the extensions.
-  message(abi::opcode op, const void* op_struct, std::size_t op_size, const std::string& rest,
-          const std::vector<std::byte>& ext) {
+  message(abi::opcode op, const void* op_struct, std::size_t op_size, const std::string& rest, const std::vector<std::byte>& ext) {
     const std::size_t ext_bytes = ext.size();
     abi::in_header h{};
     h.opcode = static_cast<std::uint32_t>(op);

@@ -88,8 +88,8 @@ struct recording_fs {
     return cf::error(ENOTEMPTY);
   }
   cf::result<> rename(cf::context&, cf::ino p, std::string_view n, cf::ino np, std::string_view nn, unsigned flags) {
-    calls.push_back("rename " + std::to_string(p) + "/" + std::string(n) + " " + std::to_string(np) + "/" + std::string(nn) +
-                    " " + std::to_string(flags));
+    calls.push_back("rename " + std::to_string(p) + "/" + std::string(n) + " " + std::to_string(np) + "/" + std::string(nn) + " " +
+                    std::to_string(flags));
     return cf::ok();
   }
   cf::result<cf::entry> link(cf::context&, cf::ino old, cf::ino np, std::string_view n) {
@@ -139,13 +139,10 @@ struct recording_fs {
   }
   cf::result<std::vector<cf::dir_entry>> readdir(cf::context&, cf::ino, cf::file_info&, off_t off) {
     std::vector<cf::dir_entry> out;
-    for (std::size_t i = static_cast<std::size_t>(off); i < names.size(); ++i)
-      out.push_back({names[i], 100 + i, DT_REG, i + 1});
+    for (std::size_t i = static_cast<std::size_t>(off); i < names.size(); ++i) out.push_back({names[i], 100 + i, DT_REG, i + 1});
     return out;
   }
-  cf::result<> access(cf::context&, cf::ino, int mask) {
-    return mask & W_OK ? cf::result<>(cf::error(EACCES)) : cf::ok();
-  }
+  cf::result<> access(cf::context&, cf::ino, int mask) { return mask & W_OK ? cf::result<>(cf::error(EACCES)) : cf::ok(); }
   cf::result<cf::created> create(cf::context&, cf::ino, std::string_view n, mode_t m, mode_t, int flags) {
     calls.push_back("create " + std::string(n) + " " + std::to_string(flags));
     cf::created c;
@@ -194,8 +191,8 @@ struct extended_fs {
     if (whence == SEEK_HOLE) return off_t{1} << 40;
     return cf::error(EINVAL);
   }
-  cf::result<std::size_t> copy_file_range(cf::context&, cf::ino in, cf::file_info& fin, off_t off_in, cf::ino out,
-                                          cf::file_info& fout, off_t off_out, std::size_t len, int) {
+  cf::result<std::size_t> copy_file_range(cf::context&, cf::ino in, cf::file_info& fin, off_t off_in, cf::ino out, cf::file_info& fout,
+                                          off_t off_out, std::size_t len, int) {
     calls.push_back("copy " + std::to_string(in) + ":" + std::to_string(fin.fh) + "@" + std::to_string(off_in) + " -> " +
                     std::to_string(out) + ":" + std::to_string(fout.fh) + "@" + std::to_string(off_out) + " len=" + std::to_string(len));
     return len;
@@ -640,10 +637,10 @@ TEST_CASE("handler signatures: a member named like a handler must match", "[fs][
   STATIC_REQUIRE(h::has_member_open<libfuse_style_open>);
   STATIC_REQUIRE_FALSE(h::open<libfuse_style_open>);
   STATIC_REQUIRE(h::open<recording_fs>);
-  STATIC_REQUIRE(h::read<recording_fs>);      // a task-returning handler
+  STATIC_REQUIRE(h::read<recording_fs>);  // a task-returning handler
   STATIC_REQUIRE(h::readdir<recording_fs>);
-  STATIC_REQUIRE(h::read<slice_fs>);          // result<file_slice>
-  STATIC_REQUIRE(h::read<mixed_fs>);          // result<read_reply>
+  STATIC_REQUIRE(h::read<slice_fs>);  // result<file_slice>
+  STATIC_REQUIRE(h::read<mixed_fs>);  // result<read_reply>
   STATIC_REQUIRE(h::signatures_match<recording_fs>());
   STATIC_REQUIRE(h::signatures_match<extended_fs>());
   STATIC_REQUIRE(h::signatures_match<only_lookup>());
@@ -749,8 +746,8 @@ struct ioctl_fs {
   std::vector<std::string> calls;
   cf::result<cf::ioctl_reply> ioctl(cf::context&, cf::ino i, cf::file_info& fi, unsigned cmd, std::uint64_t arg,
                                     std::span<const std::byte> in, std::span<std::byte> out, bool is_dir) {
-    calls.push_back("ioctl " + std::to_string(i) + " fh=" + std::to_string(fi.fh) + " cmd=" + std::to_string(cmd) + " arg=" +
-                    std::to_string(arg) + " in=" + std::to_string(in.size()) + " out=" + std::to_string(out.size()) +
+    calls.push_back("ioctl " + std::to_string(i) + " fh=" + std::to_string(fi.fh) + " cmd=" + std::to_string(cmd) +
+                    " arg=" + std::to_string(arg) + " in=" + std::to_string(in.size()) + " out=" + std::to_string(out.size()) +
                     (is_dir ? " dir" : ""));
     if (cmd == 1) {  // answers 4 bytes
       if (out.size() < 4) return cf::error(EINVAL);

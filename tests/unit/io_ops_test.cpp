@@ -186,9 +186,7 @@ TEST_CASE("ops: read_fixed and write_fixed on registered buffers", "[io][ops]") 
 
   const int fds[1] = {f.fd};
   r.register_files(fds);
-  auto fixed_both = [&]() -> io::task<int> {
-    co_return co_await io::read_fixed(r, io::fixed_file(0), b.data(), 13, 0, 1);
-  };
+  auto fixed_both = [&]() -> io::task<int> { co_return co_await io::read_fixed(r, io::fixed_file(0), b.data(), 13, 0, 1); };
   CHECK(io::sync_wait(r, fixed_both()) == 13);
   CHECK(std::string(b.data() + 7, 6) == "fixed!");
   check_quiet(r);
@@ -288,7 +286,8 @@ TEST_CASE("ops: statx on a descriptor and by path", "[io][ops]") {
   io::ring r(opts());
   temp_file f;
   f.fill("twelve bytes");
-  struct ::statx a {}, b {}, c {};
+  struct ::statx a {
+  }, b{}, c{};
   int on_fd = 1, by_path = 1, missing = 0;
   const std::string missing_path = f.path + ".missing";
   auto body = [&]() -> io::task<void> {
@@ -473,9 +472,7 @@ TEST_CASE("ops: link, the first fails", "[io][ops][link]") {
   std::vector<char> buf(16);
   const bool skip = GENERATE(true, false);
   CAPTURE(skip);
-  auto body = [&]() -> io::task<io::link_result> {
-    co_return co_await io::link(io::read(r, -1, bytes(buf), 0), io::nop(r), skip);
-  };
+  auto body = [&]() -> io::task<io::link_result> { co_return co_await io::link(io::read(r, -1, bytes(buf), 0), io::nop(r), skip); };
   io::link_result lr = io::sync_wait(r, body());
   CHECK(lr.first_reported);
   CHECK(lr.first == -EBADF);
@@ -492,9 +489,7 @@ TEST_CASE("ops: link, the second fails", "[io][ops][link]") {
   std::vector<char> buf(16);
   const bool skip = GENERATE(true, false);
   CAPTURE(skip);
-  auto body = [&]() -> io::task<io::link_result> {
-    co_return co_await io::link(io::nop(r), io::read(r, -1, bytes(buf), 0), skip);
-  };
+  auto body = [&]() -> io::task<io::link_result> { co_return co_await io::link(io::nop(r), io::read(r, -1, bytes(buf), 0), skip); };
   io::link_result lr = io::sync_wait(r, body());
   CHECK(lr.first_reported == !skip);
   CHECK(lr.first == 0);
@@ -508,9 +503,7 @@ TEST_CASE("ops: link with a timeout first", "[io][ops][link]") {
   io::ring r(opts());
   const bool skip = GENERATE(true, false);
   CAPTURE(skip);
-  auto body = [&]() -> io::task<io::link_result> {
-    co_return co_await io::link(io::timeout(r, 50ms), io::nop(r), skip);
-  };
+  auto body = [&]() -> io::task<io::link_result> { co_return co_await io::link(io::timeout(r, 50ms), io::nop(r), skip); };
   const auto t0 = std::chrono::steady_clock::now();
   io::link_result lr = io::sync_wait(r, body());
   CHECK(std::chrono::steady_clock::now() - t0 >= 40ms);
@@ -527,9 +520,7 @@ TEST_CASE("ops: link, a short read breaks the link", "[io][ops][link]") {
   std::vector<char> buf(4096);
   const bool skip = GENERATE(true, false);
   CAPTURE(skip);
-  auto body = [&]() -> io::task<io::link_result> {
-    co_return co_await io::link(io::read(r, f.fd, bytes(buf), 0), io::nop(r), skip);
-  };
+  auto body = [&]() -> io::task<io::link_result> { co_return co_await io::link(io::read(r, f.fd, bytes(buf), 0), io::nop(r), skip); };
   io::link_result lr = io::sync_wait(r, body());
   CHECK(lr.first_reported);
   CHECK(lr.first == 10);

@@ -112,9 +112,7 @@ TEST_CASE("ring: queue sizes", "[io][ring]") {
     CHECK(r.sq_entries() == 32768);  // IORING_MAX_ENTRIES
     CHECK(r.cq_entries() == 65536);  // IORING_MAX_CQ_ENTRIES
   }
-  SECTION("entries = 0 is refused before the kernel is asked") {
-    CHECK_THROWS_AS(io::ring(with_entries(0)), std::invalid_argument);
-  }
+  SECTION("entries = 0 is refused before the kernel is asked") { CHECK_THROWS_AS(io::ring(with_entries(0)), std::invalid_argument); }
 }
 
 TEST_CASE("ring: option combinations", "[io][ring]") {

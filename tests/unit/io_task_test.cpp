@@ -273,8 +273,8 @@ TEST_CASE("when_all: variadic, mixed void and values", "[io][when_all]") {
   int started_when_done = 0;
   bool void_done = false;
   auto body = [&]() -> io::task<std::tuple<int, std::monostate, int, std::string>> {
-    co_return co_await io::when_all(slow_part(r, started, started_when_done, 1), void_part(r, started, void_done),
-                                    nop_then(r, 3), text("x"));
+    co_return co_await io::when_all(slow_part(r, started, started_when_done, 1), void_part(r, started, void_done), nop_then(r, 3),
+                                    text("x"));
   };
   auto [a, b, c, d] = io::sync_wait(r, body());
   CHECK(a == 1);
@@ -463,9 +463,8 @@ TEST_CASE("frame_pool: task frames are recycled", "[io][frame_pool]") {
 
 TEST_CASE("frame_pool: odd sizes and size classes", "[io][frame_pool]") {
   using fp = io::frame_pool;
-  for (std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{63}, std::size_t{64}, std::size_t{65},
-                        std::size_t{100}, std::size_t{1000}, std::size_t{4097}, fp::max_pooled_size - 1,
-                        fp::max_pooled_size}) {
+  for (std::size_t n : {std::size_t{0}, std::size_t{1}, std::size_t{63}, std::size_t{64}, std::size_t{65}, std::size_t{100},
+                        std::size_t{1000}, std::size_t{4097}, fp::max_pooled_size - 1, fp::max_pooled_size}) {
     CAPTURE(n);
     void* p = fp::allocate(n);
     REQUIRE(p != nullptr);

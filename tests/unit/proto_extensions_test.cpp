@@ -183,8 +183,7 @@ struct creating_fs {
 
 }  // namespace
 
-TEST_CASE("a creating handler sees the caller's groups and the security context; the next request does not",
-          "[proto][ext][dispatch]") {
+TEST_CASE("a creating handler sees the caller's groups and the security context; the next request does not", "[proto][ext][dispatch]") {
   io::ring ring;
   cf::cache_defaults defaults;
   cf::context ctx{&ring, defaults};
@@ -193,8 +192,7 @@ TEST_CASE("a creating handler sees the caller's groups and the security context;
   creating_fs fs;
 
   abi::mkdir_in mk{0755, 022};
-  message m(abi::opcode::mkdir, &mk, sizeof mk, with_nul("d"),
-            cat(secctx_record({{"security.selinux", "label"}}), groups_record({2000})));
+  message m(abi::opcode::mkdir, &mk, sizeof mk, with_nul("d"), cat(secctx_record({{"security.selinux", "label"}}), groups_record({2000})));
   proto::request req;
   REQUIRE(m.parse(req) == proto::parse_error::none);
   auto st = io::sync_wait(ring, cf::dispatch(fs, ctx, req, out));

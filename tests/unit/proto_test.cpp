@@ -221,12 +221,12 @@ TEST_CASE("dirent_packer: padded records, resume offsets, stops at the limit", "
   std::vector<std::byte> space(4096);
   proto::reply_buffer out(space);
   proto::dirent_packer p(out, 100);
-  CHECK(p.add(".", 1, 4, 1));         // 24 + 1 -> 32
-  CHECK(p.add("..", 1, 4, 2));        // 32
+  CHECK(p.add(".", 1, 4, 1));                // 24 + 1 -> 32
+  CHECK(p.add("..", 1, 4, 2));               // 32
   CHECK_FALSE(p.add("abcdefghi", 5, 8, 3));  // 24 + 9 -> 40: total 104 > 100
-  CHECK(p.count() == 2);               // the third did not fit ...
+  CHECK(p.count() == 2);                     // the third did not fit ...
   CHECK(p.size() == 64);
-  CHECK(out.size() == 64);             // ... and left nothing behind
+  CHECK(out.size() == 64);  // ... and left nothing behind
   abi::dirent d{};
   std::memcpy(&d, space.data() + 32, sizeof d);
   CHECK(d.off == 2);

@@ -175,7 +175,7 @@ TEST_CASE("handoff sockets: the listener is owner-only; a stale socket file is r
   struct stat st {};
   REQUIRE(::stat(path.c_str(), &st) == 0);
   CHECK((st.st_mode & 077) == 0);  // no access for anyone else
-  ::close(l1);  // the file stays: a stale socket
+  ::close(l1);                     // the file stays: a stale socket
   int l2 = cs::listen_for_successor(path);
   int c = cs::connect_to_predecessor(path, 1);
   CHECK(c >= 0);

@@ -10,18 +10,17 @@ using corofuse::session::init_wishes;
 using corofuse::session::negotiate_init;
 
 namespace {
-// What Linux 6.18 offers (protocol 7.45), including flags2 bits 32..42 (KERNEL.md).
+// What Linux 6.18 offers (protocol 7.45), including flags2 bits 32..42 (docs/kernel.md, "INIT").
 abi::init_in linux_6_18() {
   abi::init_in in{};
   in.major = 7;
   in.minor = 45;
   in.max_readahead = 128 * 1024;
-  std::uint64_t offered = fl::async_read | fl::posix_locks | fl::atomic_o_trunc | fl::export_support | fl::big_writes |
-                          fl::dont_mask | fl::flock_locks | fl::do_readdirplus | fl::readdirplus_auto | fl::async_dio |
-                          fl::writeback_cache | fl::parallel_dirops | fl::max_pages | fl::setxattr_ext | fl::init_ext |
-                          fl::security_ctx | fl::create_supp_group | fl::has_expire_only | fl::direct_io_allow_mmap |
-                          fl::passthrough | fl::no_export_support | fl::has_resend | fl::allow_idmap |
-                          fl::over_io_uring | fl::request_timeout;
+  std::uint64_t offered = fl::async_read | fl::posix_locks | fl::atomic_o_trunc | fl::export_support | fl::big_writes | fl::dont_mask |
+                          fl::flock_locks | fl::do_readdirplus | fl::readdirplus_auto | fl::async_dio | fl::writeback_cache |
+                          fl::parallel_dirops | fl::max_pages | fl::setxattr_ext | fl::init_ext | fl::security_ctx | fl::create_supp_group |
+                          fl::has_expire_only | fl::direct_io_allow_mmap | fl::passthrough | fl::no_export_support | fl::has_resend |
+                          fl::allow_idmap | fl::over_io_uring | fl::request_timeout;
   in.flags = fl::low_word(offered);
   in.flags2 = fl::high_word(offered);
   return in;
@@ -37,9 +36,9 @@ TEST_CASE("INIT: agreed flags are what was both offered and wanted, flags2 inclu
   CHECK_FALSE(out.terms.has(fl::has_io_uring_bufpool));  // 6.18 does not offer buffer pools
   CHECK(out.terms.has(fl::init_ext));                    // or the kernel would ignore flags2
   CHECK(out.terms.has(fl::writeback_cache));
-  CHECK_FALSE(out.terms.has(fl::posix_locks));           // offered, not wanted
-  CHECK(out.reply.flags2 & (1u << 9));                   // OVER_IO_URING is bit 9 of flags2
-  CHECK(out.reply.flags & (1u << 30));                   // INIT_EXT
+  CHECK_FALSE(out.terms.has(fl::posix_locks));  // offered, not wanted
+  CHECK(out.reply.flags2 & (1u << 9));          // OVER_IO_URING is bit 9 of flags2
+  CHECK(out.reply.flags & (1u << 30));          // INIT_EXT
   CHECK(out.reply.major == 7);
   CHECK(out.reply.minor == abi::kernel_minor_version);
   CHECK(out.terms.minor == 45);
@@ -62,7 +61,7 @@ TEST_CASE("INIT: max_pages and max_write", "[session][init]") {
   auto out = negotiate_init(linux_6_18(), w);
   CHECK(out.terms.has(fl::max_pages));
   CHECK(out.reply.max_pages == 256);
-  CHECK(out.reply.max_write == 256 * 4096);  // KERNEL.md: max_write = max_pages * 4096
+  CHECK(out.reply.max_write == 256 * 4096);      // docs/kernel.md, "INIT": max_write = max_pages * 4096
   CHECK(out.reply.max_readahead == 128 * 1024);  // never more than the kernel offered
 
   w.max_write = 64 * 1024;

@@ -35,8 +35,8 @@ parse_outcome parse(std::vector<std::string> w, options& o) {
 
 TEST_CASE("command line: values land in the options", "[session][options]") {
   options o;
-  auto r = parse({"fs", "/mnt", "-o", "allow_other,ro,attr_timeout=2.5,entry_timeout=0,max_pages=64,fsname=src,request_timeout=30",
-                  "-d", "--transport", "dev", "--depth", "16", "--shutdown-grace", "1", "--zero-copy", "off"},
+  auto r = parse({"fs", "/mnt", "-o", "allow_other,ro,attr_timeout=2.5,entry_timeout=0,max_pages=64,fsname=src,request_timeout=30", "-d",
+                  "--transport", "dev", "--depth", "16", "--shutdown-grace", "1", "--zero-copy", "off"},
                  o);
   REQUIRE(r.what == parse_outcome::kind::run);
   CHECK(o.mountpoint == "/mnt");
@@ -67,23 +67,23 @@ TEST_CASE("command line: values land in the options", "[session][options]") {
 
 TEST_CASE("command line: every bad input is one error line", "[session][options]") {
   const std::vector<std::vector<std::string>> bad = {
-      {"fs"},                                      // no mount point
-      {"fs", "/a", "/b"},                          // two
-      {"fs", "/mnt", "--bogus"},                   // unknown option
-      {"fs", "/mnt", "-o", "nosuchopt"},           // unknown -o
-      {"fs", "/mnt", "-o"},                        // -o without a list
-      {"fs", "/mnt", "-o", "max_pages=0"},         // out of range
-      {"fs", "/mnt", "-o", "attr_timeout=-1"},     // negative
-      {"fs", "/mnt", "-o", "attr_timeout=abc"},    // not a number
-      {"fs", "/mnt", "-o", "fsname=a b"},          // space
-      {"fs", "/mnt", "--depth", "0"},              // out of range
+      {"fs"},                                    // no mount point
+      {"fs", "/a", "/b"},                        // two
+      {"fs", "/mnt", "--bogus"},                 // unknown option
+      {"fs", "/mnt", "-o", "nosuchopt"},         // unknown -o
+      {"fs", "/mnt", "-o"},                      // -o without a list
+      {"fs", "/mnt", "-o", "max_pages=0"},       // out of range
+      {"fs", "/mnt", "-o", "attr_timeout=-1"},   // negative
+      {"fs", "/mnt", "-o", "attr_timeout=abc"},  // not a number
+      {"fs", "/mnt", "-o", "fsname=a b"},        // space
+      {"fs", "/mnt", "--depth", "0"},            // out of range
       {"fs", "/mnt", "--depth", "2000"},
       {"fs", "/mnt", "--depth"},                   // missing value
       {"fs", "/mnt", "--transport", "carrier"},    // unknown choice
       {"fs", "/mnt", "--shutdown-grace", "9999"},  // too long
       {"fs", "/mnt", "-o", "request_timeout=0"},   // out of range
       {"fs", "/mnt", "-o", "request_timeout=70000"},
-      {"fs", "/mnt", "--zero-copy", "maybe"},      // unknown choice
+      {"fs", "/mnt", "--zero-copy", "maybe"},  // unknown choice
       {"fs", "/mnt", "--transport", "pools"},
       {"fs", "/mnt", "-o", "allow_idmap,no_default_permissions"},  // the kernel refuses idmapping without
       {"fs", "/mnt", "-o", "allow_idmap=1"},                       // a flag, not a value

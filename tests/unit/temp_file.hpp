@@ -28,9 +28,7 @@ struct temp_file {
     ::unlink(path.c_str());
   }
   // Replaces the start of the file with `s`.
-  void fill(const std::string& s) const {
-    REQUIRE(::pwrite(fd, s.data(), s.size(), 0) == static_cast<ssize_t>(s.size()));
-  }
+  void fill(const std::string& s) const { REQUIRE(::pwrite(fd, s.data(), s.size(), 0) == static_cast<ssize_t>(s.size())); }
   // The first 4 KiB of the file.
   std::string contents() const {
     std::string s(4096, '\0');

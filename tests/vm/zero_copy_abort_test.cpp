@@ -1,10 +1,11 @@
 // In the VM (Linux 7.3, root): a connection aborted while a zero-copy READ is being served must not
 // let the server's data reach the client's buffer afterwards.
 //
-// Linux 7.3 leaves an aborted zero-copy READ's slot registered (KERNEL.md, "Kernel caveats"): a
-// READ_FIXED the server issues on that slot after the abort still writes into the client's pages,
-// after the client's read(2) has returned. The framework must not issue it (context::read_fixed
-// refuses once the connection is known lost) and must cancel those already in flight.
+// Linux 7.3 leaves an aborted zero-copy READ's slot registered (docs/kernel.md, "Kernel caveats"):
+// a READ_FIXED the server issues on that slot after the abort still writes into the client's
+// pages, after the client's read(2) has returned. The framework must not issue it
+// (context::read_fixed refuses once the connection is known lost) and must cancel those already in
+// flight.
 //
 // A tiny filesystem: /f, a 1 MiB regular file opened for zero-copy (open_reply.zero_copy), served
 // over --transport pool with zero-copy queues, depth 1 (--depth N: N entries a queue). Its READ

@@ -13,12 +13,12 @@ inline constexpr std::uint32_t kernel_version = 7;
 inline constexpr std::uint32_t kernel_minor_version = 46;
 
 // The minor versions that introduced what the transports rely on.
-inline constexpr std::uint32_t minor_with_init_ext = 36;     // flags2 in INIT
-inline constexpr std::uint32_t minor_with_statx = 39;        // FUSE_STATX
-inline constexpr std::uint32_t minor_with_io_uring = 42;     // FUSE-over-io_uring
-inline constexpr std::uint32_t minor_with_bufpool = 46;      // ADD_QUEUE / ADD_BUFPOOL / zero-copy
+inline constexpr std::uint32_t minor_with_init_ext = 36;  // flags2 in INIT
+inline constexpr std::uint32_t minor_with_statx = 39;     // FUSE_STATX
+inline constexpr std::uint32_t minor_with_io_uring = 42;  // FUSE-over-io_uring
+inline constexpr std::uint32_t minor_with_bufpool = 46;   // ADD_QUEUE / ADD_BUFPOOL / zero-copy
 
-inline constexpr std::uint64_t root_id = 1;  // node id of the mount's root directory
+inline constexpr std::uint64_t root_id = 1;             // node id of the mount's root directory
 inline constexpr std::uint32_t min_read_buffer = 8192;  // smallest /dev/fuse read the kernel accepts
 
 // Sizes of older struct versions the kernel may still send or accept.

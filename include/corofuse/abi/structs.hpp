@@ -69,8 +69,8 @@ struct statx_attr {
   u64 spare2[14];
 };
 static_assert(sizeof(statx_attr) == 256);
-static_assert(offsetof(statx_attr, mode) == 28 && offsetof(statx_attr, ino) == 32 &&
-              offsetof(statx_attr, atime) == 64 && offsetof(statx_attr, rdev_major) == 128);
+static_assert(offsetof(statx_attr, mode) == 28 && offsetof(statx_attr, ino) == 32 && offsetof(statx_attr, atime) == 64 &&
+              offsetof(statx_attr, rdev_major) == 128);
 
 struct kstatfs {
   u64 blocks;
@@ -109,9 +109,8 @@ struct in_header {
   u16 padding;
 };
 static_assert(sizeof(in_header) == 40);
-static_assert(offsetof(in_header, opcode) == 4 && offsetof(in_header, unique) == 8 &&
-              offsetof(in_header, nodeid) == 16 && offsetof(in_header, uid) == 24 &&
-              offsetof(in_header, gid) == 28 && offsetof(in_header, pid) == 32 &&
+static_assert(offsetof(in_header, opcode) == 4 && offsetof(in_header, unique) == 8 && offsetof(in_header, nodeid) == 16 &&
+              offsetof(in_header, uid) == 24 && offsetof(in_header, gid) == 28 && offsetof(in_header, pid) == 32 &&
               offsetof(in_header, total_extlen) == 36);
 
 struct out_header {
@@ -240,8 +239,8 @@ struct setattr_in {
   u32 unused5;
 };
 static_assert(sizeof(setattr_in) == 88);
-static_assert(offsetof(setattr_in, size) == 16 && offsetof(setattr_in, atime) == 32 &&
-              offsetof(setattr_in, mode) == 68 && offsetof(setattr_in, uid) == 76);
+static_assert(offsetof(setattr_in, size) == 16 && offsetof(setattr_in, atime) == 32 && offsetof(setattr_in, mode) == 68 &&
+              offsetof(setattr_in, uid) == 76);
 
 // ---- open files -------------------------------------------------------------------------------
 
@@ -401,9 +400,8 @@ struct init_out {
 };
 static_assert(sizeof(init_out) == 64);
 static_assert(offsetof(init_out, max_background) == 16 && offsetof(init_out, congestion_threshold) == 18 &&
-              offsetof(init_out, max_write) == 20 && offsetof(init_out, time_gran) == 24 &&
-              offsetof(init_out, max_pages) == 28 && offsetof(init_out, map_alignment) == 30 &&
-              offsetof(init_out, flags2) == 32 && offsetof(init_out, max_stack_depth) == 36 &&
+              offsetof(init_out, max_write) == 20 && offsetof(init_out, time_gran) == 24 && offsetof(init_out, max_pages) == 28 &&
+              offsetof(init_out, map_alignment) == 30 && offsetof(init_out, flags2) == 32 && offsetof(init_out, max_stack_depth) == 36 &&
               offsetof(init_out, request_timeout) == 40);
 
 struct cuse_init_in {
@@ -522,9 +520,7 @@ inline constexpr std::size_t direntplus_name_offset = sizeof(direntplus);
 // Records are padded to 8 bytes.
 constexpr std::size_t dirent_align(std::size_t n) noexcept { return (n + 7) & ~std::size_t{7}; }
 constexpr std::size_t dirent_size(std::size_t namelen) noexcept { return dirent_align(dirent_name_offset + namelen); }
-constexpr std::size_t direntplus_size(std::size_t namelen) noexcept {
-  return dirent_align(direntplus_name_offset + namelen);
-}
+constexpr std::size_t direntplus_size(std::size_t namelen) noexcept { return dirent_align(direntplus_name_offset + namelen); }
 
 // ---- notifications (server to kernel) ---------------------------------------------------------
 

@@ -1,5 +1,6 @@
 // FUSE-over-io_uring: the structs and commands of protocol 7.42 (Linux 6.14+) and the buffer pool
-// and zero-copy additions of 7.46 (Linux 7.3+). See ../shared/KERNEL.md for how they are used.
+// and zero-copy additions of 7.46 (Linux 7.3+). Their layout: docs/kernel.md, "Layouts"; how they
+// are used: "The 7.42 ring" and "Buffer pools and zero-copy (7.46)".
 #pragma once
 
 #include <cstddef>
@@ -28,10 +29,10 @@ inline constexpr std::uint64_t uring_ent_zero_copy = 1ull << 0;
 
 // The kernel-owned trailer of an entry's header buffer.
 struct uring_ent_in_out {
-  u64 flags;      // uring_ent_zero_copy
-  u64 commit_id;  // the request's unique; echoed back in the commit
-  u32 payload_sz; // request: payload bytes; reply: bytes the server wrote
-  u32 offset;     // 7.46: the request's buffer in the pool, as a byte offset
+  u64 flags;       // uring_ent_zero_copy
+  u64 commit_id;   // the request's unique; echoed back in the commit
+  u32 payload_sz;  // request: payload bytes; reply: bytes the server wrote
+  u32 offset;      // 7.46: the request's buffer in the pool, as a byte offset
   u64 reserved;
 };
 static_assert(sizeof(uring_ent_in_out) == 32);
@@ -64,8 +65,8 @@ struct uring_cmd_req {
   };
 };
 static_assert(sizeof(uring_cmd_req) == 40);
-static_assert(offsetof(uring_cmd_req, commit_id) == 8 && offsetof(uring_cmd_req, qid) == 16 &&
-              offsetof(uring_cmd_req, bufpool) == 24 && offsetof(uring_cmd_req, ent_zero_copy_buf_index) == 24);
+static_assert(offsetof(uring_cmd_req, commit_id) == 8 && offsetof(uring_cmd_req, qid) == 16 && offsetof(uring_cmd_req, bufpool) == 24 &&
+              offsetof(uring_cmd_req, ent_zero_copy_buf_index) == 24);
 inline constexpr std::size_t uring_cmd_req_size_7_42 = 24;
 // The kernel reads the command area from SQE offset 48; a 128-byte SQE leaves it 80 bytes.
 inline constexpr std::size_t sqe_cmd_offset = 48;

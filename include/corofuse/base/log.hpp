@@ -14,7 +14,7 @@ namespace corofuse {
 
 enum class log_kind {
   message,  // a diagnostic of the framework's (errors, fallbacks, what it serves)
-  report,   // -d output meant to be read as it is (counters at exit, the request trace)
+  report,   // output meant to be read as it is (-d's counters at exit, a bad command line)
 };
 
 // A sink gets one line at a time, without the trailing newline. It may be called from any

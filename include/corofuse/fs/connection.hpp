@@ -96,8 +96,8 @@ class connection {
   // Puts `data` into the kernel's page cache of `node` at `offset` (and extends its size).
   result<> store(ino node, std::uint64_t offset, std::span<const std::byte> data) const noexcept {
     abi::notify_store_out out{node, offset, static_cast<std::uint32_t>(data.size()), 0};
-    return send(abi::notify_code::store, &out, sizeof out,
-                std::string_view(reinterpret_cast<const char*>(data.data()), data.size()), false);
+    return send(abi::notify_code::store, &out, sizeof out, std::string_view(reinterpret_cast<const char*>(data.data()), data.size()),
+                false);
   }
 
   // A poll handle (from a POLL request) is ready again.
@@ -164,7 +164,9 @@ class connection {
     h.error = static_cast<std::int32_t>(code);
     h.unique = 0;
     static const char zero = 0;
-    iovec iov[4] = {{&h, sizeof h}, {const_cast<void*>(arg), size}, {const_cast<char*>(tail.data()), tail.size()},
+    iovec iov[4] = {{&h, sizeof h},
+                    {const_cast<void*>(arg), size},
+                    {const_cast<char*>(tail.data()), tail.size()},
                     {const_cast<char*>(&zero), nul ? 1u : 0u}};
     ssize_t n;
     do {

@@ -44,9 +44,7 @@ class context {
   // Only creating requests name supplementary groups (FUSE_CREATE_SUPP_GROUP, negotiated by
   // corofuse whenever the kernel offers it), and only the parent directory's group when the caller
   // belongs to it that way: enough to decide whether a new object keeps setgid.
-  bool caller_in_group(gid_t g) const noexcept {
-    return g != static_cast<gid_t>(unknown_id) && (g == gid_ || ext_.has_group(g));
-  }
+  bool caller_in_group(gid_t g) const noexcept { return g != static_cast<gid_t>(unknown_id) && (g == gid_ || ext_.has_group(g)); }
   // The security context the new object must carry, for creating requests on a mount whose
   // filesystem asked for them (init_flag::security_ctx in its init_flags()): an xattr name such
   // as "security.selinux" and its value. Empty when the kernel's LSMs label nothing.
@@ -146,9 +144,9 @@ class context {
   }
 
   struct target {
-    int index = -1;          // the fixed buffer, or -1: a plain read/write
-    std::uintptr_t addr = 0; // the address io_uring is given
-    bool refused = false;    // a zero-copy window after the connection was lost
+    int index = -1;           // the fixed buffer, or -1: a plain read/write
+    std::uintptr_t addr = 0;  // the address io_uring is given
+    bool refused = false;     // a zero-copy window after the connection was lost
   };
   target registered_target(const void* p, std::size_t n) const noexcept {
     auto* b = static_cast<const std::byte*>(p);
@@ -172,7 +170,7 @@ class context {
   region regions_[max_regions];
 
   io::cancellation stop_;                  // this request's stop token
-  std::atomic<bool> cancel_due_{false};   // interrupted, and the tracked operations not yet cancelled
+  std::atomic<bool> cancel_due_{false};    // interrupted, and the tracked operations not yet cancelled
   std::atomic<std::uint64_t> serving_{0};  // the unique in service (0: none), for INTERRUPT
   const std::atomic<bool>* lost_ = nullptr;
   unsigned queue_index_ = 0;

@@ -105,8 +105,7 @@ auto handled(R&& r) {
 }
 
 inline void log_exception(abi::opcode op, const char* what) noexcept {
-  log_message("%.*s handler threw: %s (answered EIO)", static_cast<int>(abi::opcode_name(op).size()), abi::opcode_name(op).data(),
-              what);
+  log_message("%.*s handler threw: %s (answered EIO)", static_cast<int>(abi::opcode_name(op).size()), abi::opcode_name(op).data(), what);
 }
 
 inline file_info file_from(std::uint64_t fh, std::uint32_t flags = 0, std::uint64_t lock_owner = 0) noexcept {
@@ -322,8 +321,7 @@ io::task<reply_status> dispatch(Fs& fs, context& ctx, const proto::request& req,
           auto r = co_await detail::handled(fs.read(ctx, node, fi, buf, static_cast<off_t>(in.offset)));
           if (!r) co_return detail::error_of(r);
           using value = typename decltype(r)::value_type;
-          static_assert(std::is_same_v<value, file_slice> || std::is_same_v<value, read_reply> ||
-                            std::is_convertible_v<value, std::size_t>,
+          static_assert(std::is_same_v<value, file_slice> || std::is_same_v<value, read_reply> || std::is_convertible_v<value, std::size_t>,
                         "read returns result<std::size_t>, result<file_slice> or result<read_reply>");
           read_reply answer;
           if constexpr (std::is_same_v<value, file_slice>) {
@@ -458,8 +456,7 @@ io::task<reply_status> dispatch(Fs& fs, context& ctx, const proto::request& req,
         if constexpr (handlers::create<Fs>) {
           auto in = req.op<abi::create_in>();
           detail::context_access::set_kill_suidgid(ctx, in.open_flags & abi::open_flag::kill_suidgid);
-          result<created> r = co_await detail::handled(
-              fs.create(ctx, node, req.name(), in.mode, in.umask, static_cast<int>(in.flags)));
+          result<created> r = co_await detail::handled(fs.create(ctx, node, req.name(), in.mode, in.umask, static_cast<int>(in.flags)));
           if (!r) co_return detail::error_of(r);
           bool ok = out.put(to_wire(r->e, d)) && out.put(to_wire(r->open));
           co_return detail::put_or_overflow(ok);
@@ -542,9 +539,9 @@ io::task<reply_status> dispatch(Fs& fs, context& ctx, const proto::request& req,
           file_info fout = detail::file_from(in.fh_out);
           // COPY_FILE_RANGE answers in a 32-bit write_out: never ask for more than fits.
           std::size_t len = op == opcode::copy_file_range ? std::min<std::uint64_t>(in.len, 0xfffff000u) : in.len;
-          result<std::size_t> r = co_await detail::handled(fs.copy_file_range(ctx, node, fin, static_cast<off_t>(in.off_in),
-                                                                                in.nodeid_out, fout, static_cast<off_t>(in.off_out),
-                                                                                len, static_cast<int>(in.flags)));
+          result<std::size_t> r = co_await detail::handled(fs.copy_file_range(ctx, node, fin, static_cast<off_t>(in.off_in), in.nodeid_out,
+                                                                              fout, static_cast<off_t>(in.off_out), len,
+                                                                              static_cast<int>(in.flags)));
           if (!r) co_return detail::error_of(r);
           if (op == opcode::copy_file_range)
             co_return detail::put_or_overflow(out.put(abi::write_out{static_cast<std::uint32_t>(std::min<std::size_t>(*r, len)), 0}));
@@ -586,7 +583,8 @@ io::task<reply_status> dispatch(Fs& fs, context& ctx, const proto::request& req,
           std::vector<std::byte> input(req.data().begin(), req.data().end());
           std::span<std::byte> tail = out.tail();
           if (tail.size() < sizeof(abi::ioctl_out)) co_return reply_status{ERANGE};
-          std::span<std::byte> data = tail.subspan(sizeof(abi::ioctl_out)).first(std::min<std::size_t>(in.out_size, tail.size() - sizeof(abi::ioctl_out)));
+          std::span<std::byte> data =
+              tail.subspan(sizeof(abi::ioctl_out)).first(std::min<std::size_t>(in.out_size, tail.size() - sizeof(abi::ioctl_out)));
           result<ioctl_reply> r = co_await detail::handled(
               fs.ioctl(ctx, node, fi, in.cmd, in.arg, std::span<const std::byte>(input), data, (in.flags & abi::ioctl_flag::dir) != 0));
           if (!r) co_return detail::error_of(r);
@@ -601,8 +599,8 @@ io::task<reply_status> dispatch(Fs& fs, context& ctx, const proto::request& req,
         }
         co_return reply_status{ENOTTY};  // what an ioctl nobody handles gives (ENOSYS would stick)
 
-      case opcode::interrupt:     // cancellation of handlers comes with the interrupt work
-      case opcode::notify_reply:  // only meaningful to a server that sent RETRIEVE
+      case opcode::interrupt:     // the request path routes these before dispatch (request_path.hpp);
+      case opcode::notify_reply:  // here only when dispatch is called directly: never answered
         co_return reply_status{0, true};
 
       case opcode::destroy:
@@ -610,8 +608,7 @@ io::task<reply_status> dispatch(Fs& fs, context& ctx, const proto::request& req,
         co_return reply_status{};
 
       case opcode::init:  // the session answers INIT before any dispatch
-      default:
-        break;
+      default: break;
     }
   } catch (const std::exception& e) {
     detail::log_exception(op, e.what());

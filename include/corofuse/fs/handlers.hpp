@@ -71,8 +71,7 @@ template <typename Fs> concept init = requires(Fs& fs, connection& c) { fs.init(
 
 // A member with a handler's name (public, not overloaded: `&Fs::name` must be well-formed).
 #define COROFUSE_MEMBER_NAMED(member) \
-  template <typename Fs>              \
-  concept has_member_##member = requires { &Fs::member; };
+  template <typename Fs> concept has_member_##member = requires { &Fs::member; };
 COROFUSE_MEMBER_NAMED(lookup)
 COROFUSE_MEMBER_NAMED(forget)
 COROFUSE_MEMBER_NAMED(getattr)
@@ -117,9 +116,9 @@ COROFUSE_MEMBER_NAMED(ioctl)
 // handler's signature (README.md lists them all).
 template <typename Fs>
 constexpr bool signatures_match() {
-#define COROFUSE_CHECK(member, expected)                                                               \
-  static_assert(!has_member_##member<Fs> || member<Fs>, "corofuse: " #member " does not match the handler signature " expected \
-                "; see README.md (Writing a filesystem)");
+#define COROFUSE_CHECK(member, expected)                \
+  static_assert(!has_member_##member<Fs> || member<Fs>, \
+                "corofuse: " #member " does not match the handler signature " expected "; see README.md (Writing a filesystem)");
   COROFUSE_CHECK(lookup, "result<entry> lookup(context&, ino parent, std::string_view name)")
   COROFUSE_CHECK(forget, "void forget(context&, ino, std::uint64_t nlookup)")
   COROFUSE_CHECK(getattr, "result<attr> getattr(context&, ino, const file_info*)")
@@ -152,12 +151,15 @@ constexpr bool signatures_match() {
   COROFUSE_CHECK(removexattr, "result<> removexattr(context&, ino, std::string_view)")
   COROFUSE_CHECK(fallocate, "result<> fallocate(context&, ino, file_info&, int mode, off_t, off_t)")
   COROFUSE_CHECK(lseek, "result<off_t> lseek(context&, ino, file_info&, off_t, int whence)")
-  COROFUSE_CHECK(copy_file_range, "result<std::size_t> copy_file_range(context&, ino, file_info&, off_t, ino, file_info&, off_t, std::size_t, int)")
+  COROFUSE_CHECK(copy_file_range,
+                 "result<std::size_t> copy_file_range(context&, ino, file_info&, off_t, ino, file_info&, off_t, std::size_t, int)")
   COROFUSE_CHECK(statx, "result<struct statx> statx(context&, ino, const file_info*, int flags, unsigned mask)")
   COROFUSE_CHECK(tmpfile, "result<created> tmpfile(context&, ino, mode_t, mode_t umask, int flags)")
   COROFUSE_CHECK(destroy, "void destroy(context&)")
   COROFUSE_CHECK(init, "void init(const connection&)")
-  COROFUSE_CHECK(ioctl, "result<ioctl_reply> ioctl(context&, ino, file_info&, unsigned cmd, std::uint64_t arg, std::span<const std::byte> in, std::span<std::byte> out, bool is_dir)")
+  COROFUSE_CHECK(ioctl,
+                 "result<ioctl_reply> ioctl(context&, ino, file_info&, unsigned cmd, std::uint64_t arg, std::span<const std::byte> in, "
+                 "std::span<std::byte> out, bool is_dir)")
 #undef COROFUSE_CHECK
   return true;
 }

@@ -27,11 +27,13 @@ class [[nodiscard]] result {
  public:
   using value_type = T;
 
+  // clang-format off: clang-format 14 cannot lay out a requires clause before a constructor
   template <typename U = T>
-    requires std::is_constructible_v<T, U&&> && (!std::is_same_v<std::remove_cvref_t<U>, result>) &&
-             (!std::is_same_v<std::remove_cvref_t<U>, error>)
-  constexpr result(U&& v) noexcept(std::is_nothrow_constructible_v<T, U&&>)  // NOLINT: implicit by design
+  requires std::is_constructible_v<T, U&&> &&
+      (!std::is_same_v<std::remove_cvref_t<U>, result>)&&(!std::is_same_v<std::remove_cvref_t<U>, error>)constexpr result(U&& v) noexcept(
+          std::is_nothrow_constructible_v<T, U&&>)  // NOLINT: implicit by design
       : v_(std::in_place_index<0>, std::forward<U>(v)) {}
+  // clang-format on
   constexpr result(error e) noexcept : v_(std::in_place_index<1>, e.code) {}  // NOLINT
 
   constexpr bool ok() const noexcept { return v_.index() == 0; }

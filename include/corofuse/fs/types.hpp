@@ -10,6 +10,7 @@
 #include <string>
 #include <string_view>
 
+#include "corofuse/abi/flags.hpp"
 #include "corofuse/abi/structs.hpp"
 #include "corofuse/proto/reply.hpp"
 
@@ -38,10 +39,10 @@ struct entry {
 // What OPEN, OPENDIR and CREATE reply: the handle the kernel passes back, and how to treat the file.
 struct open_reply {
   std::uint64_t fh = 0;
-  bool direct_io = false;    // bypass the page cache
-  bool keep_cache = false;   // keep cached pages from an earlier open
+  bool direct_io = false;   // bypass the page cache
+  bool keep_cache = false;  // keep cached pages from an earlier open
   bool nonseekable = false;
-  bool cache_dir = false;    // OPENDIR: let the kernel cache the listing
+  bool cache_dir = false;  // OPENDIR: let the kernel cache the listing
   // Kernel passthrough: READ and WRITE of this open file go from the kernel straight to the
   // backing file registered as `backing_id` (connection::open_backing); they never reach the
   // filesystem. Needs init_flag::passthrough, which the kernel refuses with writeback_cache.
@@ -58,7 +59,7 @@ struct open_reply {
 // An open file as the kernel names it in READ, WRITE, FLUSH, RELEASE, FSYNC, ...
 struct file_info {
   std::uint64_t fh = 0;
-  std::uint32_t flags = 0;       // the open(2) flags
+  std::uint32_t flags = 0;  // the open(2) flags
   std::uint64_t lock_owner = 0;
 };
 

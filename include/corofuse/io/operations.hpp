@@ -226,10 +226,11 @@ inline auto statx(ring& r, int dirfd, const char* path, int flags, unsigned mask
 // IORING_OP_URING_CMD on `f` (a FUSE REGISTER or COMMIT_AND_FETCH, say). `cmd` (up to 80 bytes,
 // copied into the SQE's command area when the SQE is queued) needs an SQE128 ring beyond 16 bytes;
 // `addr`/`len` go in the SQE's addr and len; `buf_index` >= 0 sets IORING_URING_CMD_FIXED.
-inline auto uring_cmd(ring& r, file_ref f, std::uint32_t cmd_op, const void* cmd, std::size_t cmd_len,
-                      std::uint64_t addr = 0, std::uint32_t len = 0, int buf_index = -1) {
+inline auto uring_cmd(ring& r, file_ref f, std::uint32_t cmd_op, const void* cmd, std::size_t cmd_len, std::uint64_t addr = 0,
+                      std::uint32_t len = 0, int buf_index = -1) {
   const std::size_t room = r.has_sqe128() ? 80 : 16;
-  if (cmd_len > room) throw std::invalid_argument("corofuse::io::uring_cmd: command larger than the SQE's command area (ring without SQE128?)");
+  if (cmd_len > room)
+    throw std::invalid_argument("corofuse::io::uring_cmd: command larger than the SQE's command area (ring without SQE128?)");
   struct payload {
     unsigned char bytes[80];
     std::size_t n;
@@ -366,7 +367,8 @@ class [[nodiscard]] linked {
 template <typename A, typename B>
 linked<A, B> link(A first, B second, bool skip_first_success = true) {
   if (&first.owner() != &second.owner()) throw std::invalid_argument("corofuse::io::link: operations on different rings");
-  if (first.is_immediate() || second.is_immediate()) throw std::invalid_argument("corofuse::io::link: an immediate operation cannot be linked");
+  if (first.is_immediate() || second.is_immediate())
+    throw std::invalid_argument("corofuse::io::link: an immediate operation cannot be linked");
   return linked<A, B>(std::move(first), std::move(second), skip_first_success);
 }
 

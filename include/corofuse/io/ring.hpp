@@ -134,8 +134,7 @@ class ring {
     if (wait && in_flight_ == 0 && io_uring_sq_ready(&ring_) == 0 && io_uring_cq_ready(&ring_) == 0)
       throw std::logic_error("corofuse::io::ring::run_once: waiting with no operation in flight would hang");
     int r = wait && io_uring_cq_ready(&ring_) == 0 ? io_uring_submit_and_wait(&ring_, 1) : io_uring_submit_and_get_events(&ring_);
-    if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY && r != -ETIME)
-      throw ring_error(-r, "io_uring_enter failed in the event loop");
+    if (r < 0 && r != -EINTR && r != -EAGAIN && r != -EBUSY && r != -ETIME) throw ring_error(-r, "io_uring_enter failed in the event loop");
     return drain();
   }
 
@@ -188,7 +187,8 @@ class ring {
     unsigned tries[4];
     int n = 0;
     if (opt.single_issuer && opt.defer_taskrun) tries[n++] = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_DEFER_TASKRUN;
-    if (opt.single_issuer && opt.coop_taskrun) tries[n++] = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
+    if (opt.single_issuer && opt.coop_taskrun)
+      tries[n++] = IORING_SETUP_SINGLE_ISSUER | IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
     if (opt.coop_taskrun) tries[n++] = IORING_SETUP_COOP_TASKRUN | IORING_SETUP_TASKRUN_FLAG;
     tries[n++] = 0;
 
@@ -202,8 +202,8 @@ class ring {
         features_ = p.features;
         if (i > 0) {
           char buf[160];
-          std::snprintf(buf, sizeof buf, "io_uring setup flags 0x%x refused (%s); using 0x%x", tries[0],
-                        std::strerror(-first_error_), tries[i]);
+          std::snprintf(buf, sizeof buf, "io_uring setup flags 0x%x refused (%s); using 0x%x", tries[0], std::strerror(-first_error_),
+                        tries[i]);
           fallback_reason_ = buf;
         }
         return;
@@ -217,8 +217,7 @@ class ring {
   static std::string explain_setup_error(int r, const ring_options& opt) {
     std::string msg = "cannot create an io_uring: ";
     switch (-r) {
-      case ENOSYS:
-        return msg + "the kernel has no io_uring (too old, or built without CONFIG_IO_URING)";
+      case ENOSYS: return msg + "the kernel has no io_uring (too old, or built without CONFIG_IO_URING)";
       case EPERM: {
         msg += "io_uring is disabled for this process";
         if (FILE* f = std::fopen("/proc/sys/kernel/io_uring_disabled", "r")) {
@@ -228,16 +227,13 @@ class ring {
         }
         return msg + " or blocked by a seccomp policy";
       }
-      case ENOMEM:
-        return msg + "not enough locked memory for the rings (raise RLIMIT_MEMLOCK, ulimit -l)";
+      case ENOMEM: return msg + "not enough locked memory for the rings (raise RLIMIT_MEMLOCK, ulimit -l)";
       case EMFILE:
-      case ENFILE:
-        return msg + "too many open files";
+      case ENFILE: return msg + "too many open files";
       case EINVAL:
         if (opt.sqe128) return msg + "the kernel refused the parameters (128-byte SQEs need Linux 5.19+)";
         return msg + "the kernel refused the parameters";
-      default:
-        return msg + std::strerror(-r);
+      default: return msg + std::strerror(-r);
     }
   }
 

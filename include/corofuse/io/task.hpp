@@ -54,7 +54,7 @@ struct task_promise final : task_promise_base {
 
   task<T> get_return_object() noexcept;
   template <typename U>
-    requires std::is_convertible_v<U&&, T>
+  requires std::is_convertible_v<U&&, T>
   void return_value(U&& v) noexcept(std::is_nothrow_constructible_v<T, U&&>) {
     ::new (static_cast<void*>(storage)) T(std::forward<U>(v));
     has_value = true;

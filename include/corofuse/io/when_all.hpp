@@ -31,9 +31,7 @@ struct when_all_counter {
 struct when_all_part {
   struct promise_type : frame_pool::allocated {
     when_all_counter* counter = nullptr;
-    when_all_part get_return_object() noexcept {
-      return when_all_part{std::coroutine_handle<promise_type>::from_promise(*this)};
-    }
+    when_all_part get_return_object() noexcept { return when_all_part{std::coroutine_handle<promise_type>::from_promise(*this)}; }
     std::suspend_always initial_suspend() const noexcept { return {}; }
     auto final_suspend() const noexcept {
       struct last_resumes_parent {
@@ -101,9 +99,9 @@ template <typename... T>
 task<std::tuple<detail::when_all_value_t<T>...>> when_all(task<T>... tasks) {
   std::tuple<std::optional<detail::when_all_value_t<T>>...> slots;
   detail::when_all_counter counter;
-  std::array<detail::when_all_part, sizeof...(T)> parts = std::apply(
-      [&](auto&... slot) { return std::array<detail::when_all_part, sizeof...(T)>{detail::run_part(tasks, slot, counter)...}; },
-      slots);
+  std::array<detail::when_all_part, sizeof...(T)> parts =
+      std::apply([&](auto&... slot) { return std::array<detail::when_all_part, sizeof...(T)>{detail::run_part(tasks, slot, counter)...}; },
+                 slots);
   co_await detail::start_parts{counter, parts};
   if (counter.error) std::rethrow_exception(counter.error);
   co_return std::apply([](auto&... slot) { return std::tuple<detail::when_all_value_t<T>...>{std::move(*slot)...}; }, slots);

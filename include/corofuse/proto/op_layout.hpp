@@ -18,17 +18,17 @@ namespace corofuse::proto {
 
 // What follows the per-op struct.
 enum class trailing : std::uint8_t {
-  none,        // nothing the server needs (extra bytes are ignored)
-  name,        // one NUL-terminated name
-  two_names,   // two NUL-terminated names (RENAME/RENAME2: old, new; SYMLINK: name, target)
-  data,        // raw bytes (WRITE data, SETXATTR name+value, IOCTL input, NOTIFY_REPLY data)
-  array,       // an array of fixed records (BATCH_FORGET, REMOVEMAPPING)
+  none,       // nothing the server needs (extra bytes are ignored)
+  name,       // one NUL-terminated name
+  two_names,  // two NUL-terminated names (RENAME/RENAME2: old, new; SYMLINK: name, target)
+  data,       // raw bytes (WRITE data, SETXATTR name+value, IOCTL input, NOTIFY_REPLY data)
+  array,      // an array of fixed records (BATCH_FORGET, REMOVEMAPPING)
 };
 
 struct op_layout {
-  std::size_t op_size;   // size of the per-op struct (0: none)
+  std::size_t op_size;  // size of the per-op struct (0: none)
   trailing rest;
-  bool known;            // an opcode this protocol version defines
+  bool known;  // an opcode this protocol version defines
 };
 
 // Negotiated details that change a layout.
@@ -58,8 +58,7 @@ constexpr op_layout layout_of(abi::opcode op, const layout_options& o = {}) noex
     case opcode::statfs: return {0, trailing::none, true};
     case opcode::release: return {sizeof(a::release_in), trailing::none, true};
     case opcode::fsync: return {sizeof(a::fsync_in), trailing::none, true};
-    case opcode::setxattr:
-      return {o.setxattr_ext ? sizeof(a::setxattr_in) : abi::compat_setxattr_in_size, trailing::data, true};
+    case opcode::setxattr: return {o.setxattr_ext ? sizeof(a::setxattr_in) : abi::compat_setxattr_in_size, trailing::data, true};
     case opcode::getxattr: return {sizeof(a::getxattr_in), trailing::name, true};
     case opcode::listxattr: return {sizeof(a::getxattr_in), trailing::none, true};
     case opcode::removexattr: return {0, trailing::name, true};

@@ -27,15 +27,15 @@ using bytes = std::span<const std::byte>;
 
 enum class parse_error : std::uint8_t {
   none,
-  short_header,        // fewer bytes than an in_header
-  length_mismatch,     // in_header.len disagrees with the bytes received
-  unknown_opcode,      // not an opcode of protocol 7.46 (answered ENOSYS)
-  short_op_struct,     // the per-op struct is cut short
-  bad_extensions,      // total_extlen points outside the request, or a malformed extension
-  missing_name,        // a name without its terminating NUL
-  bad_data_size,       // the data length disagrees with the size the op struct declares
-  payload_overflow,    // the ring entry's payload_sz exceeds the payload buffer
-  zero_copy_entry,     // a 7.46 zero-copy entry: its data is in the client's pages, not the payload
+  short_header,      // fewer bytes than an in_header
+  length_mismatch,   // in_header.len disagrees with the bytes received
+  unknown_opcode,    // not an opcode of protocol 7.46 (answered ENOSYS)
+  short_op_struct,   // the per-op struct is cut short
+  bad_extensions,    // total_extlen points outside the request, or a malformed extension
+  missing_name,      // a name without its terminating NUL
+  bad_data_size,     // the data length disagrees with the size the op struct declares
+  payload_overflow,  // the ring entry's payload_sz exceeds the payload buffer
+  zero_copy_entry,   // a 7.46 zero-copy entry: its data is in the client's pages, not the payload
 };
 
 constexpr std::string_view describe(parse_error e) noexcept {
@@ -94,8 +94,7 @@ class request {
  private:
   friend parse_error finish_parse(request&, const layout_options&) noexcept;
   friend parse_error parse_message(bytes, request&, const layout_options&) noexcept;
-  friend parse_error parse_ring_entry(const abi::uring_req_header&, bytes, std::size_t, request&,
-                                      const layout_options&, bytes) noexcept;
+  friend parse_error parse_ring_entry(const abi::uring_req_header&, bytes, std::size_t, request&, const layout_options&, bytes) noexcept;
 
   abi::in_header header_{};
   bytes op_;
@@ -124,8 +123,7 @@ inline parse_error finish_parse(request& r, const layout_options& o) noexcept {
   const op_layout l = layout_of(r.opcode(), o);
   bytes rest = r.args_;
   switch (l.rest) {
-    case trailing::none:
-      break;
+    case trailing::none: break;
     case trailing::name:
       if (!detail::take_name(rest, r.name1_)) return parse_error::missing_name;
       break;
@@ -152,7 +150,7 @@ inline parse_error finish_parse(request& r, const layout_options& o) noexcept {
       break;
     case trailing::array: {
       std::size_t count = r.opcode() == abi::opcode::batch_forget ? r.op<abi::batch_forget_in>().count
-                                                                   : r.op<abi::removemapping_in>().count;
+                                                                  : r.op<abi::removemapping_in>().count;
       std::size_t each = r.opcode() == abi::opcode::batch_forget ? sizeof(abi::forget_one) : sizeof(abi::removemapping_one);
       if (count > rest.size() / each) return parse_error::bad_data_size;
       r.data_ = rest.first(count * each);
@@ -195,8 +193,8 @@ inline parse_error parse_message(bytes msg, request& r, const layout_options& o 
 // the filesystem). With one (the transport's never-mapped stand-in for the slot, see
 // context::set_registered_buffer), a WRITE's data is that window's first `size` bytes, to be
 // moved with context::write_fixed, and a READ has nothing in the payload at all.
-inline parse_error parse_ring_entry(const abi::uring_req_header& hdr, bytes payload, std::size_t payload_capacity,
-                                    request& r, const layout_options& o = {}, bytes zero_copy_window = {}) noexcept {
+inline parse_error parse_ring_entry(const abi::uring_req_header& hdr, bytes payload, std::size_t payload_capacity, request& r,
+                                    const layout_options& o = {}, bytes zero_copy_window = {}) noexcept {
   r = request{};
   std::memcpy(&r.header_, hdr.in_out, sizeof(abi::in_header));
   const bool zero_copy = hdr.ring_ent_in_out.flags & abi::uring_ent_zero_copy;

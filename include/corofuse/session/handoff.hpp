@@ -220,7 +220,8 @@ inline handoff_reader receive_blob(int sock) {
     std::byte first[sizeof head + 1];
     if (handoff_wire::receive_piece(sock, first, fds) != sizeof head) throw handoff_error("handoff: a malformed message head");
     std::memcpy(&head, first, sizeof head);
-    if (head.bytes > handoff_wire::max_blob || head.fds > handoff_wire::max_fds) throw handoff_error("handoff: an implausibly large message");
+    if (head.bytes > handoff_wire::max_blob || head.fds > handoff_wire::max_fds)
+      throw handoff_error("handoff: an implausibly large message");
     std::vector<std::byte> bytes(head.bytes);
     std::size_t got = 0;
     std::vector<std::byte> piece(handoff_wire::piece_bytes);

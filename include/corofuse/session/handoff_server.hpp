@@ -89,7 +89,7 @@ inline init_terms get_terms(handoff_reader& r) {
 // What the serving loop lends the handoff thread.
 struct handoff_site {
   std::string mountpoint;
-  dev_t device = 0;                     // the mount's device: the plugs must be opened on it
+  dev_t device = 0;  // the mount's device: the plugs must be opened on it
   bool unprivileged = false;
   int fuse_fd = -1;
   init_terms terms;
@@ -98,7 +98,7 @@ struct handoff_site {
   transport::ring_setup* rs = nullptr;  // null without queues
   transport::serving_threads* threads = nullptr;
   transport::pause_gate* gate = nullptr;
-  int readers = 0;                      // /dev/fuse readers that stop at the gate
+  int readers = 0;  // /dev/fuse readers that stop at the gate
   std::function<void(handoff_writer&)> save_state;
   // From the freeze to the verdict: a stop signal waits for the verdict (it must not unmount a
   // mount that may be the successor's by then).
@@ -172,13 +172,11 @@ inline void hand_over(int sock, handoff_site& site) {
 
   // Everything that would make the freeze fail is checked before it (a failed freeze stalls every
   // client for seconds).
-  if (site.threads->connection_is_over() || handoff_detail::connection_gone(site.fuse_fd))
-    refuse("the connection is ending");
+  if (site.threads->connection_is_over() || handoff_detail::connection_gone(site.fuse_fd)) refuse("the connection is ending");
   if (count([](auto s) { return s == transport::entry_state::ended; }) > 0)
     refuse("a ring entry of this server has ended: its queue cannot be handed over whole");
   // Waiters of an earlier, failed handoff have all gone back to serving.
-  if (!handoff_detail::wait_for([&] { return site.gate->arrived() == 0; }, 5.0, site.fuse_fd))
-    refuse("an earlier handoff has not settled");
+  if (!handoff_detail::wait_for([&] { return site.gate->arrived() == 0; }, 5.0, site.fuse_fd)) refuse("an earlier handoff has not settled");
   for (unsigned q = 0; q < queues; ++q)
     if (!handoff_detail::on_cpu(q, [] {})) refuse("cannot run on CPU " + std::to_string(q) + " to quiesce its ring queue");
 
@@ -300,8 +298,10 @@ inline void hand_over(int sock, handoff_site& site) {
     handoff_writer go;
     go.put(handoff_magic);
     send_blob(sock, go);  // past this point there is no way back
-    log_message("handed the mount over to pid %d (ring entries: %d held a reply, %d a request, of which %d were quiet and given "
-                "a RELEASEDIR)", successor_pid, held_replies, held_requests, quiet);
+    log_message(
+        "handed the mount over to pid %d (ring entries: %d held a reply, %d a request, of which %d were quiet and given "
+        "a RELEASEDIR)",
+        successor_pid, held_replies, held_requests, quiet);
   } catch (const std::exception& e) {
     // Only a GO that was never sent leaves the successor untouched: every failure up to the send
     // above lands here, and the successor gives up without GO.

@@ -17,19 +17,19 @@ struct init_wishes {
   std::uint32_t max_write = 1u << 20;  // bytes; capped by max_pages
   std::uint32_t max_pages = 256;       // pages per request (the kernel caps it at fs.fuse.max_pages_limit)
   std::uint32_t max_readahead = 1u << 20;
-  std::uint16_t max_background = 0;    // 0: the kernel's default
+  std::uint16_t max_background = 0;  // 0: the kernel's default
   std::uint16_t congestion_threshold = 0;
-  std::uint32_t time_gran = 1;         // nanoseconds
-  std::uint16_t request_timeout = 0;   // seconds, sent with init_flag::request_timeout (7.43)
-  std::uint32_t max_stack_depth = 0;   // with init_flag::passthrough
+  std::uint32_t time_gran = 1;        // nanoseconds
+  std::uint16_t request_timeout = 0;  // seconds, sent with init_flag::request_timeout (7.43)
+  std::uint32_t max_stack_depth = 0;  // with init_flag::passthrough
 };
 
 struct init_terms {
   std::uint32_t kernel_major = 0;
   std::uint32_t kernel_minor = 0;
-  std::uint32_t minor = 0;             // the protocol both speak: min(kernel, ours)
-  std::uint64_t offered = 0;           // what the kernel offered
-  std::uint64_t flags = 0;             // what was agreed (the reply's flags)
+  std::uint32_t minor = 0;    // the protocol both speak: min(kernel, ours)
+  std::uint64_t offered = 0;  // what the kernel offered
+  std::uint64_t flags = 0;    // what was agreed (the reply's flags)
   std::uint32_t max_write = 0;
   std::uint32_t max_pages = 0;
   std::uint32_t max_readahead = 0;
@@ -39,9 +39,9 @@ struct init_terms {
 
 struct init_outcome {
   enum class kind {
-    agreed,        // reply with `reply` (its full size); terms hold
-    retry_major,   // kernel speaks a newer major: reply with our major only, it will ask again
-    refused,       // kernel too old: answer EPROTO and give up
+    agreed,       // reply with `reply` (its full size); terms hold
+    retry_major,  // kernel speaks a newer major: reply with our major only, it will ask again
+    refused,      // kernel too old: answer EPROTO and give up
   } what = kind::refused;
   abi::init_out reply{};
   init_terms terms;

@@ -220,7 +220,7 @@ class fuse_mount {
     }
     mountpoint_ = resolved;
     refuse_fuse_mount_on(mountpoint_);
-    struct stat st{};
+    struct stat st {};
     if (::stat(mountpoint_.c_str(), &st) != 0) {
       const int e = errno;
       throw mount_error(e, "mount point " + mountpoint_ + ": " + std::strerror(e));
@@ -304,8 +304,8 @@ class fuse_mount {
       throw mount_error(e, std::string("cannot open /dev/fuse: ") + std::strerror(e) +
                                (e == ENOENT || e == ENODEV ? " (load the fuse module: modprobe fuse)" : ""));
     }
-    std::string data = "fd=" + std::to_string(fd_) + ",rootmode=" + octal(opt.rootmode) +
-                       ",user_id=" + std::to_string(::getuid()) + ",group_id=" + std::to_string(::getgid());
+    std::string data = "fd=" + std::to_string(fd_) + ",rootmode=" + octal(opt.rootmode) + ",user_id=" + std::to_string(::getuid()) +
+                       ",group_id=" + std::to_string(::getgid());
     if (opt.allow_other) data += ",allow_other";
     if (opt.default_permissions) data += ",default_permissions";
     std::string type = opt.subtype.empty() ? "fuse" : "fuse." + opt.subtype;

@@ -26,17 +26,17 @@ struct options {
   std::string mountpoint;
   mount_options mount;
   bool foreground = false;  // -f (corofuse never forks: accepted for libfuse compatibility)
-  bool debug = false;       // -d: log each request's opcode and print the counters at exit
+  bool debug = false;       // -d: log the terms, buffers and threads; print the request counters at exit
   transport_choice transport = transport_choice::automatic;
-  bool zero_copy = true;              // zero-copy queues when the pool is used and allowed (CAP_SYS_ADMIN)
-  unsigned depth = 4;                 // requests in service at once per queue
+  bool zero_copy = true;  // zero-copy queues when the pool is used and allowed (CAP_SYS_ADMIN)
+  unsigned depth = 4;     // requests in service at once per queue
   std::uint32_t max_write = 1u << 20;
   std::uint32_t max_pages = 256;
   cache_defaults cache;
   bool writeback_cache = false;
   bool async_read = true;
   readdirplus_mode readdirplus = readdirplus_mode::automatic;
-  double shutdown_grace = 5.0;  // seconds between the lazy unmount and aborting the connection
+  double shutdown_grace = 5.0;        // seconds between the lazy unmount and aborting the connection
   std::uint16_t request_timeout = 0;  // seconds the kernel waits for any reply before aborting (0: for ever)
   // -o allow_idmap: idmapped mounts of this mount are allowed (FUSE_ALLOW_IDMAP, Linux 6.12+).
   // Needs default_permissions and a filesystem that declares `supports_idmapped_mounts`: the
@@ -69,7 +69,8 @@ inline constexpr std::string_view common_usage =
     "       allow_idmap          allow idmapped mounts of this mount (mount_setattr MOUNT_ATTR_IDMAP;\n"
     "                            Linux 6.12+; needs default_permissions and a filesystem that supports it)\n"
     "  -f                     stay in the foreground (corofuse always does)\n"
-    "  -d                     debug: log requests, print per-opcode counters at exit (implies -f)\n"
+    "  -d                     debug: log the negotiated terms, the buffers and the threads; print\n"
+    "                         per-opcode and per-queue request counters at exit (implies -f)\n"
     "  --transport auto|pool|ring|dev  auto: the best the kernel offers: buffer pools (Linux 7.3+),\n"
     "                         the io_uring ring (Linux 6.14+ with enable_uring=Y), else /dev/fuse;\n"
     "                         pool, ring: that one or exit; dev: classic /dev/fuse only\n"
@@ -173,8 +174,8 @@ inline std::string apply_mount_option(options& o, std::string_view opt) {
 // True for the common options whose value is the next argument: a program that takes positional
 // arguments of its own (passthrough's SOURCE) uses it to tell values from positionals.
 inline bool option_takes_value(std::string_view a) noexcept {
-  return a == "-o" || a == "--transport" || a == "--zero-copy" || a == "--depth" || a == "--shutdown-grace" ||
-         a == "--handoff-socket" || a == "--take-over";
+  return a == "-o" || a == "--transport" || a == "--zero-copy" || a == "--depth" || a == "--shutdown-grace" || a == "--handoff-socket" ||
+         a == "--take-over";
 }
 
 inline parse_outcome parse_command_line(int argc, char** argv, options& o) {

@@ -131,8 +131,7 @@ inline io::task<void> watch_for_stop(io::ring& r, main_thread_state& st, int sig
     if (n != static_cast<int>(sizeof si)) co_return;  // cancelled: the readers ended first
     if (st.handoff) {
       // A handoff under way decides first: the mount may be the successor's, not to unmount.
-      while (st.handoff->in_progress.load(std::memory_order_acquire))
-        (void)co_await io::timeout(r, std::chrono::milliseconds(20));
+      while (st.handoff->in_progress.load(std::memory_order_acquire)) (void)co_await io::timeout(r, std::chrono::milliseconds(20));
       if (st.handoff->handed_off.load(std::memory_order_acquire)) co_return;
     }
     if (!unmounted) {
@@ -154,8 +153,9 @@ inline io::task<void> watch_for_stop(io::ring& r, main_thread_state& st, int sig
       st.threads->stop_all();
       co_return;
     }
-    log_message("cannot abort the connection (is fusectl mounted on /sys/fs/fuse/connections?): serving the open files "
-                "until they are closed; signal again to retry");
+    log_message(
+        "cannot abort the connection (is fusectl mounted on /sys/fs/fuse/connections?): serving the open files "
+        "until they are closed; signal again to retry");
   }
 }
 
@@ -238,19 +238,21 @@ init_wishes wishes_of(const Fs& fs, const options& o) {
 inline bool check_terms(const options& o, const init_terms& terms, const fuse_mount& m) {
   const bool must_ring = o.transport == transport_choice::ring || o.transport == transport_choice::pool;
   if (must_ring && !terms.has(abi::init_flag::over_io_uring)) {
-    log_message("--transport %s: the kernel does not offer FUSE-over-io_uring (needs Linux 6.14+ and "
-                "/sys/module/fuse/parameters/enable_uring = Y)", o.transport == transport_choice::pool ? "pool" : "ring");
+    log_message(
+        "--transport %s: the kernel does not offer FUSE-over-io_uring (needs Linux 6.14+ and "
+        "/sys/module/fuse/parameters/enable_uring = Y)",
+        o.transport == transport_choice::pool ? "pool" : "ring");
     return false;
   }
   if (o.transport == transport_choice::pool && !terms.offers(abi::init_flag::has_io_uring_bufpool)) {
     log_message("--transport pool: the kernel does not offer buffer pools (FUSE protocol 7.46, Linux 7.3+)");
     return false;
   }
-  if (o.transport == transport_choice::dev_fuse)
-    log_message("serving /dev/fuse (--transport dev)");
+  if (o.transport == transport_choice::dev_fuse) log_message("serving /dev/fuse (--transport dev)");
   else if (!terms.offers(abi::init_flag::over_io_uring))
-    log_message("serving /dev/fuse: the kernel does not offer FUSE-over-io_uring (needs Linux 6.14+ and "
-                "/sys/module/fuse/parameters/enable_uring = Y)");
+    log_message(
+        "serving /dev/fuse: the kernel does not offer FUSE-over-io_uring (needs Linux 6.14+ and "
+        "/sys/module/fuse/parameters/enable_uring = Y)");
   if (o.allow_idmap && !terms.has(abi::init_flag::allow_idmap))
     log_message("-o allow_idmap: the kernel does not offer idmapped FUSE mounts (Linux 6.12+): they stay refused");
   if (o.request_timeout && !terms.has(abi::init_flag::request_timeout))
@@ -407,8 +409,7 @@ class server {
       depth_ = pred_.geometry.depth;
       payload_size_ = pred_.geometry.payload_size;
       if (queues_ && queues_ != transport::possible_cpus()) {
-        log_message("--take-over: the predecessor served %u ring queues, this machine has %u CPUs", queues_,
-                    transport::possible_cpus());
+        log_message("--take-over: the predecessor served %u ring queues, this machine has %u CPUs", queues_, transport::possible_cpus());
         return false;
       }
     }
@@ -486,8 +487,10 @@ class server {
       return false;
     }
     if (rs.use_pool)
-      log_message("serving over FUSE-over-io_uring with buffer pools: %u queues x %u entries, %zu KiB buffers; %d queues pooled, "
-                  "%d zero-copy", queues_, depth_, rs.payload_size / 1024, rs.pool_queues.load(), rs.zero_copy_queues.load());
+      log_message(
+          "serving over FUSE-over-io_uring with buffer pools: %u queues x %u entries, %zu KiB buffers; %d queues pooled, "
+          "%d zero-copy",
+          queues_, depth_, rs.payload_size / 1024, rs.pool_queues.load(), rs.zero_copy_queues.load());
     else
       log_message("serving over FUSE-over-io_uring: %u queues x %u entries, %zu KiB payload each%s", queues_, depth_,
                   rs.payload_size / 1024, successor() ? " (taken over)" : "");
@@ -502,10 +505,11 @@ class server {
     const std::size_t reader_bytes = o_.depth * 2 * (max_payload_ + 4096);
     const std::size_t ring_bytes = queues_ * std::size_t{depth_} * payload_size_;
     const std::size_t thread_bytes = queues_ ? 0 : (transport::possible_cpus() - 1) * reader_bytes;
-    log_message("buffers: %.1f MiB (ring %.1f MiB = %u queues x %u x %zu KiB; /dev/fuse readers %.1f MiB; extra reading threads "
-                "%.1f MiB)", static_cast<double>(ring_bytes + reader_bytes + thread_bytes) / mib,
-                static_cast<double>(ring_bytes) / mib, queues_, depth_, payload_size_ / 1024, static_cast<double>(reader_bytes) / mib,
-                static_cast<double>(thread_bytes) / mib);
+    log_message(
+        "buffers: %.1f MiB (ring %.1f MiB = %u queues x %u x %zu KiB; /dev/fuse readers %.1f MiB; extra reading threads "
+        "%.1f MiB)",
+        static_cast<double>(ring_bytes + reader_bytes + thread_bytes) / mib, static_cast<double>(ring_bytes) / mib, queues_, depth_,
+        payload_size_ / 1024, static_cast<double>(reader_bytes) / mib, static_cast<double>(thread_bytes) / mib);
   }
 
   // The successor, set up without touching the connection: READY; then, on the predecessor's GO,
@@ -589,7 +593,8 @@ class server {
       io::ring& rr = *s.ring_;
       if (co_await transport::serve_dev_fuse(s.fs_, rr, s.mount_->fd(), b, first, t, c, s.dev_, 0) == transport::reader_end::read_failed)
         s.main_.read_failed = true;
-      if (--s.main_.live_readers == 0 && s.main_.watcher_op.pending()) co_await io::cancel(rr, s.main_.watcher_op);  // nothing left to watch
+      if (--s.main_.live_readers == 0 && s.main_.watcher_op.pending())
+        co_await io::cancel(rr, s.main_.watcher_op);  // nothing left to watch
     };
     for (unsigned i = 0; i < o_.depth; ++i) thread.spawn(reader(*this, *buffers_[i], fixed ? static_cast<int>(2 * i) : -1, thread, counts));
     thread.spawn(watch_for_stop(r, main_, signals_.fd(), o_.shutdown_grace));

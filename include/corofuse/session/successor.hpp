@@ -28,8 +28,7 @@ namespace corofuse::session {
 
 // A filesystem that can hand its state to a successor process (restart without unmount): what
 // save_state() writes (values, descriptors), restore_state() reads back in the successor.
-template <typename Fs>
-concept hands_over_state = requires(Fs& fs, handoff_writer& w, handoff_reader& r) {
+template <typename Fs> concept hands_over_state = requires(Fs& fs, handoff_writer& w, handoff_reader& r) {
   fs.save_state(w);
   fs.restore_state(r);
 };
@@ -122,8 +121,8 @@ inline std::unique_ptr<fuse_mount> take_over_mount(const std::string& path, cons
 // The rest of the state: the held entries (one per queue entry), how each queue was set up, and
 // the filesystem's own state. Throws handoff_error when anything does not fit.
 template <typename Fs>
-void restore_held_state(Fs& fs, handoff_reader& in, const init_terms& terms, unsigned queues, unsigned depth,
-                        transport::entry_slot* slots, std::vector<transport::queue_mode>& modes) {
+void restore_held_state(Fs& fs, handoff_reader& in, const init_terms& terms, unsigned queues, unsigned depth, transport::entry_slot* slots,
+                        std::vector<transport::queue_mode>& modes) {
   const auto n = in.get<std::uint32_t>();
   if (n != queues * depth) throw handoff_error("--take-over: the held entries do not match the ring geometry");
   for (std::uint32_t i = 0; i < n; ++i) {

@@ -50,9 +50,7 @@ class counter_shard {
     return i < slots ? i : 0;
   }
   // Only this shard's thread writes: no read-modify-write needed.
-  static void bump(std::atomic<std::uint64_t>& c) noexcept {
-    c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed);
-  }
+  static void bump(std::atomic<std::uint64_t>& c) noexcept { c.store(c.load(std::memory_order_relaxed) + 1, std::memory_order_relaxed); }
 
   alignas(64) table dev_{};
   table ring_{};
@@ -60,7 +58,7 @@ class counter_shard {
   std::atomic<std::uint64_t> malformed_{0};
   std::atomic<std::uint64_t> zero_copy_{0};
   std::atomic<std::uint64_t> requests_{0};
-  std::string label_;  // "queue 3", "dev 1": for the -d report
+  std::string label_;          // "queue 3", "dev 1": for the -d report
   alignas(64) char end_[1]{};  // the next shard starts on a cache line of its own
 };
 

@@ -52,8 +52,10 @@ namespace corofuse::transport {
 class dev_buffers {
  public:
   explicit dev_buffers(std::size_t max_payload)
-      : request_size_(max_payload + 4096), reply_size_(max_payload + 4096),
-        request_(make_page_buffer(request_size_)), reply_(make_page_buffer(reply_size_)) {}
+      : request_size_(max_payload + 4096),
+        reply_size_(max_payload + 4096),
+        request_(make_page_buffer(request_size_)),
+        reply_(make_page_buffer(reply_size_)) {}
   std::span<std::byte> request() noexcept { return {request_.get(), request_size_}; }
   std::span<std::byte> reply() noexcept { return {reply_.get(), reply_size_}; }
 
@@ -112,8 +114,8 @@ struct dev_setup {
   std::size_t max_payload = 0;   // the largest WRITE or READ
   serving_threads* threads = nullptr;
   notify_replies* replies = nullptr;
-  pause_gate* gate = nullptr;    // where paused readers wait
-  unsigned thread_count = 1;     // /dev/fuse threads in all (context::queue_count)
+  pause_gate* gate = nullptr;  // where paused readers wait
+  unsigned thread_count = 1;   // /dev/fuse threads in all (context::queue_count)
 };
 
 // The readers' buffers of one thread, registered as fixed buffers of its ring (request 2i, reply
@@ -222,8 +224,8 @@ void run_dev_thread(Fs& fs, int fd, unsigned index, const dev_setup& setup, std:
     thread.box().gate = setup.gate;
     counter_shard& counts = setup.stats->add_shard("dev " + std::to_string(index));
     for (unsigned i = 0; i < setup.depth; ++i) {
-      auto reader = [](Fs& f, io::ring& rr, int dfd, dev_buffers& b, int first, serving_thread& t, counter_shard& c,
-                       const dev_setup& su, unsigned ti) -> io::task<void> {
+      auto reader = [](Fs& f, io::ring& rr, int dfd, dev_buffers& b, int first, serving_thread& t, counter_shard& c, const dev_setup& su,
+                       unsigned ti) -> io::task<void> {
         if (co_await serve_dev_fuse(f, rr, dfd, b, first, t, c, su, ti) == reader_end::read_failed)
           log_message("a /dev/fuse reader stopped on an error");
       };

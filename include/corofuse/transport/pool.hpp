@@ -1,6 +1,7 @@
 // Buffer pools and zero-copy: the ring transport's protocol 7.46 mode (Linux 7.3+).
 //
-// Per queue, in this order (KERNEL.md, fs/fuse/dev_uring.c of 7.3):
+// Per queue, in this order (docs/kernel.md, "Buffer pools and zero-copy (7.46)"; the kernel's
+// fs/fuse/dev_uring.c of 7.3):
 //   ADD_QUEUE(qid, FUSE_URING_ZERO_COPY or 0) -> ADD_BUFPOOL(qid, pool) -> REGISTER each entry with
 //   a header and an EMPTY payload iovec (and, on a zero-copy queue, its own fixed-buffer slot).
 // The kernel hands each request a pool buffer only when it has bytes to copy (it names it by
@@ -65,11 +66,11 @@ class reserved_window {
 
 // What a queue ended up with, for its entries and the log.
 struct pool_outcome {
-  bool pool = false;       // ADD_BUFPOOL accepted: entries register empty payloads
-  bool zero_copy = false;  // ADD_QUEUE with FUSE_URING_ZERO_COPY accepted
-  int pool_index = -1;     // the pool's fixed-buffer slot (-1: not registered)
+  bool pool = false;          // ADD_BUFPOOL accepted: entries register empty payloads
+  bool zero_copy = false;     // ADD_QUEUE with FUSE_URING_ZERO_COPY accepted
+  int pool_index = -1;        // the pool's fixed-buffer slot (-1: not registered)
   bool sparse_table = false;  // the table has depth zero-copy slots before the pool (see above)
-  std::string note;        // why something fell back (empty: nothing did)
+  std::string note;           // why something fell back (empty: nothing did)
 };
 
 namespace detail {
@@ -138,8 +139,7 @@ inline pool_outcome set_up_pool_queue(io::ring& r, int fuse_fd, std::uint16_t qi
   cmd.bufpool.len = static_cast<std::uint32_t>(pool.size());
   res = io::sync_wait(r, detail::queue_command(r, fuse_fd, abi::uring_cmd::add_bufpool, cmd, out.pool_index));
   if (res < 0) {
-    if (out.zero_copy)
-      throw std::runtime_error(std::string("ADD_BUFPOOL failed on a zero-copy queue (") + std::strerror(-res) + ")");
+    if (out.zero_copy) throw std::runtime_error(std::string("ADD_BUFPOOL failed on a zero-copy queue (") + std::strerror(-res) + ")");
     out.note += (out.note.empty() ? "" : "; ") + std::string("ADD_BUFPOOL failed (") + std::strerror(-res) + "): 7.42 payloads";
     return out;
   }

@@ -70,19 +70,22 @@ inline void settle_file_read(reply_plan& p, int res) noexcept {
 
 // A handler cancelled by an INTERRUPT of its request answers EINTR, what the client's system call
 // then returns.
-inline int interrupted_error(const context& ctx, int error) noexcept {
-  return ctx.interrupted() && error == ECANCELED ? EINTR : error;
-}
+inline int interrupted_error(const context& ctx, int error) noexcept { return ctx.interrupted() && error == ECANCELED ? EINTR : error; }
 
 // The request path of one serving coroutine (a ring entry, a /dev/fuse reader): its context,
 // attached to its thread's mailbox, and what it counts into.
 template <typename Fs>
 class request_path {
  public:
-  request_path(Fs& fs, io::ring& r, const cache_defaults& defaults, serving_thread& thread, counter_shard& counts,
-               notify_replies* replies, arrival via, unsigned queue, unsigned queues)
-      : fs_(fs), ctx_(&r, defaults), attached_(thread.threads(), thread.box(), ctx_), threads_(thread.threads()), counts_(counts),
-        replies_(replies), via_(via) {
+  request_path(Fs& fs, io::ring& r, const cache_defaults& defaults, serving_thread& thread, counter_shard& counts, notify_replies* replies,
+               arrival via, unsigned queue, unsigned queues)
+      : fs_(fs),
+        ctx_(&r, defaults),
+        attached_(thread.threads(), thread.box(), ctx_),
+        threads_(thread.threads()),
+        counts_(counts),
+        replies_(replies),
+        via_(via) {
     context_access::set_queue(ctx_, queue, queues);
   }
   request_path(const request_path&) = delete;
@@ -136,9 +139,7 @@ class request_path {
   }
 
   // The plan's file read, on its own (not linked to anything): co_await, then reply.
-  io::task<void> read_file(reply_plan& p) {
-    settle_file_read(p, co_await ctx_.read_fixed(p.slice.fd, p.into, p.slice.offset));
-  }
+  io::task<void> read_file(reply_plan& p) { settle_file_read(p, co_await ctx_.read_fixed(p.slice.fd, p.into, p.slice.offset)); }
 
  private:
   Fs& fs_;

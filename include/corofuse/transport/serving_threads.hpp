@@ -34,7 +34,7 @@
 
 namespace corofuse::transport {
 
-using detail::context_access;
+using corofuse::detail::context_access;
 
 // One serving thread's mailbox: an eventfd its ring reads, and the contexts it serves requests in.
 class mailbox {

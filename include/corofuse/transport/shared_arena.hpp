@@ -48,7 +48,8 @@ class shared_arena {
       throw std::runtime_error("the predecessor's ring memory is smaller than it says");
     void* want = reinterpret_cast<void*>(address);
     void* p = ::mmap(want, size, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_FIXED_NOREPLACE, fd, 0);
-    if (p == MAP_FAILED) throw std::runtime_error(std::string("cannot map the predecessor's ring memory at its address: ") + std::strerror(errno));
+    if (p == MAP_FAILED)
+      throw std::runtime_error(std::string("cannot map the predecessor's ring memory at its address: ") + std::strerror(errno));
     if (p != want) {  // a kernel before 4.17 takes the flag as a hint
       ::munmap(p, size);
       throw std::runtime_error("cannot map the predecessor's ring memory at its address: range in use");

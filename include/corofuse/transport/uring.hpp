@@ -117,13 +117,13 @@ inline queue_layout layout_of_queue(unsigned depth, std::size_t payload_size) no
 // Where an entry's requests put their payload: its own buffer (7.42, or a pool the kernel
 // refused), or the queue's pool; plus, on a zero-copy queue, its slot and the window standing for it.
 struct entry_payload {
-  std::span<std::byte> own;      // per-entry payload; empty with a pool
-  int own_index = -1;            // its fixed-buffer slot (-1: not registered)
-  std::span<std::byte> pool;     // the queue's pool; empty without one
-  std::size_t buf_size = 0;      // one pool buffer
-  int pool_index = -1;           // the pool's fixed-buffer slot (-1: not registered)
-  int zero_copy_slot = -1;       // the entry's slot for the client's pages (-1: not zero-copy)
-  std::span<std::byte> window;   // never-mapped stand-in for that slot
+  std::span<std::byte> own;     // per-entry payload; empty with a pool
+  int own_index = -1;           // its fixed-buffer slot (-1: not registered)
+  std::span<std::byte> pool;    // the queue's pool; empty without one
+  std::size_t buf_size = 0;     // one pool buffer
+  int pool_index = -1;          // the pool's fixed-buffer slot (-1: not registered)
+  int zero_copy_slot = -1;      // the entry's slot for the client's pages (-1: not zero-copy)
+  std::span<std::byte> window;  // never-mapped stand-in for that slot
 };
 
 // Where each entry stands, for a pause of the ring (a handoff to a successor process: restart
@@ -163,6 +163,14 @@ struct ring_pause {
   pause_gate* gate = nullptr;  // where frozen entries wait for the outcome
 
   bool frozen() const noexcept { return possible && freezing.load(std::memory_order_seq_cst); }
+  // An entry starts serving a request (sequentially consistent: the session reads the states
+  // after its store of `freezing`), or waits for the next one.
+  void serving(entry_slot& s) const noexcept {
+    if (possible) s.state.store(entry_state::serving, std::memory_order_seq_cst);
+  }
+  void waiting(entry_slot& s) const noexcept {
+    if (possible) s.state.store(entry_state::waiting, std::memory_order_release);
+  }
 };
 
 // Shared, read-only configuration of the queues plus the cross-thread outcome.
@@ -180,8 +188,8 @@ struct ring_setup {
   std::atomic<int> queues_running{0};
   std::atomic<int> pool_queues{0};       // queues serving from a buffer pool
   std::atomic<int> zero_copy_queues{0};  // of which zero-copy
-  serving_threads* threads = nullptr;  // INTERRUPT, the connection's end and shutdown reach the queues through it
-  notify_replies* replies = nullptr;   // RETRIEVE's answers (NOTIFY_REPLY) may come over the ring too
+  serving_threads* threads = nullptr;    // INTERRUPT, the connection's end and shutdown reach the queues through it
+  notify_replies* replies = nullptr;     // RETRIEVE's answers (NOTIFY_REPLY) may come over the ring too
 
   // Restart without unmount. The entries' headers and payloads live in `arena` (queue q at
   // q * arena_layout.per_queue()); `slots` has one entry_slot per entry (queue-major).
@@ -239,8 +247,8 @@ io::task<int> start_entry(io::ring& r, ring_setup& setup, ring_entry_buffers& e,
 
 // One ring entry, for as long as the mount lives: fetch -> serve -> commit.
 template <typename Fs>
-io::task<void> serve_ring_entry(Fs& fs, io::ring& r, ring_setup& setup, ring_entry_buffers& e, entry_payload where,
-                                const queue_site& q, entry_slot& slot) {
+io::task<void> serve_ring_entry(Fs& fs, io::ring& r, ring_setup& setup, ring_entry_buffers& e, entry_payload where, const queue_site& q,
+                                entry_slot& slot) {
   request_path<Fs> path(fs, r, *setup.cache, *q.thread, *q.counts, setup.replies, arrival::ring, q.qid, possible_cpus());
   context& ctx = path.ctx();
   const bool pooled = !where.pool.empty();
@@ -274,7 +282,7 @@ io::task<void> serve_ring_entry(Fs& fs, io::ring& r, ring_setup& setup, ring_ent
   };
 
   auto commit = [&](std::uint64_t commit_id) {
-    if (setup.pause.possible) slot.state.store(entry_state::waiting, std::memory_order_release);
+    setup.pause.waiting(slot);
     return commit_of(commit_id);
   };
 
@@ -299,7 +307,7 @@ io::task<void> serve_ring_entry(Fs& fs, io::ring& r, ring_setup& setup, ring_ent
       handed_off = true;
       break;
     }
-    if (setup.pause.possible) slot.state.store(entry_state::serving, std::memory_order_seq_cst);
+    setup.pause.serving(slot);
 
     // Serve. With a pool, the request's payload is in the buffer the kernel picked.
     std::span<std::byte> payload = where.own;
@@ -308,14 +316,13 @@ io::task<void> serve_ring_entry(Fs& fs, io::ring& r, ring_setup& setup, ring_ent
       const std::size_t offset = e.header.ring_ent_in_out.offset;
       if (offset % where.buf_size != 0 || offset >= where.pool.size() || where.pool.size() - offset < where.buf_size)
         pe = proto::parse_error::payload_overflow;
-      else
-        payload = where.pool.subspan(offset, where.buf_size);
+      else payload = where.pool.subspan(offset, where.buf_size);
     }
     proto::request req;
     if (pe == proto::parse_error::none)
       pe = proto::parse_ring_entry(e.header, payload, payload.size(), req, setup.layout, zero_copy ? where.window : std::span<std::byte>{});
-    context_access::set_registered_buffer(ctx, 1, zero_copy ? where.window : std::span<std::byte>{},
-                                          zero_copy ? where.zero_copy_slot : -1, /*offset_addressed=*/true);
+    context_access::set_registered_buffer(ctx, 1, zero_copy ? where.window : std::span<std::byte>{}, zero_copy ? where.zero_copy_slot : -1,
+                                          /*offset_addressed=*/true);
     // A zero-copy READ's data goes to the client's pages: the handler's buffer is the window.
     const bool read_to_pages = zero_copy && pe == proto::parse_error::none && req.opcode() == abi::opcode::read;
     proto::reply_buffer out(read_to_pages ? where.window : payload);
@@ -330,9 +337,12 @@ io::task<void> serve_ring_entry(Fs& fs, io::ring& r, ring_setup& setup, ring_ent
         settle_file_read(p, co_await std::move(read));  // refused: the connection is gone
       } else {
         set_reply(commit_id, 0, p.bytes + p.into.size());
+        const std::size_t wanted = p.into.size();
         io::link_result lr = co_await io::link(std::move(read), commit(commit_id));
-        if (!lr.first_reported) {
-          res = lr.second;  // the next request, or the end
+        // Read in full, the commit went out: its result is the next request, or the end. (Only
+        // a ring without IORING_FEAT_CQE_SKIP reports a full read's completion too.)
+        if (!lr.first_reported || (lr.first >= 0 && static_cast<std::size_t>(lr.first) == wanted)) {
+          res = lr.second;
           continue;
         }
         settle_file_read(p, lr.first);  // short (end of file) or failed: the commit was not sent
@@ -355,7 +365,7 @@ io::task<void> serve_ring_entry(Fs& fs, io::ring& r, ring_setup& setup, ring_ent
 // with zero-copy slots (7.46); a successor repeats the predecessor's table.
 struct queue_buffers {
   std::vector<ring_entry_buffers*> entries;
-  std::span<std::byte> block;           // depth payloads: the pool, or the entries' own payloads
+  std::span<std::byte> block;  // depth payloads: the pool, or the entries' own payloads
   pool_outcome pool;
   std::vector<reserved_window> windows;  // zero-copy: one never-mapped stand-in per entry's slot
 
@@ -439,8 +449,8 @@ void run_ring_queue(Fs& fs, ring_setup& setup, std::uint16_t qid, std::latch& st
     serving_thread thread(r, *setup.threads);
     const queue_site site{qid, &thread, &setup.stats->add_shard("queue " + std::to_string(qid))};
     for (unsigned i = 0; i < setup.depth; ++i)
-      thread.spawn(serve_ring_entry(fs, r, setup, *b.entries[i], b.payload_of(i, setup.payload_size), site,
-                                    setup.slots[qid * setup.depth + i]));
+      thread.spawn(
+          serve_ring_entry(fs, r, setup, *b.entries[i], b.payload_of(i, setup.payload_size), site, setup.slots[qid * setup.depth + i]));
     r.submit();  // the REGISTERs (or a successor's commits) go out now, before the session is told this queue is set up
     started.count_down();
     counted_down = true;
