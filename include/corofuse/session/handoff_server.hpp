@@ -142,6 +142,49 @@ bool on_cpu(unsigned cpu, Fn fn) {
   return pinned;
 }
 
+// The state a successor needs, taken while nothing is served: the terms, the mount, /dev/fuse,
+// every ring entry as it is held, how each queue was set up, and the filesystem's own state.
+inline handoff_writer state_of(handoff_site& site) {
+  const unsigned queues = site.rs ? site.geometry.queues : 0;
+  const unsigned depth = site.geometry.depth;
+  handoff_writer w;
+  w.put(handoff_magic);
+  put_terms(w, site.terms);
+  w.put_string(site.mountpoint);
+  w.put<std::uint8_t>(site.unprivileged);
+  w.put_fd(site.fuse_fd);
+  w.put<std::uint32_t>(queues * depth);
+  for (unsigned i = 0; i < queues * depth; ++i) {
+    w.put(static_cast<std::uint8_t>(site.rs->slots[i].state.load()));
+    w.put(site.rs->slots[i].commit_id);
+  }
+  for (unsigned q = 0; q < queues; ++q) w.put(site.rs->modes[q]);
+  site.save_state(w);
+  return w;
+}
+
+// Gives every idle ring entry a request of our own: per queue, as many of the directories in
+// `plugs` as it has idle entries are closed from a thread on that queue's CPU (their RELEASEDIRs
+// land there). Returns -1, or the CPU that could not be run on (its plugs stay in `plugs`).
+inline int quiet_idle_entries(handoff_site& site, std::vector<int>& plugs) {
+  const unsigned queues = site.rs ? site.geometry.queues : 0;
+  const unsigned depth = site.geometry.depth;
+  for (unsigned q = 0; q < queues; ++q) {
+    unsigned idle = 0;
+    for (unsigned i = 0; i < depth; ++i) idle += site.rs->slots[q * depth + i].state.load() == transport::entry_state::waiting ? 1 : 0;
+    if (!idle) continue;
+    std::vector<int> mine(plugs.end() - idle, plugs.end());
+    plugs.resize(plugs.size() - idle);
+    if (!on_cpu(q, [&] {
+          for (int fd : mine) ::close(fd);
+        })) {
+      plugs.insert(plugs.end(), mine.begin(), mine.end());  // closed later, from anywhere
+      return static_cast<int>(q);
+    }
+  }
+  return -1;
+}
+
 }  // namespace handoff_detail
 
 // One handoff, on the accepted connection `sock`. Returns when the loop has its verdict.
@@ -248,19 +291,9 @@ inline void hand_over(int sock, handoff_site& site) {
     }
     // Idle entries get their RELEASEDIR, queue by queue.
     const int quiet = count([](auto s) { return s == transport::entry_state::waiting; });
-    for (unsigned q = 0; q < queues; ++q) {
-      unsigned idle = 0;
-      for (unsigned i = 0; i < depth; ++i) idle += slot(q, i).state.load() == transport::entry_state::waiting ? 1 : 0;
-      if (!idle) continue;
-      std::vector<int> mine(plugs.end() - idle, plugs.end());
-      plugs.resize(plugs.size() - idle);
-      if (!handoff_detail::on_cpu(q, [&] {
-            for (int fd : mine) ::close(fd);
-          })) {
-        plugs.insert(plugs.end(), mine.begin(), mine.end());  // closed later, from anywhere
-        resume("cannot run on CPU " + std::to_string(q) + " to quiesce its ring queue");
-        return;
-      }
+    if (const int cpu = handoff_detail::quiet_idle_entries(site, plugs); cpu >= 0) {
+      resume("cannot run on CPU " + std::to_string(cpu) + " to quiesce its ring queue");
+      return;
     }
     const int everyone = site.readers + static_cast<int>(queues * depth);
     if (!handoff_detail::wait_for([&] { return site.gate->arrived() >= everyone; }, 10.0, site.fuse_fd)) {
@@ -270,23 +303,7 @@ inline void hand_over(int sock, handoff_site& site) {
     const int held_replies = count([](auto s) { return s == transport::entry_state::held_reply; });
     const int held_requests = count([](auto s) { return s == transport::entry_state::held_request; });
 
-    // The state, taken while nothing is served.
-    handoff_writer w;
-    w.put(handoff_magic);
-    put_terms(w, site.terms);
-    w.put_string(site.mountpoint);
-    w.put<std::uint8_t>(site.unprivileged);
-    w.put_fd(site.fuse_fd);
-    w.put<std::uint32_t>(queues * depth);
-    for (unsigned q = 0; q < queues; ++q) {
-      for (unsigned i = 0; i < depth; ++i) {
-        w.put(static_cast<std::uint8_t>(slot(q, i).state.load()));
-        w.put(slot(q, i).commit_id);
-      }
-    }
-    for (unsigned q = 0; q < queues; ++q) w.put(site.rs->modes[q]);
-    site.save_state(w);
-    send_blob(sock, w);
+    send_blob(sock, handoff_detail::state_of(site));  // taken while nothing is served
     state_sent = true;
     // The successor has set everything up but touched nothing of the connection: until it is
     // told to go, this server can still take everything back.
