@@ -122,7 +122,11 @@ struct open_file {
   corofuse::ino node = 0;       // the inode it was opened on
   std::int32_t backing_id = 0;  // --passthrough: the inode's backing id, one reference of it
   DIR* dir = nullptr;           // directories: the listing stream
-  off_t dir_offset = 0;         // where `dir` stands (the d_off of the last entry handed out)
+  // Where its data lives (fs/backing.hpp): in memory or on a local disk, READ and WRITE may run on
+  // the queue thread; classified at open (a file under SOURCE may sit on another filesystem
+  // mounted there).
+  cf::backing_speed speed = cf::backing_speed::remote;
+  off_t dir_offset = 0;  // where `dir` stands (the d_off of the last entry handed out)
   std::mutex dir_mutex;
 };
 
@@ -136,7 +140,8 @@ struct options {
 
 class passthrough {
  public:
-  passthrough(int source_fd, const struct stat& source_st, options o) : opts_(o) {
+  passthrough(int source_fd, const struct stat& source_st, options o)
+      : opts_(o), source_dev_(source_st.st_dev), speed_(cf::classify_backing(source_fd)) {
     auto root = std::make_unique<inode>();
     root->fd = source_fd;
     root->dev = source_st.st_dev;
@@ -326,6 +331,7 @@ class passthrough {
         if (!f->dir) throw handoff_error(std::string("passthrough: a listing could not be resumed: ") + std::strerror(errno));
         f->dir_offset = -1;  // a fresh stream: the next READDIR seeks to the kernel's offset
       }
+      f->speed = cf::classify_backing(fd.fd);
       f->fd = fd.release();
       files.back() = std::move(f);
     }
@@ -359,21 +365,29 @@ class passthrough {
   }
 
   cf::task<cf::result<cf::attr>> getattr(cf::context& c, cf::ino i, const cf::file_info*) {
-    int fd = fd_of(i);
-    if (fd < 0) co_return cf::error(-fd);
+    inode_ref in = find(i);
+    if (!in.fd_ok()) co_return cf::error(in.error());
     struct ::statx x {};
-    int r = co_await cf::io::statx(c.ring(), fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, &x);
+    int r = co_await statx_of(c, in.fd, in.on_source, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW, STATX_BASIC_STATS, x);
     if (r < 0) co_return cf::error(-r);
     co_return cf::attr{to_stat(x)};
   }
 
   cf::task<cf::result<struct ::statx>> statx(cf::context& c, cf::ino i, const cf::file_info*, int flags, unsigned mask) {
-    int fd = fd_of(i);
-    if (fd < 0) co_return cf::error(-fd);
+    inode_ref in = find(i);
+    if (!in.fd_ok()) co_return cf::error(in.error());
     struct ::statx x {};
-    int r = co_await cf::io::statx(c.ring(), fd, "", AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW | (flags & AT_STATX_SYNC_TYPE), mask, &x);
+    int r = co_await statx_of(c, in.fd, in.on_source, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW | (flags & AT_STATX_SYNC_TYPE), mask, x);
     if (r < 0) co_return cf::error(-r);
     co_return x;
+  }
+
+  // statx of a backing inode. io_uring always punts STATX to an io-wq worker: on a backing store
+  // in memory or on a local disk the system call on the queue thread is cheaper than that hop;
+  // only a remote one (which may stall for seconds) goes to the ring.
+  cf::task<int> statx_of(cf::context& c, int fd, bool on_source, int flags, unsigned mask, struct ::statx& x) {
+    if (!on_source || speed_ == cf::backing_speed::remote) co_return co_await cf::io::statx(c.ring(), fd, "", flags, mask, &x);
+    co_return ::statx(fd, "", flags, mask, &x) == 0 ? 0 : -errno;
   }
 
   cf::result<cf::attr> setattr(cf::context& c, cf::ino i, const cf::set_attr& s, const cf::file_info* fi) {
@@ -523,16 +537,17 @@ class passthrough {
 
   // The transport reads the backing file straight into the reply (linked to the commit on the ring).
   cf::result<cf::file_slice> read(cf::context&, cf::ino, cf::file_info& fi, std::span<std::byte> out, off_t off) {
-    int fd = file_fd(fi.fh);
-    if (fd < 0) return cf::error(EBADF);
-    return cf::file_slice{fd, off, out.size()};
+    open_file* f = file(fi.fh);
+    if (!f || f->fd < 0) return cf::error(EBADF);
+    return cf::file_slice{f->fd, off, out.size(), f->speed};
   }
 
   cf::task<cf::result<std::size_t>> write(cf::context& c, cf::ino, cf::file_info& fi, std::span<const std::byte> in, off_t off) {
-    int fd = file_fd(fi.fh);
-    if (fd < 0) co_return cf::error(EBADF);
+    open_file* f = file(fi.fh);
+    if (!f || f->fd < 0) co_return cf::error(EBADF);
+    const int fd = f->fd;
     if (c.kill_suidgid()) drop_suidgid(fd, c);
-    int n = co_await c.write_fixed(fd, in, off);
+    int n = co_await c.write_fixed(fd, in, off, f->speed);
     if (n < 0) co_return cf::error(-n);
     co_return static_cast<std::size_t>(n);
   }
@@ -790,6 +805,7 @@ class passthrough {
   struct inode_ref {
     int fd = -ESTALE;
     mode_t type = 0;
+    bool on_source = false;  // on SOURCE's own filesystem (not one mounted under it)
     bool fd_ok() const noexcept { return fd >= 0; }
     int error() const noexcept { return -fd; }
   };
@@ -798,7 +814,7 @@ class passthrough {
     std::lock_guard lock(mutex_);
     auto it = inodes_.find(i);
     if (it == inodes_.end()) return {};
-    return {it->second->fd, it->second->type};
+    return {it->second->fd, it->second->type, it->second->dev == source_dev_};
   }
 
   // The handle's descriptor, or -errno.
@@ -940,6 +956,7 @@ class passthrough {
     auto f = new_file();
     f->fd = fd;
     f->node = node;
+    f->speed = cf::classify_backing(fd);
     cf::open_reply r;
     r.direct_io = opts_.direct_io;
     // On a zero-copy queue (Linux 7.3, --zero-copy auto) READ and WRITE then move the client's own
@@ -1090,6 +1107,11 @@ class passthrough {
   }
 
   options opts_;
+  // Where SOURCE's filesystem keeps its data: in memory or on a local disk, stats of its inodes
+  // run on the queue thread (fs/backing.hpp); inodes of filesystems mounted under SOURCE go to the
+  // ring.
+  dev_t source_dev_;
+  cf::backing_speed speed_;
   cf::connection conn_;
   std::atomic<bool> passthrough_refused_{false};
 

@@ -2,6 +2,8 @@
 #pragma once
 
 #include <sys/types.h>
+#include <sys/uio.h>
+#include <unistd.h>
 
 #include <cstddef>
 #include <atomic>
@@ -12,6 +14,7 @@
 #include <utility>
 
 #include "corofuse/abi/protocol.hpp"
+#include "corofuse/fs/backing.hpp"
 #include "corofuse/fs/types.hpp"
 #include "corofuse/io/cancellation.hpp"
 #include "corofuse/io/operations.hpp"
@@ -84,7 +87,11 @@ class context {
   // reader's reply buffer, or, on a zero-copy request, the client's own pages), a plain READ
   // otherwise. co_await gives the bytes read, or -errno. Pass the buffer a READ handler was given
   // to move the backing file's data straight into the reply.
-  auto read_fixed(int fd, std::span<std::byte> dst, off_t offset) {
+  //
+  // `speed` says where the file's data lives (backing.hpp): a file in memory is read with pread(2)
+  // right here (the operation is then complete when awaited), a local one with preadv2(RWF_NOWAIT)
+  // when its data is cached; the rest, and any read into the client's pages, goes to the ring.
+  auto read_fixed(int fd, std::span<std::byte> dst, off_t offset, backing_speed speed = backing_speed::remote) {
     const target t = registered_target(dst.data(), dst.size());
     auto prep = [=](io_uring_sqe* s) {
       if (t.index >= 0) {
@@ -95,13 +102,18 @@ class context {
       }
     };
     if (t.refused) return io::operation<decltype(prep)>::ready(*ring_, prep, -ECONNABORTED);
+    if (t.mapped && speed != backing_speed::remote) {
+      if (int res = read_inline(fd, dst, offset, speed); res != not_done) return io::operation<decltype(prep)>::ready(*ring_, prep, res);
+    }
     return std::move(io::detail::make(*ring_, prep).track(stop_));
   }
 
   // Writes `src` (for a WRITE handler, the data it was given: on the ring it sits in the entry's
   // registered payload or pool buffer, or in the client's pages on a zero-copy request) to `fd` at
   // `offset`: WRITE_FIXED when registered, a plain WRITE otherwise.
-  auto write_fixed(int fd, std::span<const std::byte> src, off_t offset) {
+  // A file in memory (`speed`, backing.hpp) is written with pwrite(2) right here, unless the data is
+  // in the client's pages.
+  auto write_fixed(int fd, std::span<const std::byte> src, off_t offset, backing_speed speed = backing_speed::remote) {
     const target t = registered_target(src.data(), src.size());
     auto prep = [=](io_uring_sqe* s) {
       if (t.index >= 0) {
@@ -112,6 +124,8 @@ class context {
       }
     };
     if (t.refused) return io::operation<decltype(prep)>::ready(*ring_, prep, -ECONNABORTED);
+    if (t.mapped && speed == backing_speed::memory)
+      return io::operation<decltype(prep)>::ready(*ring_, prep, write_inline(fd, src, offset));
     return std::move(io::detail::make(*ring_, prep).track(stop_));
   }
 
@@ -147,15 +161,36 @@ class context {
     int index = -1;           // the fixed buffer, or -1: a plain read/write
     std::uintptr_t addr = 0;  // the address io_uring is given
     bool refused = false;     // a zero-copy window after the connection was lost
+    bool mapped = true;       // false: the client's pages (a zero-copy window), reachable only by io_uring
   };
+  // What read_inline gives when the read is the ring's to do after all.
+  static constexpr int not_done = -0x10000;
+  static int read_inline(int fd, std::span<std::byte> dst, off_t offset, backing_speed speed) noexcept {
+    iovec iov{dst.data(), dst.size()};
+    ssize_t n;
+    do {
+      n = ::preadv2(fd, &iov, 1, offset, speed == backing_speed::local ? RWF_NOWAIT : 0);
+    } while (n < 0 && errno == EINTR);
+    if (speed == backing_speed::memory) return n < 0 ? -errno : static_cast<int>(n);
+    // RWF_NOWAIT: all of it was cached. A short read may be the end of the file or pages not
+    // cached, an error may be EAGAIN or a file that cannot say (EOPNOTSUPP): the ring decides.
+    return n == static_cast<ssize_t>(dst.size()) ? static_cast<int>(n) : not_done;
+  }
+  static int write_inline(int fd, std::span<const std::byte> src, off_t offset) noexcept {
+    ssize_t n;
+    do {
+      n = ::pwrite(fd, src.data(), src.size(), offset);
+    } while (n < 0 && errno == EINTR);
+    return n < 0 ? -errno : static_cast<int>(n);
+  }
   target registered_target(const void* p, std::size_t n) const noexcept {
     auto* b = static_cast<const std::byte*>(p);
     for (const auto& r : regions_) {
       if (r.index >= 0 && b >= r.bytes.data() && n <= r.bytes.size() &&
           static_cast<std::size_t>(b - r.bytes.data()) <= r.bytes.size() - n) {
         const auto offset = static_cast<std::uintptr_t>(b - r.bytes.data());
-        if (!r.offset_addressed) return {r.index, reinterpret_cast<std::uintptr_t>(p), false};
-        return {r.index, offset, lost_ && lost_->load(std::memory_order_acquire)};
+        if (!r.offset_addressed) return {r.index, reinterpret_cast<std::uintptr_t>(p), false, true};
+        return {r.index, offset, lost_ && lost_->load(std::memory_order_acquire), false};
       }
     }
     return {};
@@ -211,7 +246,13 @@ struct context_access {
     c.cancel_due_.store(false, std::memory_order_relaxed);
     c.serving_.store(unique, std::memory_order_release);
   }
-  static void end(context& c) noexcept { c.serving_.store(0, std::memory_order_release); }
+  // The handler is done: what the transport does next for the request (its file read) is not
+  // the handler's, and no INTERRUPT cancels it.
+  static void end(context& c) noexcept {
+    c.serving_.store(0, std::memory_order_release);
+    c.stop_.reset();
+    c.cancel_due_.store(false, std::memory_order_relaxed);
+  }
   static std::uint64_t serving(const context& c) noexcept { return c.serving_.load(std::memory_order_acquire); }
   // Any thread: the request is interrupted; its thread's mailbox cancels what it has in flight.
   static void interrupt(context& c) noexcept {

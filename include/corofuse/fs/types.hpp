@@ -12,6 +12,7 @@
 
 #include "corofuse/abi/flags.hpp"
 #include "corofuse/abi/structs.hpp"
+#include "corofuse/fs/backing.hpp"
 #include "corofuse/proto/reply.hpp"
 
 namespace corofuse {
@@ -86,11 +87,15 @@ struct owned_dir_entry {
 // A READ answered straight from a file: the transport reads up to `size` bytes at `offset` of `fd`
 // into the reply buffer itself. On the ring that read is linked to COMMIT_AND_FETCH: one submit,
 // one completion per request, and the data never passes through the handler. A short read (end
-// of file) replies with what was read; an error replies with the error.
+// of file) replies with what was read; an error replies with the error. `speed` says where the
+// file's data lives (backing.hpp): a file in memory is read with pread(2) on the queue thread, a
+// local one inline when cached, except on a zero-copy request (the client's pages are reachable
+// only through io_uring).
 struct file_slice {
   int fd = -1;
   off_t offset = 0;
   std::size_t size = 0;
+  backing_speed speed = backing_speed::remote;
 };
 
 // A READ handler that answers some requests in place and others from a file returns this.

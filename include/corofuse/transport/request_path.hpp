@@ -139,7 +139,9 @@ class request_path {
   }
 
   // The plan's file read, on its own (not linked to anything): co_await, then reply.
-  io::task<void> read_file(reply_plan& p) { settle_file_read(p, co_await ctx_.read_fixed(p.slice.fd, p.into, p.slice.offset)); }
+  io::task<void> read_file(reply_plan& p) {
+    settle_file_read(p, co_await ctx_.read_fixed(p.slice.fd, p.into, p.slice.offset, p.slice.speed));
+  }
 
  private:
   Fs& fs_;

@@ -272,10 +272,10 @@ io::task<void> serve_ring_entry(Fs& fs, io::ring& r, ring_setup& setup, ring_ent
     std::memcpy(e.header.in_out, &oh, sizeof oh);
     e.header.ring_ent_in_out.payload_sz = error ? 0 : static_cast<std::uint32_t>(bytes);
   };
-  // The freeze point of a paused ring: the entry keeps what it has (`what`: the request, or the
+  // The freeze point of a paused ring (called only when setup.pause.frozen(): a coroutine frame
+  // is not worth making per request): the entry keeps what it has (`what`: the request, or the
   // reply in place) and waits for the outcome. True when the connection was handed off.
   auto held_for_successor = [&](entry_state what, std::uint64_t commit_id) -> io::task<bool> {
-    if (!setup.pause.frozen()) co_return false;
     slot.commit_id = commit_id;
     slot.state.store(what, std::memory_order_release);
     co_return co_await setup.pause.gate->wait(r);
@@ -303,7 +303,7 @@ io::task<void> serve_ring_entry(Fs& fs, io::ring& r, ring_setup& setup, ring_ent
     // Paused, a request is held unserved for the successor, except a zero-copy one: the client's
     // pages are registered in this ring's table, which the successor does not have. It is served
     // here, and its reply held.
-    if (!zero_copy && co_await held_for_successor(entry_state::held_request, commit_id)) {
+    if (!zero_copy && setup.pause.frozen() && co_await held_for_successor(entry_state::held_request, commit_id)) {
       handed_off = true;
       break;
     }
@@ -332,9 +332,11 @@ io::task<void> serve_ring_entry(Fs& fs, io::ring& r, ring_setup& setup, ring_ent
     // Commit. A READ from a file, unpaused: the read into the reply and the commit (the reply
     // preset for the full size) go out together, linked: one completion when the read is complete.
     if (p.from_file && !setup.pause.frozen()) {
-      auto read = ctx.read_fixed(p.slice.fd, p.into, p.slice.offset);
+      auto read = ctx.read_fixed(p.slice.fd, p.into, p.slice.offset, p.slice.speed);
       if (read.is_immediate()) {
-        settle_file_read(p, co_await std::move(read));  // refused: the connection is gone
+        // Done already: read inline (a file in memory, or cached), or refused (the connection is
+        // gone). The reply goes out with the commit below.
+        settle_file_read(p, co_await std::move(read));
       } else {
         set_reply(commit_id, 0, p.bytes + p.into.size());
         const std::size_t wanted = p.into.size();
@@ -350,7 +352,7 @@ io::task<void> serve_ring_entry(Fs& fs, io::ring& r, ring_setup& setup, ring_ent
     }
     if (p.from_file) co_await path.read_file(p);  // paused: the data goes into the reply, which is held
     set_reply(commit_id, p.error, p.bytes);
-    if (co_await held_for_successor(entry_state::held_reply, commit_id)) {
+    if (setup.pause.frozen() && co_await held_for_successor(entry_state::held_reply, commit_id)) {
       handed_off = true;
       break;
     }
