@@ -73,21 +73,63 @@ class Tmpfs:
         os.rmdir(self.dir)
 
 
+class RequestCounter:
+    """The FUSE requests the kernel sent one connection, counted by the kernel's fuse:fuse_request_send
+    tracepoint (perf, filtered by the connection): the same count for every server, libfuse's too."""
+
+    def __init__(self):
+        self.proc = None
+        self.count = None
+        self.out = None
+
+    def start(self, dev):
+        if not shutil.which("perf") or dev is None:
+            return
+        if not os.path.isdir("/sys/kernel/tracing/events/fuse"):
+            subprocess.run(["mount", "-t", "tracefs", "tracefs", "/sys/kernel/tracing"], capture_output=True)
+        self.out = tempfile.NamedTemporaryFile(prefix="corofuse-bench-perf-", suffix=".txt", delete=False).name
+        self.proc = subprocess.Popen(["perf", "stat", "-a", "-x,", "-o", self.out, "-e", "fuse:fuse_request_send",
+                                      "--filter", f"connection == {dev[1]}"],
+                                     stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+    def stop(self):
+        if not self.proc:
+            return
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            self.proc.wait(timeout=30)
+            with open(self.out) as f:
+                for line in f:
+                    fields = line.strip().split(",")
+                    if len(fields) > 2 and fields[2] == "fuse:fuse_request_send" and fields[0].isdigit():
+                        self.count = int(fields[0])
+        except (OSError, subprocess.TimeoutExpired):
+            self.proc.kill()
+        finally:
+            self.proc = None
+            os.unlink(self.out)
+
+
 class Server:
     """One FUSE server on a fresh mount point: started, waited for, stopped with SIGTERM (its own
     PID only), its rusage and counters collected; a mount it leaves is detached and aborted."""
 
-    def __init__(self, binary, args, leading=()):
+    def __init__(self, binary, args, leading=(), libfuse=False):
         self.dir = tempfile.mkdtemp(prefix="corofuse-bench-mnt-")
         self.logpath = self.dir + ".log"
         self.logfile = open(self.logpath, "w")
-        self.proc = subprocess.Popen([binary, *leading, self.dir, "-d", *args], stdout=self.logfile, stderr=subprocess.STDOUT)
+        self.libfuse = libfuse
+        # libfuse's passthrough_hp: [options] SOURCE MOUNTPOINT, in the foreground; ours: [SOURCE]
+        # MOUNTPOINT -d [options] (-d: the counters at exit).
+        cmd = [binary, "--foreground", *args, *leading, self.dir] if libfuse else [binary, *leading, self.dir, "-d", *args]
+        self.proc = subprocess.Popen(cmd, stdout=self.logfile, stderr=subprocess.STDOUT)
         self.rusage = None
         self.dev = None
+        self.requests = RequestCounter()
         deadline = time.time() + 20
         while time.time() < deadline:
             self.dev = mounted_device(self.dir)
-            if self.dev and "serving" in self.log():
+            if self.dev and (libfuse or "serving" in self.log()):
                 break
             if self.proc.poll() is not None:
                 raise RuntimeError(f"{binary} exited: {self.log()[-2000:]}")
@@ -97,6 +139,18 @@ class Server:
             raise RuntimeError(f"{binary} did not mount within 20 s: {self.log()[-2000:]}")
         time.sleep(0.2)
         self.idle_rss_kib = self.rss_kib()
+        self.requests.start(self.dev)
+
+    def threads(self):
+        """The names of the server's threads (libfuse names its ring threads fuse-ring-N)."""
+        names = []
+        for t in os.listdir(f"/proc/{self.proc.pid}/task"):
+            try:
+                with open(f"/proc/{self.proc.pid}/task/{t}/comm") as f:
+                    names.append(f.read().strip())
+            except OSError:
+                pass
+        return names
 
     def log(self):
         with open(self.logpath) as f:
@@ -113,6 +167,7 @@ class Server:
         return 0
 
     def stop(self):
+        self.requests.stop()
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             deadline = time.time() + 30
@@ -256,8 +311,42 @@ def build(a):
     }
 
 
+def build_libfuse(a):
+    """libfuse's example/passthrough_hp from Debian's own fuse3 source (>= 3.18, from sid through the
+    private apt configuration of tools/debian-kernel), built with meson into the cache, io_uring on.
+    Returns (binary, None) or (None, why)."""
+    if not a.libfuse:
+        return None, "--no-libfuse"
+    for tool in ("meson", "ninja", "pkg-config"):
+        if not shutil.which(tool):
+            return None, f"{tool} is missing (apt-get install meson ninja-build pkg-config libnuma-dev)"
+    r = run([os.path.join(ROOT, "tools", "debian-kernel"), "source", "fuse3", "3.18"], timeout=1800, check=False)
+    if r.returncode != 0:
+        return None, f"no fuse3 >= 3.18 source: {r.stderr.strip()[-300:]}"
+    src = r.stdout.strip().splitlines()[-1]
+    version = os.path.basename(os.path.dirname(src))
+    build_dir = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(src))), "..", "libfuse-build", version)
+    build_dir = os.path.normpath(build_dir)
+    binary = os.path.join(build_dir, "example", "passthrough_hp")
+    if not os.access(binary, os.X_OK):
+        shutil.rmtree(build_dir, ignore_errors=True)
+        r = run(["meson", "setup", build_dir, "-Denable-io-uring=true", "-Dexamples=true", "-Dutils=false", "-Dtests=false",
+                 "-Duseroot=false", "-Dinitscriptdir=", "--buildtype=release"], cwd=src, timeout=600, check=False)
+        # Without libnuma (or liburing) meson quietly builds libfuse without its ring.
+        config = os.path.join(build_dir, "fuse_config.h")
+        if r.returncode != 0 or not os.path.exists(config) or "HAVE_URING" not in open(config).read():
+            return None, f"libfuse {version} configured without io_uring (libnuma-dev and liburing-dev installed?)"
+        r = run(["ninja", "-C", build_dir, "example/passthrough_hp"], timeout=1200, check=False)
+        if r.returncode != 0:
+            return None, f"building libfuse {version} failed: {r.stdout.strip()[-300:]}"
+    log(f"libfuse {version}: {binary}")
+    return binary, None
+
+
 def server_report(server, text, busy_rss_kib):
     total, per = counters(text)
+    if server.requests.count is not None:
+        total = server.requests.count  # the kernel's own count, the same for every server
     ru = server.rusage
     cpu = (ru.ru_utime + ru.ru_stime) if ru else 0.0
     m = re.search(r"buffers: ([\d.]+) MiB", text)
@@ -280,6 +369,11 @@ CONFIGS = [
     ("passthrough ring", "passthrough", ["--transport", "ring"]),
     ("passthrough dev", "passthrough", ["--transport", "dev"]),
     ("passthrough kernel", "passthrough", ["--transport", "ring", "--passthrough"]),
+    # The competitor: libfuse's example/passthrough_hp over the same tmpfs, without kernel
+    # passthrough (so it serves READ and WRITE itself, as ours does) and with --nocache (attribute
+    # and entry timeouts 0, no writeback cache: what -o attr_timeout=0 asks of ours).
+    ("libfuse io_uring", "libfuse", ["--nopassthrough", "--nocache", "-o", "io_uring"]),
+    ("libfuse classic", "libfuse", ["--nopassthrough", "--nocache"]),
 ]
 
 
@@ -287,7 +381,8 @@ def host_matrix(a, bins):
     results = {"configs": {}, "servers": {}, "null": {}}
     configs = [c for c in CONFIGS if not a.only or c[0] in a.only or c[1] is None]
     if a.baseline:  # each server configuration again with the baseline's binaries, right after it
-        configs = [x for c in configs for x in ([c] if c[1] is None else [c, (c[0] + " before", c[1] + "@before", c[2])])]
+        configs = [x for c in configs
+                   for x in ([c, (c[0] + " before", c[1] + "@before", c[2])] if c[1] in ("memfs", "passthrough") else [c])]
     for name, fs, args in configs:
         backing = Tmpfs()
         server = None
@@ -295,10 +390,19 @@ def host_matrix(a, bins):
             directory = backing.dir
             if fs is not None:
                 kind = fs.split("@")[0]
-                leading = [backing.dir] if kind == "passthrough" else []
+                if kind == "libfuse" and not bins.get("libfuse"):
+                    log(f"=== {name}: skipped ({bins.get('libfuse_why', 'not built')})")
+                    continue
+                leading = [backing.dir] if kind in ("passthrough", "libfuse") else []
                 extra = ["--size", "8G"] if kind == "memfs" else []
-                # attr_timeout=0: every stat(2) is a GETATTR round trip, the figure measured
-                server = Server(bins[fs], ["-o", "attr_timeout=0", *args, *extra], leading)
+                if kind == "libfuse":
+                    server = Server(bins[fs], args, leading, libfuse=True)
+                    if "io_uring" in args and not any(t.startswith("fuse-ring") for t in server.threads()):
+                        # libfuse falls back to /dev/fuse silently when its ring cannot start
+                        raise RuntimeError(f"{name}: libfuse did not start its io_uring ring: {server.log()[-500:]}")
+                else:
+                    # attr_timeout=0: every stat(2) is a GETATTR round trip, the figure measured
+                    server = Server(bins[fs], ["-o", "attr_timeout=0", *args, *extra], leading)
                 directory = server.dir
             log(f"=== {name}")
             results["configs"][name] = measure_config(name, directory, a, bins)
@@ -403,6 +507,31 @@ def write_report(a, results, bins):
                              ("create+unlink", "files/s", 0), ("readdir", "ms per listing", 1)):
         add(f"| {wl} ({unit}) | " + " | ".join(fmt(cfgs[n][wl], digits) for n in names) + " |")
     add("")
+    ref = cfgs.get("libfuse io_uring")
+    if ref:
+        add("## Against libfuse (io_uring)")
+        add("")
+        add("Each configuration's median over libfuse 3.18 passthrough_hp's (io_uring, `--nopassthrough --nocache`) in this "
+            "same run, with the ratio's range (its min over libfuse's max, its max over libfuse's min). Above 1 is better "
+            "for throughput, IOPS and files/s; for stat and readdir (times) the ratio is inverted so that above 1 is "
+            "better too.")
+        add("")
+        others = [n for n in names if n not in ("native tmpfs", "libfuse io_uring")]
+        add("| workload | " + " | ".join(others) + " |")
+        add("|---|" + "---|" * len(others))
+        for wl in [w for w, _, _ in WORKLOADS] + ["4k randread io_uring qd32", "stat", "create+unlink", "readdir"]:
+            row = []
+            for n in others:
+                v, r = cfgs[n].get(wl, {}), ref.get(wl, {})
+                if "median" not in v or "median" not in r or not r["median"] or not v["median"]:
+                    row.append("–")
+                    continue
+                if wl in ("stat", "readdir"):  # times: lower is better
+                    row.append(f"{r['median'] / v['median']:.2f}× ({r['min'] / v['max']:.2f}–{r['max'] / v['min']:.2f})")
+                else:
+                    row.append(f"{v['median'] / r['median']:.2f}× ({v['min'] / r['max']:.2f}–{v['max'] / r['min']:.2f})")
+            add(f"| {wl} | " + " | ".join(row) + " |")
+        add("")
     add("## The null filesystem (framework + kernel, no work)")
     add("")
     add("| transport | GETATTR round trips/s | 1 MiB READ, direct, 2 jobs (MiB/s) |")
@@ -413,7 +542,8 @@ def write_report(a, results, bins):
     add("## CPU and memory of the servers")
     add("")
     add("CPU per request: the server's user+system time over the whole run of that configuration divided by the requests "
-        "it served (from its counters). RSS: right after mounting (idle), at the end of the workloads (busy), and the "
+        "the kernel sent it (counted by the fuse:fuse_request_send tracepoint for that connection, the same for every "
+        "server; the server's own counters where perf is missing). RSS: right after mounting (idle), at the end of the workloads (busy), and the "
         "peak. Buffers: what the transport allocates for requests (registered, so pinned, on the ring).")
     add("")
     add("| server | requests | CPU µs/request | idle RSS MiB | busy RSS MiB | peak RSS MiB | buffers MiB |")
@@ -574,6 +704,8 @@ def main():
                    help="instead: passthrough on Linux 7.3 in qemu (tools/vm), 7.42 ring vs pool copy vs pool zero-copy, "
                         "into RESULTS-7.3.md")
     p.add_argument("--vm-size", default="256M", help="fio file size per job in the VM (default 256M)")
+    p.add_argument("--no-libfuse", dest="libfuse", action="store_false",
+                   help="leave out the competitor, libfuse 3.18's passthrough_hp (built from Debian's fuse3 source)")
     p.add_argument("--baseline", help="a directory with memfs and passthrough binaries of an earlier version (e.g. copied from "
                                       "bazel-bin of a checkout of it): each server configuration runs again with them, "
                                       "labelled 'before', in the same run")
@@ -587,6 +719,11 @@ def main():
         sys.exit("bench: perf is missing (apt-get install linux-perf)")
     log("building optimised binaries (bazel build --config=opt)")
     bins = build(a)
+    if not a.vm:
+        bins["libfuse"], why = build_libfuse(a)
+        if why:
+            bins["libfuse_why"] = why
+            log(f"libfuse is skipped: {why}")
     if a.baseline:
         for kind in ("memfs", "passthrough"):
             path = os.path.join(a.baseline, kind)
