@@ -14,6 +14,7 @@
 #include <algorithm>
 #include <cerrno>
 #include <cstddef>
+#include <coroutine>
 #include <cstdint>
 #include <span>
 
@@ -93,10 +94,12 @@ class request_path {
 
   context& ctx() noexcept { return ctx_; }
 
+  class serving;
+
   // Serves one received request: `pe` is how parsing went (none: `req` is valid), `out` the
   // reply buffer (arguments are written at its start). `zero_copy`: the request's data is in the
-  // client's pages (counted).
-  io::task<reply_plan> serve(proto::parse_error pe, const proto::request& req, proto::reply_buffer& out, bool zero_copy = false) {
+  // client's pages (counted). co_await it for the reply_plan.
+  serving serve(proto::parse_error pe, const proto::request& req, proto::reply_buffer& out, bool zero_copy = false) {
     request_arrived();
     reply_plan p;
     p.unique = req.unique();
@@ -107,26 +110,56 @@ class request_path {
                   static_cast<int>(why.size()), why.data());
       p.expected = p.unique != 0 && !abi::opcode_has_no_reply(req.opcode());
       p.error = proto::errno_for(pe);
-      co_return p;
+      return serving(*this, p);
     }
     counts_.request(req.opcode(), via_);
     if (zero_copy) counts_.zero_copy();
     if (req.opcode() == abi::opcode::interrupt) {
       threads_.interrupt(req.op<abi::interrupt_in>().unique);
       p.expected = false;
-      co_return p;
+      return serving(*this, p);
     }
     if (req.opcode() == abi::opcode::notify_reply) {  // a RETRIEVE's data, for the coroutine that asked
       if (!replies_ || !replies_->complete(req.unique(), req.data()))
         log_message("NOTIFY_REPLY %llu that nobody waits for", static_cast<unsigned long long>(req.unique()));
       p.expected = false;
-      co_return p;
+      return serving(*this, p);
     }
     attached_.start(req.unique());
-    reply_status st = co_await dispatch(fs_, ctx_, req, out);
+    return serving(*this, p, dispatch(fs_, ctx_, req, out), out, req.opcode());
+  }
+
+  // What serve() gives: the plan at once, or, for a request dispatched to a handler, the handler's
+  // task, awaited in place (no coroutine frame of its own), and the plan made from its status.
+  class serving {
+   public:
+    bool await_ready() const noexcept { return !handler_.valid(); }
+    std::coroutine_handle<> await_suspend(std::coroutine_handle<> waiting) noexcept {
+      return std::move(handler_).operator co_await().await_suspend(waiting);
+    }
+    reply_plan await_resume() {
+      if (handler_.valid()) path_.finish(plan_, std::move(handler_).operator co_await().await_resume(), *out_, op_);
+      return plan_;
+    }
+
+   private:
+    friend class request_path;
+    serving(request_path& path, const reply_plan& plan) : path_(path), plan_(plan) {}
+    serving(request_path& path, const reply_plan& plan, io::task<reply_status> handler, proto::reply_buffer& out, abi::opcode op)
+        : path_(path), plan_(plan), handler_(std::move(handler)), out_(&out), op_(op) {}
+    request_path& path_;
+    reply_plan plan_;
+    io::task<reply_status> handler_;
+    proto::reply_buffer* out_ = nullptr;
+    abi::opcode op_ = abi::opcode::lookup;
+  };
+
+  // After the handler: EINTR for an interrupted one, the request's end in the context, errors
+  // counted, and what the reply carries.
+  void finish(reply_plan& p, reply_status st, proto::reply_buffer& out, abi::opcode op) {
     st.error = interrupted_error(ctx_, st.error);
     attached_.end();
-    if (st.error) counts_.error(req.opcode());
+    if (st.error) counts_.error(op);
     p.expected = !st.no_reply;
     p.error = st.error;
     p.bytes = st.error ? 0 : out.size();
@@ -135,7 +168,6 @@ class request_path {
       p.slice = st.data_from;
       p.into = out.tail().first(std::min(st.data_from.size, out.room()));
     }
-    co_return p;
   }
 
   // The plan's file read, on its own (not linked to anything): co_await, then reply.
