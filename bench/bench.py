@@ -292,6 +292,7 @@ def measure_config(name, directory, a, bins):
                     shutil.rmtree(p, ignore_errors=True)
 
     attempt("stat", "stat", stat_target, a.stats)
+    attempt("stat 2 threads", "stat", stat_target, a.stats // 2, 2)
     attempt("create+unlink", "create", directory, a.files)
     attempt("readdir", "readdir", directory, a.entries, 3)
     for job in range(2):
@@ -377,6 +378,113 @@ CONFIGS = [
 ]
 
 
+def start_server(name, fs, args, source, bins):
+    """Mounts configuration `name` (server kind `fs`, with `args`) over the directory `source`."""
+    kind = fs.split("@")[0]
+    leading = [source] if kind in ("passthrough", "libfuse") else []
+    extra = ["--size", "8G"] if kind == "memfs" else []
+    if kind == "libfuse":
+        server = Server(bins[fs], args, leading, libfuse=True)
+        if "io_uring" in args and not any(t.startswith("fuse-ring") for t in server.threads()):
+            # libfuse falls back to /dev/fuse silently when its ring cannot start
+            why = server.log()[-500:]
+            server.stop()
+            raise RuntimeError(f"{name}: libfuse did not start its io_uring ring: {why}")
+        return server
+    # attr_timeout=0: every stat(2) is a GETATTR round trip, the figure measured
+    return Server(bins[fs], ["-o", "attr_timeout=0", *args, *extra], leading)
+
+
+# Configurations profiled with --perf (besides the null filesystem): ours and the competitor's.
+PROFILED = ("passthrough ring", "libfuse io_uring")
+
+
+def perf_report(pid, cmd, path, system_wide=False):
+    """perf record of process `pid` (or of the whole machine) while `cmd` runs; the top of the
+    report by symbol into `path`, and the context switches per second of the server's threads."""
+    data = os.path.join(tempfile.gettempdir(), "corofuse-perf.data")
+    target = ["-a"] if system_wide else ["-p", str(pid)]
+    rec = subprocess.Popen(["perf", "record", "-g", "-o", data, *target], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    time.sleep(0.5)
+    try:
+        run(cmd, timeout=600)
+    finally:
+        rec.send_signal(signal.SIGINT)
+        rec.wait(timeout=60)
+    sort = ["--sort", "comm,dso,sym"] if system_wide else []
+    rep = run(["perf", "report", "-i", data, "--stdio", "--no-children", "--percent-limit", "1", "-g", "none", *sort],
+              timeout=300, check=False)
+    with open(path, "w") as f:
+        f.write(f"# {' '.join(cmd)}\n")
+        f.write(rep.stdout)
+    os.unlink(data)
+
+
+def profile_config(server, name, a, bins):
+    """Profiles of one server doing 4 KiB random reads (qd32, io_uring) and stat(2)s: the server's
+    own threads (where its CPU goes) and the whole machine (client, kernel and server together)."""
+    out = os.path.join(a.out, "perf")
+    os.makedirs(out, exist_ok=True)
+    slug = name.replace(" ", "-")
+    lay_out(server.dir, "256M")
+    data = os.path.join(server.dir, "data.0.0")
+    randread = ["fio", "--name=p", "--rw=randread", "--bs=4k", "--direct=1", "--numjobs=2", "--iodepth=32",
+                "--ioengine=io_uring", "--size=256M", f"--filename={data}", "--readonly", "--runtime=5", "--time_based",
+                "--group_reporting"]
+    stat = [bins["meta"], "stat", data, "100000"]
+    perf_report(server.proc.pid, randread, os.path.join(out, f"{slug}-randread4k.txt"))
+    perf_report(server.proc.pid, randread, os.path.join(out, f"{slug}-randread4k-system.txt"), system_wide=True)
+    perf_report(server.proc.pid, stat, os.path.join(out, f"{slug}-stat.txt"))
+    for job in range(2):
+        os.unlink(os.path.join(server.dir, f"data.{job}.0"))
+
+
+SLOW_CONFIGS = ("passthrough ring", "passthrough dev", "libfuse io_uring", "libfuse classic")
+
+
+def slow_backing(a, bins):
+    """The servers over a slow backing store: the null filesystem with every READ delayed
+    (--read-delay-us), mounted as the passthrough's SOURCE. Two readers keep slow reads in flight
+    (4 KiB, direct, one at a time each, one per CPU) while stat(2)s of the mount's root (not
+    delayed) measure whether the queues still serve: a server whose queue thread waits in a read
+    holds every other request routed to it."""
+    out = {"delay_us": a.slow_delay_us, "configs": {}}
+    source = Server(bins["nullfs"], ["-o", "attr_timeout=0", "--transport", "ring", "--read-delay-us", str(a.slow_delay_us)])
+    try:
+        for name, fs, args in CONFIGS:
+            if name not in SLOW_CONFIGS or (a.only and name not in a.only):
+                continue
+            if fs == "libfuse" and not bins.get("libfuse"):
+                continue
+            server = start_server(name, fs, args, source.dir, bins)
+            readers = None
+            try:
+                target = os.path.join(server.dir, "f")
+                idle = summarize([meta(bins["meta"], "stat", server.dir, a.slow_stats) for _ in range(a.repeat)])
+                readers = subprocess.Popen(
+                    ["fio", "--name=slow", "--rw=randread", "--bs=4k", "--direct=1", "--ioengine=sync", "--numjobs=2",
+                     "--size=4G", f"--filename={target}", "--readonly", "--runtime=600", "--time_based", f"--cpus_allowed=0-{os.cpu_count() - 1}",
+                     "--cpus_allowed_policy=split", "--group_reporting", "--output-format=json"],
+                    stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+                time.sleep(1.0)
+                busy = summarize([meta(bins["meta"], "stat", server.dir, a.slow_stats) for _ in range(a.repeat)])
+                readers.send_signal(signal.SIGINT)  # fio stops and reports
+                text, _ = readers.communicate(timeout=120)
+                job = json.loads(text[text.index("{"):])["jobs"][0]
+                readers = None
+                out["configs"][name] = {"stat_idle_us": idle, "stat_busy_us": busy, "slow_read_iops": job["read"]["iops"]}
+                log(f"slow backing: {name}: stat {idle['median']:.1f} us idle, {busy['median']:.1f} us beside slow reads "
+                    f"({job['read']['iops']:.0f} reads/s)")
+            finally:
+                if readers:
+                    readers.kill()
+                    readers.wait()
+                server.stop()
+    finally:
+        source.stop()
+    return out
+
+
 def host_matrix(a, bins):
     results = {"configs": {}, "servers": {}, "null": {}}
     configs = [c for c in CONFIGS if not a.only or c[0] in a.only or c[1] is None]
@@ -389,20 +497,10 @@ def host_matrix(a, bins):
         try:
             directory = backing.dir
             if fs is not None:
-                kind = fs.split("@")[0]
-                if kind == "libfuse" and not bins.get("libfuse"):
+                if fs == "libfuse" and not bins.get("libfuse"):
                     log(f"=== {name}: skipped ({bins.get('libfuse_why', 'not built')})")
                     continue
-                leading = [backing.dir] if kind in ("passthrough", "libfuse") else []
-                extra = ["--size", "8G"] if kind == "memfs" else []
-                if kind == "libfuse":
-                    server = Server(bins[fs], args, leading, libfuse=True)
-                    if "io_uring" in args and not any(t.startswith("fuse-ring") for t in server.threads()):
-                        # libfuse falls back to /dev/fuse silently when its ring cannot start
-                        raise RuntimeError(f"{name}: libfuse did not start its io_uring ring: {server.log()[-500:]}")
-                else:
-                    # attr_timeout=0: every stat(2) is a GETATTR round trip, the figure measured
-                    server = Server(bins[fs], ["-o", "attr_timeout=0", *args, *extra], leading)
+                server = start_server(name, fs, args, backing.dir, bins)
                 directory = server.dir
             log(f"=== {name}")
             results["configs"][name] = measure_config(name, directory, a, bins)
@@ -411,6 +509,11 @@ def host_matrix(a, bins):
                 text = server.stop()
                 results["servers"][name] = server_report(server, text, busy)
                 server = None
+                if a.perf and name in PROFILED:  # a fresh mount: perf's cost stays out of the figures above
+                    server = start_server(name, fs, args, backing.dir, bins)
+                    profile_config(server, name, a, bins)
+                    server.stop()
+                    server = None
         finally:
             if server:
                 server.stop()
@@ -435,6 +538,8 @@ def host_matrix(a, bins):
         finally:
             if server:
                 server.stop()
+    if a.slow_delay_us > 0:
+        results["slow"] = slow_backing(a, bins)
     return results
 
 
@@ -487,7 +592,7 @@ def write_report(a, results, bins):
     add(f"Workloads: fio `--ioengine=sync --bs=1M --numjobs=2 --size={a.size}` per job (a single pass over each job's file; "
         "caches dropped before each run), and `--ioengine=io_uring --iodepth=32 --bs=4k --direct=1` for IOPS "
         f"({a.runtime} s). Metadata with `bench/meta`: stat(2) of a file with `-o attr_timeout=0` (every call a GETATTR "
-        f"round trip on FUSE), {a.files} files created and unlinked, a {a.entries}-entry directory listed. FUSE servers run "
+        f"round trip on FUSE), from one thread and from two at once (the latency each caller sees), {a.files} files created and unlinked, a {a.entries}-entry directory listed. FUSE servers run "
         "with their defaults otherwise (depth 4, 1 MiB requests); passthrough mirrors a tmpfs, memfs holds the data itself.")
     add("")
     add("## Throughput (MiB/s)")
@@ -503,7 +608,7 @@ def write_report(a, results, bins):
     add("")
     add("| workload | " + " | ".join(names) + " |")
     add("|---|" + "---|" * len(names))
-    for wl, unit, digits in (("4k randread io_uring qd32", "IOPS", 0), ("stat", "µs per call", 2),
+    for wl, unit, digits in (("4k randread io_uring qd32", "IOPS", 0), ("stat", "µs per call", 2), ("stat 2 threads", "µs per call", 2),
                              ("create+unlink", "files/s", 0), ("readdir", "ms per listing", 1)):
         add(f"| {wl} ({unit}) | " + " | ".join(fmt(cfgs[n][wl], digits) for n in names) + " |")
     add("")
@@ -519,18 +624,33 @@ def write_report(a, results, bins):
         others = [n for n in names if n not in ("native tmpfs", "libfuse io_uring")]
         add("| workload | " + " | ".join(others) + " |")
         add("|---|" + "---|" * len(others))
-        for wl in [w for w, _, _ in WORKLOADS] + ["4k randread io_uring qd32", "stat", "create+unlink", "readdir"]:
+        for wl in [w for w, _, _ in WORKLOADS] + ["4k randread io_uring qd32", "stat", "stat 2 threads", "create+unlink", "readdir"]:
             row = []
             for n in others:
                 v, r = cfgs[n].get(wl, {}), ref.get(wl, {})
                 if "median" not in v or "median" not in r or not r["median"] or not v["median"]:
                     row.append("–")
                     continue
-                if wl in ("stat", "readdir"):  # times: lower is better
+                if wl in ("stat", "stat 2 threads", "readdir"):  # times: lower is better
                     row.append(f"{r['median'] / v['median']:.2f}× ({r['min'] / v['max']:.2f}–{r['max'] / v['min']:.2f})")
                 else:
                     row.append(f"{v['median'] / r['median']:.2f}× ({v['min'] / r['max']:.2f}–{v['max'] / r['min']:.2f})")
             add(f"| {wl} | " + " | ".join(row) + " |")
+        add("")
+    slow = results.get("slow")
+    if slow and slow["configs"]:
+        add("## A slow backing store")
+        add("")
+        add(f"Each server mirrors the null filesystem with every READ delayed {slow['delay_us']} µs (`nullfs --read-delay-us`), "
+            "a stand-in for a slow disk or a remote store. Two fio readers (4 KiB direct random reads, one at a time, one per "
+            f"CPU) keep slow reads in flight while {a.slow_stats} stat(2)s of the mount's root, whose GETATTR is not "
+            "delayed, measure whether the server still answers other requests: a queue thread that waits in a read holds "
+            "every request routed to its queue.")
+        add("")
+        add("| server | stat µs, idle | stat µs, beside slow reads | slow reads/s |")
+        add("|---|---|---|---|")
+        for n, v in slow["configs"].items():
+            add(f"| {n} | {fmt(v['stat_idle_us'], 1)} | {fmt(v['stat_busy_us'], 1)} | {v['slow_read_iops']:.0f} |")
         add("")
     add("## The null filesystem (framework + kernel, no work)")
     add("")
@@ -698,7 +818,12 @@ def main():
     p.add_argument("--files", type=int, default=20000, help="files created and unlinked (default 20000)")
     p.add_argument("--entries", type=int, default=10000, help="entries of the listed directory (default 10000)")
     p.add_argument("--only", nargs="*", help="configurations to run besides native tmpfs, e.g. 'memfs ring'")
-    p.add_argument("--perf", action="store_true", help="also profile nullfs (GETATTR, 1 MiB READ) with perf into bench/perf/")
+    p.add_argument("--perf", action="store_true",
+                   help="also profile with perf into bench/perf/: nullfs (GETATTR, 1 MiB READ), and passthrough over the "
+                        "ring and libfuse io_uring (4 KiB random reads, stat), each on a mount of its own")
+    p.add_argument("--slow-delay-us", type=int, default=2000,
+                   help="the slow backing store's delay per READ in µs (default 2000; 0 leaves that part out)")
+    p.add_argument("--slow-stats", type=int, default=2000, help="stat calls per slow-backing figure (default 2000)")
     p.add_argument("--out", default=os.path.join(ROOT, "bench"), help="where RESULTS.md, results.json and results.png go")
     p.add_argument("--vm", action="store_true",
                    help="instead: passthrough on Linux 7.3 in qemu (tools/vm), 7.42 ring vs pool copy vs pool zero-copy, "

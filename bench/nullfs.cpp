@@ -4,12 +4,19 @@
 // READ replies with as many bytes as asked without writing them: the data is whatever the reply
 // buffer held (this is a benchmark, not a filesystem to keep anything in). GETATTR answers a fixed
 // stat. Run it with -o attr_timeout=0 to make every stat(2) a GETATTR round trip.
+//
+// --read-delay-us N makes every READ wait N microseconds before it answers (an io_uring timeout:
+// the queue keeps serving meanwhile): a slow backing store, such as a remote one, for a
+// passthrough server mounted over this one (bench/run's "slow backing" figures).
 #include <dirent.h>
 #include <sys/stat.h>
 
 #include <cerrno>
 #include <algorithm>
+#include <charconv>
+#include <chrono>
 #include <cstdint>
+#include <cstdio>
 #include <string_view>
 #include <vector>
 
@@ -40,9 +47,12 @@ class nullfs {
     return cf::open_reply{};
   }
 
-  cf::result<std::size_t> read(cf::context&, cf::ino, cf::file_info&, std::span<std::byte> out, off_t off) {
-    if (off < 0 || static_cast<std::uint64_t>(off) >= file_size) return std::size_t{0};
-    return std::min<std::size_t>(out.size(), file_size - static_cast<std::uint64_t>(off));
+  explicit nullfs(std::chrono::microseconds read_delay) : read_delay_(read_delay) {}
+
+  cf::task<cf::result<std::size_t>> read(cf::context& c, cf::ino, cf::file_info&, std::span<std::byte> out, off_t off) {
+    if (read_delay_.count() > 0) (void)co_await cf::io::timeout(c.ring(), read_delay_);
+    if (off < 0 || static_cast<std::uint64_t>(off) >= file_size) co_return std::size_t{0};
+    co_return std::min<std::size_t>(out.size(), file_size - static_cast<std::uint64_t>(off));
   }
 
   cf::result<std::size_t> write(cf::context&, cf::ino, cf::file_info&, std::span<const std::byte> in, off_t) { return in.size(); }
@@ -66,11 +76,32 @@ class nullfs {
     st.st_blksize = 4096;
     return st;
   }
+
+  std::chrono::microseconds read_delay_;
 };
 
 int main(int argc, char** argv) {
-  nullfs fs;
-  return cf::session::main(fs, argc, argv,
+  // Take --read-delay-us out of argv; the session parses the rest.
+  std::vector<char*> rest{argv[0]};
+  long delay_us = 0;
+  for (int i = 1; i < argc; ++i) {
+    std::string_view a = argv[i];
+    if (a != "--read-delay-us") {
+      rest.push_back(argv[i]);
+      continue;
+    }
+    std::string_view v = i + 1 < argc ? argv[++i] : "";
+    auto [end, ec] = std::from_chars(v.data(), v.data() + v.size(), delay_us);
+    if (v.empty() || ec != std::errc{} || end != v.data() + v.size() || delay_us < 0 || delay_us > 10'000'000) {
+      std::fprintf(stderr, "%s: --read-delay-us needs microseconds, 0 to 10000000 (try --help)\n", argv[0]);
+      return 2;
+    }
+  }
+  rest.push_back(nullptr);
+  nullfs fs{std::chrono::microseconds(delay_us)};
+  return cf::session::main(fs, static_cast<int>(rest.size() - 1), rest.data(),
                            "nullfs: answers from memory and does no work (a benchmark of the framework and the kernel);\n"
-                           "/f is 64 GiB, and READ returns whatever the reply buffer holds");
+                           "/f is 64 GiB, and READ returns whatever the reply buffer holds",
+                           "  --read-delay-us N      every READ waits N microseconds before it answers (a slow store;\n"
+                           "                         the queue serves other requests meanwhile)\n");
 }

@@ -38,6 +38,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
+#include <optional>
 #include <memory>
 #include <mutex>
 #include <string>
@@ -131,6 +132,9 @@ struct open_file {
 };
 
 struct options {
+  // --backing: how every backing file is treated (fs/backing.hpp), in place of asking its
+  // filesystem; unset: SOURCE's filesystem is classified once, another one under it per open.
+  std::optional<cf::backing_speed> backing;
   bool direct_io = false;
   bool kernel_passthrough = false;
   bool writeback = false;
@@ -141,7 +145,7 @@ struct options {
 class passthrough {
  public:
   passthrough(int source_fd, const struct stat& source_st, options o)
-      : opts_(o), source_dev_(source_st.st_dev), speed_(cf::classify_backing(source_fd)) {
+      : opts_(o), source_dev_(source_st.st_dev), speed_(o.backing ? *o.backing : cf::classify_backing(source_fd)) {
     auto root = std::make_unique<inode>();
     root->fd = source_fd;
     root->dev = source_st.st_dev;
@@ -331,7 +335,7 @@ class passthrough {
         if (!f->dir) throw handoff_error(std::string("passthrough: a listing could not be resumed: ") + std::strerror(errno));
         f->dir_offset = -1;  // a fresh stream: the next READDIR seeks to the kernel's offset
       }
-      f->speed = cf::classify_backing(fd.fd);
+      f->speed = speed_of(fd.fd, false);  // once per handed-over file: ask its filesystem
       f->fd = fd.release();
       files.back() = std::move(f);
     }
@@ -482,7 +486,7 @@ class passthrough {
     int fd = ::open(proc_fd_path(in.fd).c_str(), backing_flags(flags));
     if (fd < 0) return errno_error();
     if ((flags & O_TRUNC) && c.kill_suidgid()) drop_suidgid(fd, c);
-    return opened(fd, i, S_ISREG(in.type));
+    return opened(fd, i, S_ISREG(in.type), in.on_source);
   }
 
   cf::result<cf::created> create(cf::context& c, cf::ino parent, std::string_view name, mode_t mode, mode_t, int flags) {
@@ -940,7 +944,7 @@ class passthrough {
       ::close(fd);
       return cf::error(e.error_code());
     }
-    auto o = opened(fd, e->ino, true);
+    auto o = opened(fd, e->ino, true, e->attr.st_dev == source_dev_);
     if (!o) {
       drop_lookups(e->ino, 1);
       return cf::error(o.error_code());
@@ -952,11 +956,18 @@ class passthrough {
   // kernel takes one backing file per inode while it is open (a second id for the same inode is
   // refused), so the first open registers it and the last release closes it. A file whose backing
   // id is refused is served by this process (the reason is logged once).
-  cf::result<cf::open_reply> opened(int fd, cf::ino node, bool regular) {
+  // Where an opened file's data lives: forced by --backing, else SOURCE's class for a file on
+  // SOURCE's filesystem (no fstatfs per open), else its own filesystem's.
+  cf::backing_speed speed_of(int fd, bool on_source) const noexcept {
+    if (opts_.backing) return *opts_.backing;
+    return on_source ? speed_ : cf::classify_backing(fd);
+  }
+
+  cf::result<cf::open_reply> opened(int fd, cf::ino node, bool regular, bool on_source) {
     auto f = new_file();
     f->fd = fd;
     f->node = node;
-    f->speed = cf::classify_backing(fd);
+    f->speed = speed_of(fd, on_source);
     cf::open_reply r;
     r.direct_io = opts_.direct_io;
     // On a zero-copy queue (Linux 7.3, --zero-copy auto) READ and WRITE then move the client's own
@@ -1140,7 +1151,12 @@ constexpr std::string_view extra_usage =
     "  --direct-io            open files with direct_io: no kernel page cache for file data\n"
     "  --passthrough          kernel FUSE passthrough: READ and WRITE go from the kernel to the\n"
     "                         backing file without reaching this process (Linux 6.9+, needs\n"
-    "                         CAP_SYS_ADMIN; not with -o writeback_cache)\n";
+    "                         CAP_SYS_ADMIN; not with -o writeback_cache)\n"
+    "  --backing SPEED        how backing files are read and written: memory (system calls on the\n"
+    "                         queue thread: tmpfs), local (cached data inline, the rest on\n"
+    "                         io_uring: a local disk), remote (everything on io_uring, so a slow\n"
+    "                         store never stalls a queue), or auto (the default: from the\n"
+    "                         filesystem's type; unknown types are remote)\n";
 
 // Takes the first positional argument (SOURCE) and passthrough's own options out of argv.
 struct own_arguments {
@@ -1157,6 +1173,26 @@ bool split_arguments(int argc, char** argv, own_arguments& out) {
       out.fs.direct_io = true;
     } else if (a == "--passthrough") {
       out.fs.kernel_passthrough = true;
+    } else if (a == "--backing" || a.starts_with("--backing=")) {
+      std::string_view v;
+      if (a == "--backing") {
+        if (i + 1 >= argc) {
+          std::fprintf(stderr, "%s: --backing needs a value: memory, local, remote or auto (try --help)\n", argv[0]);
+          return false;
+        }
+        v = argv[++i];
+      } else {
+        v = a.substr(std::string_view("--backing=").size());
+      }
+      if (v == "memory") out.fs.backing = cf::backing_speed::memory;
+      else if (v == "local") out.fs.backing = cf::backing_speed::local;
+      else if (v == "remote") out.fs.backing = cf::backing_speed::remote;
+      else if (v == "auto") out.fs.backing.reset();
+      else {
+        std::fprintf(stderr, "%s: --backing %.*s: expected memory, local, remote or auto (try --help)\n", argv[0],
+                     static_cast<int>(v.size()), v.data());
+        return false;
+      }
     } else if (cf::session::option_takes_value(a) && i + 1 < argc) {
       out.rest.push_back(argv[i]);
       out.rest.push_back(argv[++i]);
@@ -1187,7 +1223,7 @@ std::string real_path(const std::string& p) {
 
 int main(int argc, char** argv) {
   own_arguments args;
-  split_arguments(argc, argv, args);
+  if (!split_arguments(argc, argv, args)) return 2;
   cf::session::options o;
   int status = cf::session::parse_main_options(static_cast<int>(args.rest.size() - 1), args.rest.data(), about, extra_usage, o,
                                                "SOURCE MOUNTPOINT");

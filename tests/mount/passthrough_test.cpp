@@ -1481,6 +1481,7 @@ TEST_CASE("passthrough: bad command lines give one line, exit 2 (1 for a bad SOU
   CHECK(out.find("usage") != std::string::npos);
   CHECK(out.find("--passthrough") != std::string::npos);
   CHECK(out.find("--direct-io") != std::string::npos);
+  CHECK(out.find("--backing SPEED") != std::string::npos);
   CHECK_FALSE(corofuse::testing::is_mounted(mnt.dir()));
 
   const std::string S = src.dir(), M = mnt.dir();
@@ -1500,6 +1501,9 @@ TEST_CASE("passthrough: bad command lines give one line, exit 2 (1 for a bad SOU
       {S + " " + M + " --transport", {2}},
       {S + " " + M + " --depth 0", {2}},
       {S + " " + M + " --shutdown-grace x", {2}},
+      {S + " " + M + " --backing", {2}},
+      {S + " " + M + " --backing fast", {2}},
+      {S + " " + M + " --backing=", {2}},
       {S + " " + M + " " + M, {2}},
       {"/nonexistent/source " + M, {1, 2}},
       {src.path("file") + " " + M, {1, 2}},
