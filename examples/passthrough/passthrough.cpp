@@ -38,9 +38,9 @@
 #include <cstdlib>
 #include <cstring>
 #include <map>
-#include <optional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <string_view>
 #include <unordered_map>
@@ -952,10 +952,6 @@ class passthrough {
     return cf::created{*e, *o};
   }
 
-  // Files the kernel opened: a slot per handle. With --passthrough, the inode's backing id: the
-  // kernel takes one backing file per inode while it is open (a second id for the same inode is
-  // refused), so the first open registers it and the last release closes it. A file whose backing
-  // id is refused is served by this process (the reason is logged once).
   // Where an opened file's data lives: forced by --backing, else SOURCE's class for a file on
   // SOURCE's filesystem (no fstatfs per open), else its own filesystem's.
   cf::backing_speed speed_of(int fd, bool on_source) const noexcept {
@@ -963,6 +959,10 @@ class passthrough {
     return on_source ? speed_ : cf::classify_backing(fd);
   }
 
+  // Files the kernel opened: a slot per handle. With --passthrough, the inode's backing id: the
+  // kernel takes one backing file per inode while it is open (a second id for the same inode is
+  // refused), so the first open registers it and the last release closes it. A file whose backing
+  // id is refused is served by this process (the reason is logged once).
   cf::result<cf::open_reply> opened(int fd, cf::ino node, bool regular, bool on_source) {
     auto f = new_file();
     f->fd = fd;
