@@ -51,12 +51,19 @@ timespec now() {
 
 bool older(const timespec& a, const timespec& b) { return a.tv_sec < b.tv_sec || (a.tv_sec == b.tv_sec && a.tv_nsec <= b.tv_nsec); }
 
+// Who owns the root directory, and its permission bits (-o uid=,gid=,mode=).
+struct root_owner {
+  std::uint32_t uid = 0;
+  std::uint32_t gid = 0;
+  mode_t mode = 0755;
+};
+
 }  // namespace
 
 class memfs {
  public:
-  explicit memfs(std::uint64_t size_limit) : limit_(size_limit) {
-    node& root = make_node(S_IFDIR | 0755, 0, 0);
+  explicit memfs(std::uint64_t size_limit, root_owner owner = {}) : limit_(size_limit) {
+    node& root = make_node(S_IFDIR | (owner.mode & 07777), owner.uid, owner.gid);
     root.nlink = 2;
     root.parent = cf::root_ino;
     root.lookups = 1;  // the kernel holds the root for the mount's lifetime
@@ -1059,56 +1066,61 @@ bool parse_size(std::string_view s, std::uint64_t& out) {
   return out >= page_bytes;
 }
 
+// Parses an owner id for -o uid= / gid= (decimal, as tmpfs takes it; -1 is "no id" to the kernel).
+bool parse_id(std::string_view s, std::uint32_t& out) {
+  if (s.empty() || s.size() > 10 || s.find_first_not_of("0123456789") != std::string_view::npos) return false;
+  const std::uint64_t v = std::stoull(std::string(s));
+  if (v >= 0xffffffffu) return false;
+  out = static_cast<std::uint32_t>(v);
+  return true;
+}
+
+// Parses the root's permission bits for -o mode= (octal, at most 07777, as tmpfs takes it).
+bool parse_mode(std::string_view s, mode_t& out) {
+  if (s.empty() || s.size() > 5 || s.find_first_not_of("01234567") != std::string_view::npos) return false;
+  const unsigned long v = std::stoul(std::string(s), nullptr, 8);
+  if (v > 07777) return false;
+  out = static_cast<mode_t>(v);
+  return true;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
+  namespace session = corofuse::session;
   std::uint64_t size = static_cast<std::uint64_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<std::uint64_t>(sysconf(_SC_PAGESIZE)) / 4;
-  // Take --size out of argv; the session parses the rest.
-  std::vector<char*> rest{argv[0]};
   std::string control;
-  for (int i = 1; i < argc; ++i) {
-    std::string_view a = argv[i];
-    std::string_view value;
-    if (a == "--size") {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "%s: --size needs a value (try --help)\n", argv[0]);
-        return 2;
-      }
-      value = argv[++i];
-    } else if (a.substr(0, 7) == "--size=") {
-      value = a.substr(7);
-    } else if (a == "--control") {
-      if (i + 1 >= argc) {
-        std::fprintf(stderr, "%s: --control needs a FIFO path (try --help)\n", argv[0]);
-        return 2;
-      }
-      control = argv[++i];
-      continue;
-    } else {
-      rest.push_back(argv[i]);
-      continue;
-    }
-    if (!parse_size(value, size)) {
-      std::fprintf(stderr,
-                   "%s: bad value for --size: '%.*s' (bytes with an optional K/M/G/T suffix, or 1-100%% of RAM; at least 4096) (try "
-                   "--help)\n",
-                   argv[0], static_cast<int>(value.size()), value.data());
-      return 2;
-    }
-  }
-  rest.push_back(nullptr);
-  memfs fs(size);
+  // The root belongs to whoever runs memfs (an ordinary user mounting through fusermount3 can then
+  // use it at once), as tmpfs's root belongs to whoever mounts it; -o uid=,gid=,mode= choose.
+  root_owner root{static_cast<std::uint32_t>(::geteuid()), static_cast<std::uint32_t>(::getegid()), 0755};
+  const session::own_options own = {
+      session::own_option::flag("--size", "N",
+                                "the most file data memfs holds: bytes, with K/M/G/T, or N% of RAM\n"
+                                "(default 25%); writes beyond it fail with ENOSPC",
+                                [&](std::string_view v) -> std::string {
+                                  return parse_size(v, size) ? ""
+                                                             : "bytes with an optional K/M/G/T suffix, or 1-100% of RAM; at least 4096";
+                                }),
+      session::own_option::flag("--control", "FIFO",
+                                "take commands from FIFO (created if missing) that change the tree\n"
+                                "behind the kernel's back and notify it: set|store PATH TEXT, rm PATH,\n"
+                                "mv OLD NEW, retrieve PATH, epoch (see memfs.cpp)",
+                                [&](std::string_view v) -> std::string {
+                                  if (v.empty()) return "a FIFO path";
+                                  control = std::string(v);
+                                  return "";
+                                }),
+      session::own_option::mount("uid", "N", "the root directory's owner (default: the user running memfs)",
+                                 [&](std::string_view v) -> std::string { return parse_id(v, root.uid) ? "" : "a numeric user id"; }),
+      session::own_option::mount("gid", "N", "the root directory's group (default: that user's group)",
+                                 [&](std::string_view v) -> std::string { return parse_id(v, root.gid) ? "" : "a numeric group id"; }),
+      session::own_option::mount("mode", "OCTAL", "the root directory's permissions (default 0755)",
+                                 [&](std::string_view v) -> std::string { return parse_mode(v, root.mode) ? "" : "octal, at most 07777"; }),
+  };
   constexpr std::string_view about = "memfs: an in-memory POSIX filesystem (files, directories, links, devices, xattrs)";
-  constexpr std::string_view extra_usage =
-      "  --size N               the most file data memfs holds: bytes, with K/M/G/T, or N% of RAM\n"
-      "                         (default 25%); writes beyond it fail with ENOSPC\n"
-      "  --control FIFO         take commands from FIFO (created if missing) that change the tree\n"
-      "                         behind the kernel's back and notify it: set|store PATH TEXT, rm PATH,\n"
-      "                         mv OLD NEW, retrieve PATH, epoch (see memfs.cpp)\n";
-  corofuse::session::options o;
-  if (int status = corofuse::session::parse_main_options(static_cast<int>(rest.size() - 1), rest.data(), about, extra_usage, o);
-      status >= 0)
-    return status;
+  session::options o;
+  if (int status = session::parse_main_options(argc, argv, about, {}, o, "MOUNTPOINT", own); status >= 0) return status;
+  memfs fs(size, root);
   if (!control.empty()) {
     // Before mounting: a bad FIFO path is one line and nothing mounted.
     if (std::string why = control_channel::prepare(control); !why.empty()) {
@@ -1117,5 +1129,5 @@ int main(int argc, char** argv) {
     }
     fs.set_control_path(control);
   }
-  return corofuse::session::serve(fs, o);
+  return session::serve(fs, o);
 }

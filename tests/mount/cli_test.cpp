@@ -271,6 +271,24 @@ TEST_CASE("memfs: bad --size and --control give one line, a non-zero exit, and m
     CHECK(o.status == 0);
     CHECK(o.output.find("--size") != std::string::npos);
     CHECK(o.output.find("--control") != std::string::npos);
+    CHECK(o.output.find("uid=N") != std::string::npos);
+    CHECK(o.output.find("gid=N") != std::string::npos);
+    CHECK(o.output.find("mode=OCTAL") != std::string::npos);
+    CHECK(o.output.find("allow_other") != std::string::npos);  // the common options follow
+  }
+  SECTION("a bad -o uid=, gid= or mode= is a bad command line: exit 2") {
+    for (const std::string& opt :
+         {"uid", "uid=", "uid=x", "uid=-1", "uid=4294967295", "gid=1.5", "mode=8", "mode=10000", "mode=", "mode=rwx"}) {
+      const std::string args = M + " -o " + opt;
+      INFO("memfs " << args);
+      const outcome o = run(memfs + " " + args);
+      INFO("exit status " << o.status << ", output:\n" << o.output);
+      CHECK(o.status == 2);
+      CHECK(o.lines() == 1);
+      CHECK(o.output.find("-o " + opt.substr(0, opt.find('='))) != std::string::npos);
+      CHECK(mounts_on(M) == 0);
+      detach_all(M);
+    }
   }
   SECTION("a bad --size is a bad command line: exit 2") {
     for (const std::string& args :
@@ -299,5 +317,53 @@ TEST_CASE("memfs: bad --size and --control give one line, a non-zero exit, and m
       detach_all(M);
     }
     CHECK(read_file(plain_file) == "not a FIFO\n");  // left alone
+  }
+}
+
+TEST_CASE("memfs: its root belongs to the user who runs it, who can write there at once; -o uid=,gid=,mode= choose",
+          "[mount][cli][memfs][fusermount]") {
+  REQUIRE(::geteuid() == 0);                             // to become nobody and to clean up
+  REQUIRE(::access("/usr/bin/fusermount3", X_OK) == 0);  // without root, mounting goes through it
+  const std::string memfs = runfile("examples/memfs/memfs");
+  SECTION("an ordinary user (uid 65534, through fusermount3)") {
+    temp_dir bin_dir("bin");
+    const std::string bin = bin_dir.path() + "/memfs";  // reachable by nobody: runfiles are under root's home
+    REQUIRE(sh("cp " + memfs + " " + bin + " && chmod 755 " + bin) == 0);
+    struct remove_bin {
+      std::string file;
+      ~remove_bin() { ::unlink(file.c_str()); }
+    } cleanup{bin};
+    server s(bin, {"--size", "16M"}, 65534, 65534);
+    INFO(s.log());
+    REQUIRE(s.mounted());
+    auto as_nobody = [&](const std::string& cmd) { return sh("setpriv --reuid=65534 --regid=65534 --clear-groups sh -c \"" + cmd + "\""); };
+    // Without allow_other only the mounting user may look inside: ask as that user.
+    CHECK(as_nobody("stat -c %u:%g:%a " + s.dir() + " | grep -qx 65534:65534:755") == 0);
+    CHECK(as_nobody("echo hello > " + s.path("mine") + " && mkdir " + s.path("dir") + " && grep -qx hello " + s.path("mine")) == 0);
+    CHECK(as_nobody("stat -c %u:%g " + s.path("mine") + " | grep -qx 65534:65534") == 0);
+    s.signal(SIGTERM);
+    REQUIRE(s.wait_exit(20));
+    CHECK_FALSE(s.mounted());
+  }
+  SECTION("root, with -o uid=,gid=,mode=") {
+    server s(memfs, {"-o", "uid=4321,gid=8765,mode=1770,allow_other", "--size", "16M"});
+    INFO(s.log());
+    REQUIRE(s.mounted());
+    struct stat st {};
+    REQUIRE(::stat(s.dir().c_str(), &st) == 0);
+    CHECK(st.st_uid == 4321u);
+    CHECK(st.st_gid == 8765u);
+    CHECK((st.st_mode & 07777) == 01770u);
+    CHECK(S_ISDIR(st.st_mode));
+  }
+  SECTION("root, by default: root's, 0755, as before") {
+    server s(memfs, {"--size", "16M"});
+    INFO(s.log());
+    REQUIRE(s.mounted());
+    struct stat st {};
+    REQUIRE(::stat(s.dir().c_str(), &st) == 0);
+    CHECK(st.st_uid == 0u);
+    CHECK(st.st_gid == 0u);
+    CHECK((st.st_mode & 07777) == 0755u);
   }
 }

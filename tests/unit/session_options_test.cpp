@@ -124,6 +124,130 @@ TEST_CASE("parse_main_options: help is exit 0, a bad line exit 2, a good one goe
   }
 }
 
+namespace {
+// A filesystem's own options as a program declares them: a flag with a value, a bare flag, and
+// mount options with and without one. Each records what it was given.
+struct own_fixture {
+  std::string size, mode_seen;
+  bool verbose = false, sync = false;
+  std::vector<std::string> order;
+  cf::session::own_options own() {
+    using cf::session::own_option;
+    return {
+        own_option::flag("--size", "N", "how much\nand a second line",
+                         [this](std::string_view v) -> std::string {
+                           order.push_back("size");
+                           if (v.empty() || v.find_first_not_of("0123456789") != std::string_view::npos) return "a number";
+                           size = std::string(v);
+                           return "";
+                         }),
+        own_option::flag("--verbose", "", "say more",
+                         [this](std::string_view) -> std::string {
+                           order.push_back("verbose");
+                           verbose = true;
+                           return "";
+                         }),
+        own_option::mount("mode", "OCTAL", "the root's mode",
+                          [this](std::string_view v) -> std::string {
+                            order.push_back("mode");
+                            if (v != "700" && v != "755") return "700 or 755";
+                            mode_seen = std::string(v);
+                            return "";
+                          }),
+        own_option::mount("sync", "", "write through",
+                          [this](std::string_view) -> std::string {
+                            order.push_back("sync");
+                            sync = true;
+                            return "";
+                          }),
+    };
+  }
+};
+
+parse_outcome parse_own(std::vector<std::string> w, options& o, const cf::session::own_options& own) {
+  argv_of a(std::move(w));
+  return parse_command_line(a.argc(), a.argv(), o, own);
+}
+}  // namespace
+
+TEST_CASE("own options: parsed with the common ones, in order, in every spelling", "[session][options][own]") {
+  own_fixture f;
+  const auto own = f.own();
+  options o;
+  auto r = parse_own({"fs", "/mnt", "--size", "12", "-o", "allow_other,mode=700,sync,attr_timeout=0", "--verbose", "--size=34", "-d"}, o,
+                     own);
+  REQUIRE(r.what == parse_outcome::kind::run);
+  CHECK(o.mountpoint == "/mnt");
+  CHECK(o.mount.allow_other);
+  CHECK(o.cache.attr_timeout == 0);
+  CHECK(o.debug);
+  CHECK(f.size == "34");  // the later one wins, as with the common options
+  CHECK(f.mode_seen == "700");
+  CHECK(f.verbose);
+  CHECK(f.sync);
+  CHECK(f.order == std::vector<std::string>{"size", "mode", "sync", "verbose", "size"});
+  // Without own options the same names are unknown, as before.
+  options plain;
+  CHECK(parse({"fs", "/mnt", "--size", "12"}, plain).what == parse_outcome::kind::error);
+  CHECK(parse({"fs", "/mnt", "-o", "mode=700"}, plain).what == parse_outcome::kind::error);
+}
+
+TEST_CASE("own options: every bad input is one error line that names the option", "[session][options][own]") {
+  struct bad {
+    std::vector<std::string> args;
+    std::string says;
+  };
+  const std::vector<bad> cases = {
+      {{"fs", "/mnt", "--size"}, "--size needs a value: --size N"},
+      {{"fs", "/mnt", "--size", "x1"}, "bad value for --size: 'x1' (a number)"},
+      {{"fs", "/mnt", "--size="}, "bad value for --size: '' (a number)"},
+      {{"fs", "/mnt", "--verbose=yes"}, "--verbose takes no value"},
+      {{"fs", "/mnt", "-o", "mode"}, "-o mode needs a value: -o mode=OCTAL"},
+      {{"fs", "/mnt", "-o", "mode=777"}, "bad value for -o mode: '777' (700 or 755)"},
+      {{"fs", "/mnt", "-o", "sync=1"}, "-o sync takes no value"},
+      {{"fs", "/mnt", "--sizes", "1"}, "unknown option --sizes"},
+      {{"fs", "/mnt", "-o", "modes=1"}, "unknown mount option -o modes=1"},
+  };
+  for (const auto& c : cases) {
+    own_fixture f;
+    const auto own = f.own();
+    options o;
+    auto r = parse_own(c.args, o, own);
+    INFO(c.args.back());
+    CHECK(r.what == parse_outcome::kind::error);
+    CHECK(r.error == c.says);
+    CHECK(r.error.find('\n') == std::string::npos);
+  }
+}
+
+TEST_CASE("own options: --help lists them beside the common ones; positionals are told from values", "[session][options][own]") {
+  own_fixture f;
+  const auto own = f.own();
+  const std::string usage = cf::session::usage_of(own);
+  CHECK(usage ==
+        "  --size N               how much\n"
+        "                         and a second line\n"
+        "  --verbose              say more\n"
+        "  -o opt[,opt...]        this filesystem's mount options (beside the common ones below):\n"
+        "       mode=OCTAL           the root's mode\n"
+        "       sync                 write through\n");
+  CHECK(cf::session::option_takes_value("--size", own));
+  CHECK_FALSE(cf::session::option_takes_value("--size=3", own));
+  CHECK_FALSE(cf::session::option_takes_value("--verbose", own));
+  CHECK(cf::session::option_takes_value("--depth", own));
+  // The whole help goes to stdout with exit 0; a bad own value is exit 2.
+  {
+    options o;
+    argv_of a({"/usr/bin/myfs", "--help"});
+    CHECK(cf::session::parse_main_options(a.argc(), a.argv(), "about", "", o, "MOUNTPOINT", own) == 0);
+  }
+  {
+    options o;
+    argv_of a({"/usr/bin/myfs", "/mnt", "--size", "many"});
+    CHECK(cf::session::parse_main_options(a.argc(), a.argv(), "about", "", o, "MOUNTPOINT", own) == 2);
+  }
+}
+
 TEST_CASE("open_reply: passthrough sets FOPEN_PASSTHROUGH and the backing id; otherwise the id is 0", "[fs][types]") {
   cf::open_reply r;
   r.fh = 5;

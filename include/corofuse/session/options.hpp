@@ -12,6 +12,7 @@
 
 #include "corofuse/fs/types.hpp"
 #include "corofuse/session/mount.hpp"
+#include "corofuse/session/own_options.hpp"
 
 namespace corofuse::session {
 
@@ -171,14 +172,18 @@ inline std::string apply_mount_option(options& o, std::string_view opt) {
   return "unknown mount option -o " + std::string(opt);
 }
 
-// True for the common options whose value is the next argument: a program that takes positional
-// arguments of its own (passthrough's SOURCE) uses it to tell values from positionals.
-inline bool option_takes_value(std::string_view a) noexcept {
+// True for the common options whose value is the next argument (and for `own` flags that take
+// one, written without "="): a program that takes positional arguments of its own (passthrough's
+// SOURCE) uses it to tell values from positionals.
+inline bool option_takes_value(std::string_view a, const own_options& own = {}) noexcept {
+  if (const own_option* mine = detail::find_own_flag(own, a); mine && a == mine->name) return mine->takes_value();
   return a == "-o" || a == "--transport" || a == "--zero-copy" || a == "--depth" || a == "--shutdown-grace" || a == "--handoff-socket" ||
          a == "--take-over";
 }
 
-inline parse_outcome parse_command_line(int argc, char** argv, options& o) {
+// Parses the common options and the filesystem's `own` ones (session/own_options.hpp), which
+// are applied as they come.
+inline parse_outcome parse_command_line(int argc, char** argv, options& o, const own_options& own = {}) {
   parse_outcome r;
   auto fail = [&](std::string msg) {
     r.what = parse_outcome::kind::error;
@@ -208,8 +213,15 @@ inline parse_outcome parse_command_line(int argc, char** argv, options& o) {
         auto comma = list.find(',');
         std::string_view one = list.substr(0, comma);
         if (!one.empty()) {
-          std::string err = apply_mount_option(o, one);
-          if (!err.empty()) return fail(err);
+          const auto eq = one.find('=');
+          if (const own_option* mine = detail::find_own_mount_option(own, one.substr(0, eq))) {
+            if (mine->takes_value() && eq == std::string_view::npos) return fail("-o " + mine->name + " needs a value: " + mine->shown());
+            if (!mine->takes_value() && eq != std::string_view::npos) return fail("-o " + mine->name + " takes no value");
+            std::string err = detail::apply_own(*mine, eq == std::string_view::npos ? std::string_view{} : one.substr(eq + 1));
+            if (!err.empty()) return fail(err);
+          } else if (std::string err = apply_mount_option(o, one); !err.empty()) {
+            return fail(err);
+          }
         }
         if (comma == std::string_view::npos) break;
         list.remove_prefix(comma + 1);
@@ -246,6 +258,16 @@ inline parse_outcome parse_command_line(int argc, char** argv, options& o) {
       // A unix socket path: sun_path holds 107 bytes and its NUL.
       if (v.empty() || v.size() > 107) return fail(std::string(a) + " takes a socket path of 1 to 107 bytes");
       (a == "--handoff-socket" ? o.handoff_socket : o.take_over) = std::string(v);
+    } else if (const own_option* mine = detail::find_own_flag(own, a)) {
+      std::string_view v;
+      if (a.size() > mine->name.size()) {  // --name=value
+        if (!mine->takes_value()) return fail(mine->name + " takes no value");
+        v = a.substr(mine->name.size() + 1);
+      } else if (mine->takes_value()) {
+        if (i + 1 >= args.size()) return fail(mine->name + " needs a value: " + mine->shown());
+        v = args[++i];
+      }
+      if (std::string err = detail::apply_own(*mine, v); !err.empty()) return fail(err);
     } else if (!a.empty() && a[0] == '-') {
       return fail("unknown option " + std::string(a));
     } else if (o.mountpoint.empty()) {

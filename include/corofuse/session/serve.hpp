@@ -691,13 +691,14 @@ int serve(Fs& fs, const options& o, transport::counters* stats = nullptr) {
 }
 
 inline int parse_main_options(int argc, char** argv, std::string_view about, std::string_view extra_usage, options& o,
-                              std::string_view positionals = "MOUNTPOINT") {
-  parse_outcome p = parse_command_line(argc, argv, o);
+                              std::string_view positionals = "MOUNTPOINT", const own_options& own = {}) {
+  parse_outcome p = parse_command_line(argc, argv, o, own);
   const char* name = argc > 0 ? argv[0] : "corofuse";
   if (p.what == parse_outcome::kind::help) {
-    std::printf("%.*s\n\nusage: %s %.*s [options]\n\n%.*s%.*s", static_cast<int>(about.size()), about.data(), name,
+    const std::string own_usage = usage_of(own);
+    std::printf("%.*s\n\nusage: %s %.*s [options]\n\n%.*s%s%.*s", static_cast<int>(about.size()), about.data(), name,
                 static_cast<int>(positionals.size()), positionals.data(), static_cast<int>(extra_usage.size()), extra_usage.data(),
-                static_cast<int>(common_usage.size()), common_usage.data());
+                own_usage.c_str(), static_cast<int>(common_usage.size()), common_usage.data());
     return 0;
   }
   if (p.what == parse_outcome::kind::error) {
@@ -718,6 +719,15 @@ template <typename Fs>
 int main(Fs& fs, int argc, char** argv, std::string_view about, std::string_view extra_usage = {}) {
   options o;
   if (int status = parse_main_options(argc, argv, about, extra_usage, o); status >= 0) return status;
+  return serve(fs, o);
+}
+
+// The same with the filesystem's own options (session/own_options.hpp), parsed with the common
+// ones and listed in --help; each is applied before anything is mounted.
+template <typename Fs>
+int main(Fs& fs, int argc, char** argv, std::string_view about, const own_options& own) {
+  options o;
+  if (int status = parse_main_options(argc, argv, about, {}, o, "MOUNTPOINT", own); status >= 0) return status;
   return serve(fs, o);
 }
 
