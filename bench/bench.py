@@ -114,14 +114,15 @@ class Server:
     """One FUSE server on a fresh mount point: started, waited for, stopped with SIGTERM (its own
     PID only), its rusage and counters collected; a mount it leaves is detached and aborted."""
 
-    def __init__(self, binary, args, leading=(), libfuse=False):
+    def __init__(self, binary, args, leading=(), libfuse=False, stats=True):
         self.dir = tempfile.mkdtemp(prefix="corofuse-bench-mnt-")
         self.logpath = self.dir + ".log"
         self.logfile = open(self.logpath, "w")
         self.libfuse = libfuse
         # libfuse's passthrough_hp: [options] SOURCE MOUNTPOINT, in the foreground; ours: [SOURCE]
-        # MOUNTPOINT -d [options] (-d: the counters at exit).
-        cmd = [binary, "--foreground", *args, *leading, self.dir] if libfuse else [binary, *leading, self.dir, "-d", *args]
+        # MOUNTPOINT --stats [options] (--stats: the counters at exit; `stats` False leaves it out).
+        ours = [binary, *leading, self.dir, *(["--stats"] if stats else []), *args]
+        cmd = [binary, "--foreground", *args, *leading, self.dir] if libfuse else ours
         self.proc = subprocess.Popen(cmd, stdout=self.logfile, stderr=subprocess.STDOUT)
         self.rusage = None
         self.dev = None
@@ -485,6 +486,26 @@ def slow_backing(a, bins):
     return out
 
 
+TRACE_VARIANTS = [("off", []), ("--stats", ["--stats"]), ("-d", ["-d"])]
+
+
+def trace_cost(a, bins):
+    """What recording costs: the null filesystem's GETATTR round trip on the ring with nothing
+    recorded (the default), with --stats (counters and latency histograms) and with -d (a trace
+    line per request, to the server's log file), in interleaved rounds."""
+    runs = {name: [] for name, _ in TRACE_VARIANTS}
+    for _ in range(a.repeat):
+        for name, extra in TRACE_VARIANTS:
+            server = Server(bins["nullfs"], ["-o", "attr_timeout=0", "--transport", "ring", *extra], stats=False)
+            try:
+                runs[name].append(meta(bins["meta"], "stat", os.path.join(server.dir, "f"), a.stats))
+            finally:
+                server.stop()
+    out = {name: summarize(v) for name, v in runs.items()}
+    log("recording: " + ", ".join(f"{n} {v['median']:.2f} us" for n, v in out.items()))
+    return out
+
+
 def host_matrix(a, bins):
     results = {"configs": {}, "servers": {}, "null": {}}
     configs = [c for c in CONFIGS if not a.only or c[0] in a.only or c[1] is None]
@@ -540,6 +561,7 @@ def host_matrix(a, bins):
                 server.stop()
     if a.slow_delay_us > 0:
         results["slow"] = slow_backing(a, bins)
+    results["trace"] = trace_cost(a, bins)
     return results
 
 
@@ -651,6 +673,20 @@ def write_report(a, results, bins):
         add("|---|---|---|---|")
         for n, v in slow["configs"].items():
             add(f"| {n} | {fmt(v['stat_idle_us'], 1)} | {fmt(v['stat_busy_us'], 1)} | {v['slow_read_iops']:.0f} |")
+        add("")
+    trace = results.get("trace")
+    if trace:
+        add("## What recording costs (-d, --stats)")
+        add("")
+        add(f"The null filesystem's stat(2) on the ring ({a.stats} calls with `-o attr_timeout=0`, so a GETATTR round trip "
+            f"each), recording nothing (the default), with `--stats` (counters and latency histograms) and with `-d` (also a "
+            f"trace line per request, to a file), in {a.repeat} interleaved rounds:")
+        add("")
+        add("| recording | µs per stat | × off |")
+        add("|---|---|---|")
+        off = trace["off"]["median"]
+        for n, v in trace.items():
+            add(f"| {n} | {fmt(v, 2)} | {v['median'] / off:.2f}× |")
         add("")
     add("## The null filesystem (framework + kernel, no work)")
     add("")

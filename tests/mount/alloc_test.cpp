@@ -112,7 +112,7 @@ void check_steady_state(const std::string& fs, const std::string& transport, con
   if (transport == "ring") REQUIRE(uring_enabled());
   std::string source;
   std::vector<std::string> leading;
-  std::vector<std::string> args = {"-d", "-o", "attr_timeout=0,entry_timeout=0", "--transport", transport};
+  std::vector<std::string> args = {"--stats", "-o", "attr_timeout=0,entry_timeout=0", "--transport", transport};
   struct cleanup {
     std::string dir;
     bool mounted = false;

@@ -720,7 +720,7 @@ struct mounts {
 
   // "pool-copy" is the buffer-pool transport without zero-copy; the others are --transport values.
   static std::vector<std::string> args(const std::string& t, off_t size) {
-    std::vector<std::string> a{"-d", "-o", "allow_other", "--transport", t == "pool-copy" ? "pool" : t};
+    std::vector<std::string> a{"--stats", "-o", "allow_other", "--transport", t == "pool-copy" ? "pool" : t};
     if (t == "pool-copy") a.insert(a.end(), {"--zero-copy", "off"});
     if (size > 0 && !passthrough) a.insert(a.end(), {"--size", std::to_string(size)});
     // More server options for a whole run, e.g. --test_env=FS_SUITE_SERVER_ARGS=--passthrough.

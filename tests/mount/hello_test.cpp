@@ -6,9 +6,11 @@
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
+#include <signal.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <algorithm>
 #include <fstream>
@@ -168,6 +170,75 @@ TEST_CASE("hello with enable_uring=N: falls back to /dev/fuse and says why", "[m
   CHECK(log.find("does not offer FUSE-over-io_uring") != std::string::npos);
   CHECK(counter_value(counter_line(log, "READ"), "dev") > 0);
   CHECK(counter_value(counter_line(log, "READ"), "ring") == 0);
+}
+
+TEST_CASE("hello: -d traces each request and its reply; --stats counts and times them, on SIGUSR1 too; neither by default",
+          "[mount][hello][trace]") {
+  REQUIRE(::geteuid() == 0);
+  const std::string transport = GENERATE(as<std::string>{}, "dev", "ring");
+  if (transport == "ring") REQUIRE(uring_enabled());
+  INFO("transport " << transport);
+  auto count = [](const std::string& log, const std::string& what) {
+    std::size_t n = 0;
+    for (std::size_t at = log.find(what); at != std::string::npos; at = log.find(what, at + 1)) ++n;
+    return n;
+  };
+  SECTION("-d: one line per request with its arguments, outcome and time; latency histograms at exit") {
+    server s(hello_bin, {"-d", "--transport", transport});
+    REQUIRE(s.mounted());
+    CHECK(in_client([&] { return read_file(s.path("hello")) == "Hello, World!\n" ? 0 : 1; }) == 0);
+    CHECK(in_client([&] {
+            struct stat st {};
+            return ::stat(s.path("nothing-here").c_str(), &st) != 0 && errno == ENOENT ? 0 : 1;
+          }) == 0);
+    s.signal(SIGTERM);
+    REQUIRE(s.wait_exit(20));
+    const std::string log = s.log();
+    INFO(log);
+    // A lookup that fails, one that succeeds, the open and the read, each with what it asked.
+    CHECK(log.find(" LOOKUP node 1 name \"nothing-here\" -> ENOENT, ") != std::string::npos);
+    CHECK(log.find(" LOOKUP node 1 name \"hello\" -> OK 128 bytes, ") != std::string::npos);
+    CHECK(log.find(" OPEN node 2 flags ") != std::string::npos);
+    CHECK(log.find(" READ node 2 fh ") != std::string::npos);
+    CHECK(log.find("offset 0 size ") != std::string::npos);
+    // Every line starts with the request's unique, one per request the counters saw (and no more).
+    const auto traced = count(log, "\nunique ");
+    CHECK(traced >= 4);
+    CHECK(log.find("\nlatency LOOKUP n=") != std::string::npos);
+    CHECK(log.find("\nlatency READ n=") != std::string::npos);
+    CHECK(log.find("\ncounter READ ") != std::string::npos);
+  }
+  SECTION("--stats: counters and histograms, on SIGUSR1 while serving and at exit; no trace") {
+    server s(hello_bin, {"--stats", "--transport", transport});
+    REQUIRE(s.mounted());
+    CHECK(in_client([&] { return read_file(s.path("hello")) == "Hello, World!\n" ? 0 : 1; }) == 0);
+    s.signal(SIGUSR1);
+    std::string log;
+    for (int i = 0; i < 100 && count(log = s.log(), "latency READ n=") == 0; ++i)
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    INFO(log);
+    CHECK(count(log, "counter READ ") == 1);  // the report, and the server still serves
+    CHECK(count(log, "latency READ n=") == 1);
+    CHECK(s.mounted());
+    CHECK(in_client([&] { return read_file(s.path("hello")) == "Hello, World!\n" ? 0 : 1; }) == 0);
+    s.signal(SIGTERM);
+    REQUIRE(s.wait_exit(20));
+    log = s.log();
+    CHECK(count(log, "counter READ ") == 2);  // and again at exit
+    CHECK(count(log, "\nunique ") == 0);
+  }
+  SECTION("by default: neither") {
+    server s(hello_bin, {"--transport", transport});
+    REQUIRE(s.mounted());
+    CHECK(in_client([&] { return read_file(s.path("hello")) == "Hello, World!\n" ? 0 : 1; }) == 0);
+    s.signal(SIGTERM);
+    REQUIRE(s.wait_exit(20));
+    const std::string log = s.log();
+    INFO(log);
+    CHECK(count(log, "unique ") == 0);
+    CHECK(count(log, "counter ") == 0);
+    CHECK(count(log, "latency ") == 0);
+  }
 }
 
 TEST_CASE("hello: an outside umount ends the server cleanly", "[mount][hello][shutdown]") {

@@ -71,7 +71,7 @@ TEST_CASE("memfs --control: changes behind the kernel's back are seen at once th
   } cleanup{fifo_dir, fifo};
 
   server s(runfile("examples/memfs/memfs"),
-           {"-d", "-o", "entry_timeout=3600,attr_timeout=3600", "--transport", transport, "--control", fifo});
+           {"--stats", "-o", "entry_timeout=3600,attr_timeout=3600", "--transport", transport, "--control", fifo});
   INFO("memfs log:\n" << s.log());
   REQUIRE(s.mounted());
   const std::string dir = s.dir();

@@ -355,7 +355,7 @@ struct pt_mount {
       : transport(t), fs(pt_bin, args(t, extra), -1, -1, {source}) {}
 
   static std::vector<std::string> args(const std::string& t, const std::vector<std::string>& extra) {
-    std::vector<std::string> a{"-d", "-o", "allow_other", "--transport", t};
+    std::vector<std::string> a{"--stats", "-o", "allow_other", "--transport", t};
     a.insert(a.end(), extra.begin(), extra.end());
     return a;
   }

@@ -1342,8 +1342,8 @@ inline run_result run_one(const run_options& o) {
     if (o.fs == "passthrough") backing = std::make_unique<backing_tmpfs>();
     std::vector<std::string> leading;
     if (backing) leading.push_back(backing->dir());
-    // -d: the server prints its per-opcode counters at exit, and says which transport served.
-    server srv(o.binary, {"-d", "--transport", o.transport}, -1, -1, leading);
+    // --stats: the server prints its per-opcode counters at exit, and says which transport served.
+    server srv(o.binary, {"--stats", "--transport", o.transport}, -1, -1, leading);
     const std::string mountpoint = srv.dir();
     if (!srv.mounted()) {
       fail(o.fs + " did not mount (" + (srv.exited() ? "exited with status " + std::to_string(srv.exit_status()) : "still running") +

@@ -65,6 +65,22 @@ TEST_CASE("command line: values land in the options", "[session][options]") {
   CHECK(q.allow_idmap);
 }
 
+TEST_CASE("command line: -d traces and implies --stats; --stats alone counts and times", "[session][options]") {
+  options o;
+  REQUIRE(parse({"fs", "/mnt"}, o).what == parse_outcome::kind::run);
+  CHECK_FALSE(o.debug);
+  CHECK_FALSE(o.stats);
+  options d;
+  REQUIRE(parse({"fs", "/mnt", "-d"}, d).what == parse_outcome::kind::run);
+  CHECK(d.debug);
+  CHECK(d.stats);
+  options st;
+  REQUIRE(parse({"fs", "/mnt", "--stats"}, st).what == parse_outcome::kind::run);
+  CHECK_FALSE(st.debug);
+  CHECK(st.stats);
+  CHECK(std::string(cf::session::common_usage).find("--stats") != std::string::npos);
+}
+
 TEST_CASE("command line: every bad input is one error line", "[session][options]") {
   const std::vector<std::vector<std::string>> bad = {
       {"fs"},                                    // no mount point

@@ -15,6 +15,7 @@ namespace corofuse {
 enum class log_kind {
   message,  // a diagnostic of the framework's (errors, fallbacks, what it serves)
   report,   // output meant to be read as it is (-d's counters at exit, a bad command line)
+  trace,    // -d's line per request (unique, opcode, node, arguments, outcome, time), as it is
 };
 
 // A sink gets one line at a time, without the trailing newline. It may be called from any

@@ -1,5 +1,5 @@
 // The command line every corofuse filesystem shares, in the shape libfuse's examples made familiar:
-//   NAME MOUNTPOINT [-o opt[,opt...]] [-f] [-d] [--transport auto|pool|ring|dev] [--zero-copy auto|off]
+//   NAME MOUNTPOINT [-o opt[,opt...]] [-f] [-d] [--stats] [--transport auto|pool|ring|dev] [--zero-copy auto|off]
 //   [--depth N] [--shutdown-grace S] [--help]
 #pragma once
 
@@ -27,7 +27,8 @@ struct options {
   std::string mountpoint;
   mount_options mount;
   bool foreground = false;  // -f (corofuse never forks: accepted for libfuse compatibility)
-  bool debug = false;       // -d: log the terms, buffers and threads; print the request counters at exit
+  bool debug = false;       // -d: trace every request; log the terms, buffers and threads; --stats
+  bool stats = false;       // --stats: request counters and latency histograms at exit and on SIGUSR1
   transport_choice transport = transport_choice::automatic;
   bool zero_copy = true;  // zero-copy queues when the pool is used and allowed (CAP_SYS_ADMIN)
   unsigned depth = 4;     // requests in service at once per queue
@@ -70,8 +71,11 @@ inline constexpr std::string_view common_usage =
     "       allow_idmap          allow idmapped mounts of this mount (mount_setattr MOUNT_ATTR_IDMAP;\n"
     "                            Linux 6.12+; needs default_permissions and a filesystem that supports it)\n"
     "  -f                     stay in the foreground (corofuse always does)\n"
-    "  -d                     debug: log the negotiated terms, the buffers and the threads; print\n"
-    "                         per-opcode and per-queue request counters at exit (implies -f)\n"
+    "  -d                     debug: one line per request and its reply (unique, opcode, node, the\n"
+    "                         arguments, the outcome, the time taken); the negotiated terms, the\n"
+    "                         buffers and the threads; and --stats (implies -f)\n"
+    "  --stats                per-opcode and per-queue request counters and per-opcode latency\n"
+    "                         histograms, printed at exit and on SIGUSR1\n"
     "  --transport auto|pool|ring|dev  auto: the best the kernel offers: buffer pools (Linux 7.3+),\n"
     "                         the io_uring ring (Linux 6.14+ with enable_uring=Y), else /dev/fuse;\n"
     "                         pool, ring: that one or exit; dev: classic /dev/fuse only\n"
@@ -205,7 +209,10 @@ inline parse_outcome parse_command_line(int argc, char** argv, options& o, const
       o.foreground = true;
     } else if (a == "-d") {
       o.debug = true;
+      o.stats = true;
       o.foreground = true;
+    } else if (a == "--stats") {
+      o.stats = true;
     } else if (a == "-o" || (a.size() > 2 && a.substr(0, 2) == "-o")) {
       std::string_view list = a == "-o" ? value("-o") : a.substr(2);
       if (list.empty()) return fail("-o needs a list of options");

@@ -79,16 +79,19 @@ std::uint64_t wanted_flags(const Fs& fs, const options& o) {
 }
 
 
-// The stop signals (SIGINT, SIGTERM, SIGHUP), blocked and read from a signalfd on the main ring
-// for as long as the server runs; the old mask comes back at the end.
+// The stop signals (SIGINT, SIGTERM, SIGHUP), and with --stats the report signal (SIGUSR1), blocked
+// and read from a signalfd on the main ring for as long as the server runs; the old mask comes back
+// at the end.
 class stop_signals {
  public:
-  stop_signals() {
+  // `report`: SIGUSR1 too, which prints the counters (--stats) and does not stop anything.
+  explicit stop_signals(bool report = false) {
     sigset_t set;
     sigemptyset(&set);
     sigaddset(&set, SIGINT);
     sigaddset(&set, SIGTERM);
     sigaddset(&set, SIGHUP);
+    if (report) sigaddset(&set, SIGUSR1);
     pthread_sigmask(SIG_BLOCK, &set, &old_mask_);  // before any thread starts: they inherit it
     fd_ = ::signalfd(-1, &set, SFD_CLOEXEC);
     if (fd_ < 0) error_ = errno;
@@ -115,10 +118,11 @@ struct main_thread_state {
   bool read_failed = false;
   io::op_id watcher_op;  // the watcher's pending signal read or grace timeout
   transport::serving_threads* threads = nullptr;
-  const handoff_site* handoff = nullptr;  // a stop signal waits for a handoff's verdict
+  const handoff_site* handoff = nullptr;       // a stop signal waits for a handoff's verdict
+  const transport::counters* stats = nullptr;  // --stats: SIGUSR1 prints them
 };
 
-// Waits for SIGINT/SIGTERM; then unmounts lazily and, if the connection outlives the grace
+// Waits for SIGINT/SIGTERM (and prints the counters on SIGUSR1 with --stats); then unmounts lazily and, if the connection outlives the grace
 // period, aborts it. Ends early when every reader has ended (an outside umount). When the abort is
 // not possible (no fusectl), the server keeps serving the files still open and keeps listening:
 // a further signal tries the abort again.
@@ -129,6 +133,10 @@ inline io::task<void> watch_for_stop(io::ring& r, main_thread_state& st, int sig
     int n = co_await io::read(r, sigfd, std::span(reinterpret_cast<std::byte*>(&si), sizeof si), static_cast<std::uint64_t>(-1))
                 .track(st.watcher_op);
     if (n != static_cast<int>(sizeof si)) co_return;  // cancelled: the readers ended first
+    if (si.ssi_signo == SIGUSR1) {                    // --stats: the counters so far; serving goes on
+      if (st.stats) st.stats->report([](std::string_view line) { log_line(log_kind::report, line); });
+      continue;
+    }
     if (st.handoff) {
       // A handoff under way decides first: the mount may be the successor's, not to unmount.
       while (st.handoff->in_progress.load(std::memory_order_acquire)) (void)co_await io::timeout(r, std::chrono::milliseconds(20));
@@ -292,7 +300,9 @@ int refused_options(const options& o) {
 template <typename Fs>
 class server {
  public:
-  server(Fs& fs, const options& o, transport::counters& stats) : fs_(fs), o_(o), stats_(stats) {}
+  server(Fs& fs, const options& o, transport::counters& stats) : fs_(fs), o_(o), stats_(stats), signals_(o.stats || o.debug) {
+    stats_.set_recording({o.stats || o.debug, o.debug});
+  }
   server(const server&) = delete;
   server& operator=(const server&) = delete;
   ~server() {
@@ -548,7 +558,7 @@ class server {
       dev_running_.fetch_add(1);
       dev_threads_.emplace_back([this, fd, t] { transport::run_dev_thread(fs_, fd, t, dev_, dev_running_); });
     }
-    if (o_.debug) log_message("serving /dev/fuse on %zu threads", dev_threads_.size() + 1);
+    if (o_.debug || o_.stats) log_message("serving /dev/fuse on %zu threads", dev_threads_.size() + 1);
   }
 
   // Restart without unmount: a successor may connect to --handoff-socket (handoff_server.hpp).
@@ -587,6 +597,7 @@ class server {
     transport::counter_shard& counts = stats_.add_shard("dev 0");
     main_.mount = mount_.get();
     main_.threads = &threads_;
+    if (o_.debug || o_.stats) main_.stats = &stats_;
     main_.live_readers = static_cast<int>(o_.depth);
     auto reader = [](server& s, transport::dev_buffers& b, int first, transport::serving_thread& t,
                      transport::counter_shard& c) -> io::task<void> {
@@ -635,7 +646,7 @@ class server {
       threads_.stop_all();  // and whatever their handlers still wait for
     }
     join_all();
-    if (o_.debug) stats_.report([](std::string_view line) { log_line(log_kind::report, line); });
+    if (o_.debug || o_.stats) stats_.report([](std::string_view line) { log_line(log_kind::report, line); });
   }
 
   void join_all() {

@@ -11,8 +11,12 @@
 // with settle_file_read. A transport only carries.
 #pragma once
 
+#include <time.h>
+
 #include <algorithm>
 #include <cerrno>
+#include <cstdio>
+#include <cstring>
 #include <cstddef>
 #include <coroutine>
 #include <cstdint>
@@ -73,6 +77,82 @@ inline void settle_file_read(reply_plan& p, int res) noexcept {
 // then returns.
 inline int interrupted_error(const context& ctx, int error) noexcept { return ctx.interrupted() && error == ECANCELED ? EINTR : error; }
 
+// -d's trace: what a request asked, noted when it arrives, and one line when its reply is ready:
+//   unique 42 LOOKUP node 1 name "notes" -> OK 144 bytes, 9 us
+//   unique 43 READ node 3 fh 1 offset 0 size 4096 -> OK from a file, 4 us
+//   unique 44 GETATTR node 9 -> ENOENT, 3 us
+// Formatted only when tracing; the time is the handler's (a READ's file data is read after it).
+struct trace_note {
+  std::uint64_t unique = 0;
+  std::uint64_t node = 0;
+  abi::opcode op = abi::opcode::lookup;
+  char args[160];  // left unwritten unless traced: no cost per request otherwise
+};
+
+inline std::uint64_t monotonic_ns() noexcept {
+  timespec t{};
+  ::clock_gettime(CLOCK_MONOTONIC, &t);
+  return static_cast<std::uint64_t>(t.tv_sec) * 1000000000u + static_cast<std::uint64_t>(t.tv_nsec);
+}
+
+inline void note_request(trace_note& n, const proto::request& req) noexcept {
+  n.unique = req.unique();
+  n.node = req.nodeid();
+  n.op = req.opcode();
+  n.args[0] = '\0';
+  int at = 0;
+  auto add = [&](const char* fmt, auto... a) {
+    if (at < 0 || static_cast<std::size_t>(at) >= sizeof n.args) return;
+    const int k = std::snprintf(n.args + at, sizeof n.args - static_cast<std::size_t>(at), fmt, a...);
+    if (k > 0) at += k;
+  };
+  using abi::opcode;
+  switch (req.opcode()) {
+    case opcode::read:
+    case opcode::readdir:
+    case opcode::readdirplus: {
+      const auto r = req.op<abi::read_in>();
+      add(" fh %llu offset %llu size %u", static_cast<unsigned long long>(r.fh), static_cast<unsigned long long>(r.offset), r.size);
+      break;
+    }
+    case opcode::write: {
+      const auto w = req.op<abi::write_in>();
+      add(" fh %llu offset %llu size %u", static_cast<unsigned long long>(w.fh), static_cast<unsigned long long>(w.offset), w.size);
+      break;
+    }
+    case opcode::open:
+    case opcode::opendir: add(" flags 0%o", req.op<abi::open_in>().flags); break;
+    case opcode::create: {
+      const auto c = req.op<abi::create_in>();
+      add(" flags 0%o mode 0%o", c.flags, c.mode);
+      break;
+    }
+    case opcode::mkdir: add(" mode 0%o", req.op<abi::mkdir_in>().mode); break;
+    case opcode::release:
+    case opcode::releasedir: add(" fh %llu", static_cast<unsigned long long>(req.op<abi::release_in>().fh)); break;
+    case opcode::flush: add(" fh %llu", static_cast<unsigned long long>(req.op<abi::flush_in>().fh)); break;
+    case opcode::forget: add(" lookups %llu", static_cast<unsigned long long>(req.op<abi::forget_in>().nlookup)); break;
+    case opcode::setattr: add(" valid 0x%x", req.op<abi::setattr_in>().valid); break;
+    case opcode::interrupt: add(" of unique %llu", static_cast<unsigned long long>(req.op<abi::interrupt_in>().unique)); break;
+    default: break;
+  }
+  if (!req.name().empty()) add(" name \"%.*s\"", static_cast<int>(std::min<std::size_t>(req.name().size(), 64)), req.name().data());
+  if (!req.second_name().empty())
+    add(" to \"%.*s\"", static_cast<int>(std::min<std::size_t>(req.second_name().size(), 64)), req.second_name().data());
+}
+
+inline void trace_reply(const trace_note& n, const reply_plan& p, std::uint64_t ns) noexcept {
+  const std::string_view name = abi::opcode_name(n.op);
+  char outcome[64];
+  if (!p.expected) std::snprintf(outcome, sizeof outcome, "no reply");
+  else if (p.error) std::snprintf(outcome, sizeof outcome, "%s", ::strerrorname_np(p.error) ? ::strerrorname_np(p.error) : "error");
+  else if (p.from_file) std::snprintf(outcome, sizeof outcome, "OK %zu bytes and up to %zu from a file", p.bytes, p.slice.size);
+  else std::snprintf(outcome, sizeof outcome, "OK %zu bytes", p.bytes);
+  log_to(log_kind::trace, "unique %llu %.*s node %llu%s -> %s, %llu us", static_cast<unsigned long long>(n.unique),
+         static_cast<int>(name.size()), name.data(), static_cast<unsigned long long>(n.node), n.args, outcome,
+         static_cast<unsigned long long>(ns / 1000));
+}
+
 // The request path of one serving coroutine (a ring entry, a /dev/fuse reader): its context,
 // attached to its thread's mailbox, and what it counts into.
 template <typename Fs>
@@ -117,16 +197,22 @@ class request_path {
     if (req.opcode() == abi::opcode::interrupt) {
       threads_.interrupt(req.op<abi::interrupt_in>().unique);
       p.expected = false;
+      if (counts_.traced()) [[unlikely]]
+        trace_now(req, p);
       return serving(*this, p);
     }
     if (req.opcode() == abi::opcode::notify_reply) {  // a RETRIEVE's data, for the coroutine that asked
       if (!replies_ || !replies_->complete(req.unique(), req.data()))
         log_message("NOTIFY_REPLY %llu that nobody waits for", static_cast<unsigned long long>(req.unique()));
       p.expected = false;
+      if (counts_.traced()) [[unlikely]]
+        trace_now(req, p);
       return serving(*this, p);
     }
     attached_.start(req.unique());
-    return serving(*this, p, dispatch(fs_, ctx_, req, out), out, req.opcode());
+    // --stats, -d: the handler is timed (and with -d traced)
+    const std::uint64_t started = counts_.timed() ? monotonic_ns() : 0;
+    return serving(*this, p, dispatch(fs_, ctx_, req, out), out, req.opcode(), started, counts_.traced() ? &req : nullptr);
   }
 
   // What serve() gives: the plan at once, or, for a request dispatched to a handler, the handler's
@@ -138,20 +224,30 @@ class request_path {
       return std::move(handler_).operator co_await().await_suspend(waiting);
     }
     reply_plan await_resume() {
-      if (handler_.valid()) path_.finish(plan_, std::move(handler_).operator co_await().await_resume(), *out_, op_);
+      if (handler_.valid()) {
+        path_.finish(plan_, std::move(handler_).operator co_await().await_resume(), *out_, op_);
+        if (started_) [[unlikely]]
+          path_.record(op_, plan_, *this);
+      }
       return plan_;
     }
 
    private:
     friend class request_path;
     serving(request_path& path, const reply_plan& plan) : path_(path), plan_(plan) {}
-    serving(request_path& path, const reply_plan& plan, io::task<reply_status> handler, proto::reply_buffer& out, abi::opcode op)
-        : path_(path), plan_(plan), handler_(std::move(handler)), out_(&out), op_(op) {}
+    serving(request_path& path, const reply_plan& plan, io::task<reply_status> handler, proto::reply_buffer& out, abi::opcode op,
+            std::uint64_t started, const proto::request* traced)
+        : path_(path), plan_(plan), handler_(std::move(handler)), out_(&out), op_(op), started_(started) {
+      if (traced) [[unlikely]]
+        note_request(note_, *traced);
+    }
     request_path& path_;
     reply_plan plan_;
     io::task<reply_status> handler_;
     proto::reply_buffer* out_ = nullptr;
     abi::opcode op_ = abi::opcode::lookup;
+    std::uint64_t started_ = 0;  // timed: when the request arrived
+    trace_note note_;            // traced: what it asked
   };
 
   // After the handler: EINTR for an interrupted one, the request's end in the context, errors
@@ -168,6 +264,20 @@ class request_path {
       p.slice = st.data_from;
       p.into = out.tail().first(std::min(st.data_from.size, out.room()));
     }
+  }
+
+  // A timed request's latency into its opcode's histogram, and with -d its trace line.
+  void record(abi::opcode op, const reply_plan& p, const serving& s) noexcept {
+    const std::uint64_t ns = monotonic_ns() - s.started_;
+    counts_.latency(op, ns);
+    if (counts_.traced()) trace_reply(s.note_, p, ns);
+  }
+
+  // An untimed request's trace line (INTERRUPT, NOTIFY_REPLY: never answered).
+  static void trace_now(const proto::request& req, const reply_plan& p) noexcept {
+    trace_note n;
+    note_request(n, req);
+    trace_reply(n, p, 0);
   }
 
   // The plan's file read, on its own (not linked to anything): co_await, then reply.
