@@ -507,10 +507,10 @@ class server {
     return true;
   }
 
-  // -d: the buffer memory this mount holds (all of it pinned where registered): the ring's
+  // -d, --stats: the buffer memory this mount holds (all of it pinned where registered): the ring's
   // payloads or pools, the /dev/fuse readers' request and reply buffers, the extra threads'.
   void log_buffers() const {
-    if (!o_.debug) return;
+    if (!o_.debug && !o_.stats) return;
     const double mib = 1024.0 * 1024.0;
     const std::size_t reader_bytes = o_.depth * 2 * (max_payload_ + 4096);
     const std::size_t ring_bytes = queues_ * std::size_t{depth_} * payload_size_;
