@@ -11,12 +11,14 @@
 #include <dirent.h>
 #include <sys/stat.h>
 
-#include <cerrno>
 #include <algorithm>
+#include <array>
+#include <cerrno>
 #include <charconv>
 #include <chrono>
 #include <cstdint>
 #include <cstdio>
+#include <span>
 #include <string_view>
 #include <vector>
 
@@ -57,13 +59,12 @@ class nullfs {
 
   cf::result<std::size_t> write(cf::context&, cf::ino, cf::file_info&, std::span<const std::byte> in, off_t) { return in.size(); }
 
-  cf::result<std::vector<cf::dir_entry>> readdir(cf::context&, cf::ino i, cf::file_info&, off_t off) {
+  cf::result<std::span<const cf::dir_entry>> readdir(cf::context&, cf::ino i, cf::file_info&, off_t off) {
     if (i != cf::root_ino) return cf::error(ENOTDIR);
-    std::vector<cf::dir_entry> out;
-    if (off < 1) out.push_back({".", cf::root_ino, DT_DIR, 1});
-    if (off < 2) out.push_back({"..", cf::root_ino, DT_DIR, 2});
-    if (off < 3) out.push_back({"f", file_ino, DT_REG, 3});
-    return out;
+    static constexpr std::array<cf::dir_entry, 3> all = {
+        {{".", cf::root_ino, DT_DIR, 1}, {"..", cf::root_ino, DT_DIR, 2}, {"f", file_ino, DT_REG, 3}}};
+    return std::span<const cf::dir_entry>(all).subspan(
+        std::min<std::size_t>(static_cast<std::size_t>(std::max<off_t>(off, 0)), all.size()));
   }
 
  private:

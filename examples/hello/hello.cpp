@@ -20,6 +20,7 @@
 #include <cerrno>
 #include <cstring>
 #include <mutex>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -123,32 +124,27 @@ class hello_fs {
     return in.size();
   }
 
-  // The listing with each entry's attributes: one request instead of a READDIR and a LOOKUP per
-  // name. hello's inodes are fixed and never forgotten, so no lookup counts are kept.
-  cf::result<> readdirplus(cf::context& ctx, cf::ino i, cf::file_info& fi, off_t off, cf::dirplus_filler& out) {
-    auto listing = readdir(ctx, i, fi, off);
-    if (!listing) return cf::error(listing.error_code());
-    std::lock_guard lock(mutex_);
-    for (const cf::dir_entry& d : *listing) {
+  // The root's listing from offset `off`: a view of a fixed table, nothing copied. Each entry can
+  // give its attributes (lookup), so `ls -l` gets them with the names (READDIRPLUS) instead of a
+  // LOOKUP per name. hello's inodes are fixed and never forgotten, so no lookup counts are kept.
+  struct listed {
+    std::string_view name;
+    cf::ino ino;
+    std::uint32_t type;
+    std::uint64_t next_offset;
+    hello_fs* fs;
+    cf::entry lookup() const {
+      std::lock_guard lock(fs->mutex_);
       cf::entry e;
-      e.ino = d.ino;
-      e.attr = stat_of(d.ino);
-      if (!out.add(d.name, e, d.next_offset)) break;  // full: the kernel asks again from here
+      e.ino = ino;
+      e.attr = fs->stat_of(ino);
+      return e;
     }
-    return cf::ok();
-  }
-
-  cf::result<std::vector<cf::dir_entry>> readdir(cf::context&, cf::ino i, cf::file_info&, off_t off) {
+  };
+  cf::result<std::span<const listed>> readdir(cf::context&, cf::ino i, cf::file_info&, off_t off) {
     if (i != cf::root_ino) return cf::error(ENOTDIR);
-    static constexpr std::array<cf::dir_entry, 4> all = {{
-        {".", cf::root_ino, DT_DIR, 1},
-        {"..", cf::root_ino, DT_DIR, 2},
-        {"hello", hello_ino, DT_REG, 3},
-        {"notes", notes_ino, DT_REG, 4},
-    }};
-    std::vector<cf::dir_entry> out;
-    for (std::size_t k = static_cast<std::size_t>(std::max<off_t>(off, 0)); k < all.size(); ++k) out.push_back(all[k]);
-    return out;
+    const auto from = std::min<std::size_t>(static_cast<std::size_t>(std::max<off_t>(off, 0)), listing_.size());
+    return std::span<const listed>(listing_).subspan(from);
   }
 
  private:
@@ -187,6 +183,12 @@ class hello_fs {
   }
 
   std::mutex mutex_;
+  const std::array<listed, 4> listing_ = {{
+      {".", cf::root_ino, DT_DIR, 1, this},
+      {"..", cf::root_ino, DT_DIR, 2, this},
+      {"hello", hello_ino, DT_REG, 3, this},
+      {"notes", notes_ino, DT_REG, 4, this},
+  }};
   int greeting_fd_ = -1;  // a memfd holding the greeting; lives as long as the process
   timespec start_{};
   mode_t notes_mode_;

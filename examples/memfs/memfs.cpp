@@ -3,10 +3,21 @@
 // Regular files (sparse, in page-sized chunks), directories, symlinks, hard links, fifos and
 // device nodes; rename with RENAME_NOREPLACE / RENAME_EXCHANGE; unlinked files live while open or
 // known to the kernel; xattrs; fallocate, SEEK_DATA/SEEK_HOLE, copy_file_range, O_TMPFILE; a size
-// limit. Permission checks are the kernel's (default_permissions).
+// limit. Permission checks are the kernel's (default_permissions). Inode numbers are never reused
+// (64-bit counter), so the kernel never sees one number name two inodes.
 //
-// Every handler takes one mutex: simple, and safe with every CPU's queue serving at once. Inode
-// numbers are never reused (64-bit counter), so the kernel never sees one name two inodes.
+// Every CPU's queue serves at once, so nothing on the data path is shared by all of them:
+// - names_ (one reader-writer lock) guards the names: every directory's entries and every
+//   directory's parent. LOOKUP and READDIR take it shared; what adds, removes or moves a name
+//   takes it exclusive, so a rename sees and changes every directory it touches at once.
+// - each node has a reader-writer lock of its own for its attributes and data: READ, GETATTR and
+//   the xattr reads take it shared (two readers of one file do not wait for each other; the access
+//   time is an atomic, so relatime needs no exclusive lock), WRITE and SETATTR exclusive.
+//   A name change takes names_, then the locks of the nodes it changes, in inode order.
+// - the node table is split in shards by inode number, each with its own mutex held only to find,
+//   add or drop a node; the bytes held are an atomic counter.
+// So two clients on different files never wait for each other, and data is copied under the lock
+// of its own file only.
 #include <dirent.h>
 #include <fcntl.h>
 #include <linux/falloc.h>
@@ -18,6 +29,8 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
+#include <atomic>
 #include <cerrno>
 #include <cstdint>
 #include <cstdio>
@@ -26,10 +39,17 @@
 #include <map>
 #include <memory>
 #include <mutex>
+#include <shared_mutex>
 #include <string>
 #include <string_view>
 #include <unordered_map>
 #include <vector>
+
+#include <range/v3/view/concat.hpp>
+#include <range/v3/view/drop.hpp>
+#include <range/v3/view/single.hpp>
+#include <range/v3/view/subrange.hpp>
+#include <range/v3/view/transform.hpp>
 
 #include "corofuse/corofuse.hpp"
 #include "examples/memfs/control_channel.hpp"
@@ -49,8 +69,6 @@ timespec now() {
   return t;
 }
 
-bool older(const timespec& a, const timespec& b) { return a.tv_sec < b.tv_sec || (a.tv_sec == b.tv_sec && a.tv_nsec <= b.tv_nsec); }
-
 // Who owns the root directory, and its permission bits (-o uid=,gid=,mode=).
 struct root_owner {
   std::uint32_t uid = 0;
@@ -63,10 +81,10 @@ struct root_owner {
 class memfs {
  public:
   explicit memfs(std::uint64_t size_limit, root_owner owner = {}) : limit_(size_limit) {
-    node& root = make_node(S_IFDIR | (owner.mode & 07777), owner.uid, owner.gid);
-    root.nlink = 2;
-    root.parent = cf::root_ino;
-    root.lookups = 1;  // the kernel holds the root for the mount's lifetime
+    std::shared_ptr<node> root = make_node(S_IFDIR | (owner.mode & 07777), owner.uid, owner.gid);
+    root->nlink = 2;
+    root->parent = cf::root_ino;
+    root->lookups = 1;  // the kernel holds the root for the mount's lifetime
   }
 
   // The kernel leaves clearing setuid/setgid to memfs (and says when): that is how tmpfs's rule,
@@ -102,38 +120,39 @@ class memfs {
   // ---- names --------------------------------------------------------------------------------
 
   cf::result<cf::entry> lookup(cf::context&, cf::ino parent, std::string_view name) {
-    std::lock_guard lock(mutex_);
-    node* dir = find(parent);
-    if (!dir) return cf::error(ENOENT);
-    if (!S_ISDIR(dir->mode)) return cf::error(ENOTDIR);
     if (name.size() > name_max) return cf::error(ENAMETOOLONG);
-    auto it = dir->children.find(name);
-    if (it == dir->children.end()) return cf::error(ENOENT);
-    return entry_of(*find(it->second), /*count_lookup=*/true);
+    std::shared_lock names(names_);
+    auto found = child(parent, name);
+    if (!found) return cf::error(found.error_code());
+    node& nd = **found;
+    std::shared_lock lock(nd.lock);
+    return entry_of(nd, /*count_lookup=*/true);
   }
 
   void forget(cf::context&, cf::ino i, std::uint64_t n) {
-    std::lock_guard lock(mutex_);
-    node* nd = find(i);
+    std::shared_ptr<node> nd = find(i);
     if (!nd) return;
-    nd->lookups = nd->lookups > n ? nd->lookups - n : 0;
-    maybe_free(*nd);
+    // Saturating: a FORGET of more than the kernel was given must not wrap the count.
+    std::uint64_t have = nd->lookups.load(std::memory_order_relaxed);
+    while (!nd->lookups.compare_exchange_weak(have, have > n ? have - n : 0, std::memory_order_acq_rel)) {
+    }
+    if (have <= n) retire_if_unused(std::move(nd));
   }
 
   cf::result<cf::attr> getattr(cf::context&, cf::ino i, const cf::file_info*) {
-    std::lock_guard lock(mutex_);
-    node* nd = find(i);
+    std::shared_ptr<node> nd = find(i);
     if (!nd) return cf::error(ENOENT);
+    std::shared_lock lock(nd->lock);
     return cf::attr{stat_of(*nd)};
   }
 
   cf::result<cf::attr> setattr(cf::context& c, cf::ino i, const cf::set_attr& s, const cf::file_info*) {
-    std::lock_guard lock(mutex_);
-    node* nd = find(i);
+    std::shared_ptr<node> nd = find(i);
     if (!nd) return cf::error(ENOENT);
+    std::unique_lock lock(nd->lock);
     const timespec t = now();
     if (s.has_size()) {
-      if (!S_ISREG(nd->mode)) return cf::error(S_ISDIR(nd->mode) ? EISDIR : EINVAL);
+      if (!S_ISREG(nd->type)) return cf::error(S_ISDIR(nd->type) ? EISDIR : EINVAL);
       if (s.size < 0) return cf::error(EINVAL);
       if (static_cast<std::uint64_t>(s.size) > max_file_size) return cf::error(EFBIG);
       resize(*nd, static_cast<std::uint64_t>(s.size));
@@ -151,76 +170,80 @@ class memfs {
         kill_suidgid(*nd, c);  // a truncation by a caller without CAP_FSETID
       }
     }
-    if (s.has_atime()) nd->atime = s.atime.tv_nsec == UTIME_NOW ? t : s.atime;
+    if (s.has_atime()) nd->set_atime(s.atime.tv_nsec == UTIME_NOW ? t : s.atime);
     if (s.has_mtime()) nd->mtime = s.mtime.tv_nsec == UTIME_NOW ? t : s.mtime;
     nd->ctime = s.has_ctime() ? s.ctime : t;
     return cf::attr{stat_of(*nd)};
   }
 
   cf::result<std::string> readlink(cf::context&, cf::ino i) {
-    std::lock_guard lock(mutex_);
-    node* nd = find(i);
+    std::shared_ptr<node> nd = find(i);
     if (!nd) return cf::error(ENOENT);
-    if (!S_ISLNK(nd->mode)) return cf::error(EINVAL);
-    return nd->target;
+    if (!S_ISLNK(nd->type)) return cf::error(EINVAL);
+    return nd->target;  // set before the link got its name, never changed
   }
 
   cf::result<cf::entry> mknod(cf::context& c, cf::ino parent, std::string_view name, mode_t mode, dev_t rdev, mode_t) {
     const mode_t type = mode & S_IFMT;
     if (type != S_IFREG && type != S_IFIFO && type != S_IFCHR && type != S_IFBLK && type != S_IFSOCK) return cf::error(EINVAL);
-    std::lock_guard lock(mutex_);
-    auto made = add_child(c, parent, name, mode);
+    std::unique_lock names(names_);
+    auto made = add_child(c, parent, name, mode, [&](node& nd) { nd.rdev = rdev; });
     if (!made) return cf::error(made.error_code());
-    node& nd = **made;
-    nd.rdev = rdev;
-    return entry_of(nd, /*count_lookup=*/true);
+    return entry_of(**made, /*count_lookup=*/true);
   }
 
   cf::result<cf::entry> mkdir(cf::context& c, cf::ino parent, std::string_view name, mode_t mode, mode_t) {
-    std::lock_guard lock(mutex_);
-    auto made = add_child(c, parent, name, S_IFDIR | (mode & 07777));
+    std::unique_lock names(names_);
+    auto made = add_child(c, parent, name, S_IFDIR | (mode & 07777), [&](node& nd) {
+      nd.nlink = 2;
+      nd.parent = parent;
+    });
     if (!made) return cf::error(made.error_code());
-    node& nd = **made;
-    nd.nlink = 2;
-    nd.parent = parent;
-    find(parent)->nlink++;  // the new directory's ".."
-    return entry_of(nd, true);
+    return entry_of(**made, true);
   }
 
   cf::result<cf::entry> symlink(cf::context& c, cf::ino parent, std::string_view name, std::string_view target) {
     if (target.size() >= PATH_MAX) return cf::error(ENAMETOOLONG);
-    std::lock_guard lock(mutex_);
-    auto made = add_child(c, parent, name, S_IFLNK | 0777);
+    std::unique_lock names(names_);
+    auto made = add_child(c, parent, name, S_IFLNK | 0777, [&](node& nd) { nd.target = std::string(target); });
     if (!made) return cf::error(made.error_code());
-    node& nd = **made;
-    nd.target = std::string(target);
-    return entry_of(nd, true);
+    return entry_of(**made, true);
   }
 
   cf::result<> unlink(cf::context&, cf::ino parent, std::string_view name) {
-    std::lock_guard lock(mutex_);
-    auto found = child(parent, name);
-    if (!found) return cf::error(found.error_code());
-    node& nd = **found;
-    if (S_ISDIR(nd.mode)) return cf::error(EISDIR);
-    remove_name(*find(parent), name);
-    drop_link(nd);
+    std::shared_ptr<node> gone;
+    {
+      std::unique_lock names(names_);
+      auto found = child_entry(parent, name);
+      if (!found) return cf::error(found.error_code());
+      auto [dir, it] = *found;
+      gone = it->second.nd;
+      if (S_ISDIR(gone->type)) return cf::error(EISDIR);
+      node_locks locks{dir, gone.get()};
+      remove_name(*dir, it);
+      drop_link(*gone);
+    }
+    retire_if_unused(std::move(gone));
     return cf::ok();
   }
 
   cf::result<> rmdir(cf::context&, cf::ino parent, std::string_view name) {
-    std::lock_guard lock(mutex_);
-    auto found = child(parent, name);
-    if (!found) return cf::error(found.error_code());
-    node& nd = **found;
-    if (!S_ISDIR(nd.mode)) return cf::error(ENOTDIR);
-    if (!nd.children.empty()) return cf::error(ENOTEMPTY);
-    node& dir = *find(parent);
-    remove_name(dir, name);
-    dir.nlink--;
-    nd.nlink = 0;
-    nd.ctime = now();
-    maybe_free(nd);
+    std::shared_ptr<node> gone;
+    {
+      std::unique_lock names(names_);
+      auto found = child_entry(parent, name);
+      if (!found) return cf::error(found.error_code());
+      auto [dir, it] = *found;
+      gone = it->second.nd;
+      if (!S_ISDIR(gone->type)) return cf::error(ENOTDIR);
+      if (!gone->children.empty()) return cf::error(ENOTEMPTY);
+      node_locks locks{dir, gone.get()};
+      remove_name(*dir, it);
+      dir->nlink--;
+      gone->nlink = 0;
+      gone->ctime = now();
+    }
+    retire_if_unused(std::move(gone));
     return cf::ok();
   }
 
@@ -228,72 +251,79 @@ class memfs {
     if (flags & ~static_cast<unsigned>(RENAME_NOREPLACE | RENAME_EXCHANGE)) return cf::error(EINVAL);
     if ((flags & RENAME_NOREPLACE) && (flags & RENAME_EXCHANGE)) return cf::error(EINVAL);
     if (newname.size() > name_max) return cf::error(ENAMETOOLONG);
-    std::lock_guard lock(mutex_);
-    auto src = child(parent, name);
-    if (!src) return cf::error(src.error_code());
-    node* to_dir = find(newparent);
-    if (!to_dir) return cf::error(ENOENT);
-    if (!S_ISDIR(to_dir->mode)) return cf::error(ENOTDIR);
-    node& moving = **src;
-    node& from_dir = *find(parent);
-    auto existing = to_dir->children.find(newname);
-    node* target = existing == to_dir->children.end() ? nullptr : find(existing->second);
-    if (target == &moving) return cf::ok();  // the same inode under both names: nothing to do
-    // A directory may not move into its own subtree.
-    if (S_ISDIR(moving.mode) && is_ancestor(moving.ino, newparent)) return cf::error(EINVAL);
-    const timespec t = now();
+    std::shared_ptr<node> replaced;
+    {
+      std::unique_lock names(names_);
+      auto src = child_entry(parent, name);
+      if (!src) return cf::error(src.error_code());
+      auto [from_dir, from_it] = *src;
+      std::shared_ptr<node> to_dir_ref = find(newparent);
+      node* to_dir = to_dir_ref.get();
+      if (!to_dir) return cf::error(ENOENT);
+      if (!S_ISDIR(to_dir->type)) return cf::error(ENOTDIR);
+      std::shared_ptr<node> moving = from_it->second.nd;
+      auto existing = to_dir->children.find(newname);
+      node* target = existing == to_dir->children.end() ? nullptr : existing->second.nd.get();
+      if (target == moving.get()) return cf::ok();  // the same inode under both names: nothing to do
+      // A directory may not move into its own subtree.
+      if (S_ISDIR(moving->type) && is_ancestor(moving->ino, newparent)) return cf::error(EINVAL);
+      if ((flags & RENAME_EXCHANGE) && !target) return cf::error(ENOENT);
+      if ((flags & RENAME_EXCHANGE) && S_ISDIR(target->type) && is_ancestor(target->ino, parent)) return cf::error(EINVAL);
+      if (target && !(flags & RENAME_EXCHANGE)) {
+        if (flags & RENAME_NOREPLACE) return cf::error(EEXIST);
+        if (S_ISDIR(moving->type)) {
+          if (!S_ISDIR(target->type)) return cf::error(ENOTDIR);
+          if (!target->children.empty()) return cf::error(ENOTEMPTY);
+        } else if (S_ISDIR(target->type)) {
+          return cf::error(EISDIR);
+        }
+      }
+      node_locks locks{from_dir, to_dir, moving.get(), target};
+      const timespec t = now();
 
-    if (flags & RENAME_EXCHANGE) {
-      if (!target) return cf::error(ENOENT);
-      if (S_ISDIR(target->mode) && is_ancestor(target->ino, parent)) return cf::error(EINVAL);
-      from_dir.children[std::string(name)] = target->ino;
-      existing->second = moving.ino;
-      if (&from_dir != to_dir) {
-        fix_parent(moving, from_dir, *to_dir);
-        fix_parent(*target, *to_dir, from_dir);
+      if (flags & RENAME_EXCHANGE) {
+        std::swap(from_it->second.nd, existing->second.nd);
+        if (from_dir != to_dir) {
+          fix_parent(*moving, *from_dir, *to_dir);
+          fix_parent(*target, *to_dir, *from_dir);
+        }
+        moving->ctime = target->ctime = from_dir->mtime = from_dir->ctime = to_dir->mtime = to_dir->ctime = t;
+        return cf::ok();
       }
-      moving.ctime = target->ctime = from_dir.mtime = from_dir.ctime = to_dir->mtime = to_dir->ctime = t;
-      return cf::ok();
+      if (target) {  // replaced: it loses this name
+        replaced = existing->second.nd;
+        remove_name(*to_dir, existing);
+        if (S_ISDIR(target->type)) {
+          to_dir->nlink--;
+          target->nlink = 0;
+          target->ctime = t;
+        } else {
+          drop_link(*target);
+        }
+      }
+      remove_name(*from_dir, from_it);
+      add_name(*to_dir, newname, std::move(moving));
+      node& moved = *to_dir->children.find(newname)->second.nd;
+      if (from_dir != to_dir) fix_parent(moved, *from_dir, *to_dir);
+      moved.ctime = from_dir->mtime = from_dir->ctime = to_dir->mtime = to_dir->ctime = t;
     }
-    if (target) {
-      if (flags & RENAME_NOREPLACE) return cf::error(EEXIST);
-      if (S_ISDIR(moving.mode)) {
-        if (!S_ISDIR(target->mode)) return cf::error(ENOTDIR);
-        if (!target->children.empty()) return cf::error(ENOTEMPTY);
-      } else if (S_ISDIR(target->mode)) {
-        return cf::error(EISDIR);
-      }
-      // Replace the target: it loses this name.
-      remove_name(*to_dir, newname);
-      if (S_ISDIR(target->mode)) {
-        to_dir->nlink--;
-        target->nlink = 0;
-        target->ctime = t;
-        maybe_free(*target);
-      } else {
-        drop_link(*target);
-      }
-    }
-    const std::uint64_t id = moving.ino;
-    remove_name(from_dir, name);
-    add_name(*to_dir, newname, id);
-    if (&from_dir != to_dir) fix_parent(moving, from_dir, *to_dir);
-    moving.ctime = from_dir.mtime = from_dir.ctime = to_dir->mtime = to_dir->ctime = t;
+    if (replaced) retire_if_unused(std::move(replaced));
     return cf::ok();
   }
 
   cf::result<cf::entry> link(cf::context&, cf::ino i, cf::ino newparent, std::string_view newname) {
-    std::lock_guard lock(mutex_);
-    node* nd = find(i);
-    if (!nd) return cf::error(ENOENT);
-    if (S_ISDIR(nd->mode)) return cf::error(EPERM);
-    if (nd->nlink == 0 && !nd->linkable) return cf::error(ENOENT);  // only O_TMPFILE files get a name back
-    node* dir = find(newparent);
-    if (!dir) return cf::error(ENOENT);
-    if (!S_ISDIR(dir->mode)) return cf::error(ENOTDIR);
     if (newname.size() > name_max) return cf::error(ENAMETOOLONG);
+    std::unique_lock names(names_);
+    std::shared_ptr<node> nd = find(i);
+    if (!nd) return cf::error(ENOENT);
+    if (S_ISDIR(nd->type)) return cf::error(EPERM);
+    std::shared_ptr<node> dir = find(newparent);
+    if (!dir) return cf::error(ENOENT);
+    if (!S_ISDIR(dir->type)) return cf::error(ENOTDIR);
     if (dir->children.count(newname)) return cf::error(EEXIST);
-    add_name(*dir, newname, nd->ino);
+    node_locks locks{dir.get(), nd.get()};
+    if (nd->nlink == 0 && !nd->linkable) return cf::error(ENOENT);  // only O_TMPFILE files get a name back
+    add_name(*dir, newname, nd);
     nd->nlink++;
     nd->linkable = false;
     nd->ctime = dir->mtime = dir->ctime = now();
@@ -303,73 +333,75 @@ class memfs {
   // ---- files ---------------------------------------------------------------------------------
 
   cf::result<cf::open_reply> open(cf::context& c, cf::ino i, int flags) {
-    std::lock_guard lock(mutex_);
-    node* nd = find(i);
+    std::shared_ptr<node> nd = find(i);
     if (!nd) return cf::error(ENOENT);
-    if (S_ISDIR(nd->mode) && (flags & O_ACCMODE) != O_RDONLY) return cf::error(EISDIR);
+    if (S_ISDIR(nd->type) && (flags & O_ACCMODE) != O_RDONLY) return cf::error(EISDIR);
+    std::unique_lock lock(nd->lock);
     // Linux truncates on O_TRUNC even with O_RDONLY (the kernel checked write permission).
-    if ((flags & O_TRUNC) && S_ISREG(nd->mode)) truncate_on_open(*nd, c);
+    if ((flags & O_TRUNC) && S_ISREG(nd->type)) truncate_on_open(*nd, c);
     nd->opens++;
     return cf::open_reply{};
   }
 
   cf::result<cf::created> create(cf::context& c, cf::ino parent, std::string_view name, mode_t mode, mode_t, int flags) {
-    std::lock_guard lock(mutex_);
-    node* dir = find(parent);
-    if (dir && S_ISDIR(dir->mode)) {
-      auto it = dir->children.find(name);
-      if (it != dir->children.end()) {  // created meanwhile by someone else: open it
-        if (flags & O_EXCL) return cf::error(EEXIST);
-        node& nd = *find(it->second);
-        if (S_ISDIR(nd.mode)) return cf::error(EISDIR);
-        if ((flags & O_TRUNC) && S_ISREG(nd.mode)) truncate_on_open(nd, c);
-        nd.opens++;
-        return cf::created{entry_of(nd, true), {}};
-      }
+    std::unique_lock names(names_);
+    if (auto found = child(parent, name)) {  // created meanwhile by someone else: open it
+      if (flags & O_EXCL) return cf::error(EEXIST);
+      node& nd = **found;
+      if (S_ISDIR(nd.type)) return cf::error(EISDIR);
+      std::unique_lock lock(nd.lock);
+      if ((flags & O_TRUNC) && S_ISREG(nd.type)) truncate_on_open(nd, c);
+      nd.opens++;
+      return cf::created{entry_of(nd, true), {}};
     }
-    auto made = add_child(c, parent, name, S_IFREG | (mode & 07777));
+    auto made = add_child(c, parent, name, S_IFREG | (mode & 07777), [](node& nd) { nd.opens = 1; });
     if (!made) return cf::error(made.error_code());
-    node& nd = **made;
-    nd.opens++;
-    return cf::created{entry_of(nd, true), {}};
+    return cf::created{entry_of(**made, true), {}};
   }
 
   cf::result<cf::created> tmpfile(cf::context& c, cf::ino parent, mode_t mode, mode_t, int) {
-    std::lock_guard lock(mutex_);
-    node* dir = find(parent);
+    std::shared_ptr<node> dir = find(parent);
     if (!dir) return cf::error(ENOENT);
-    if (!S_ISDIR(dir->mode)) return cf::error(ENOTDIR);
-    node& nd = make_node(S_IFREG | (mode & 07777), c.uid(), group_for(*dir, c));
-    label(nd, c);
-    nd.nlink = 0;  // nameless until linkat gives it one
-    nd.linkable = true;
-    nd.opens = 1;
-    return cf::created{entry_of(nd, true), {}};
+    if (!S_ISDIR(dir->type)) return cf::error(ENOTDIR);
+    gid_t group;
+    {
+      std::shared_lock lock(dir->lock);
+      group = group_for(*dir, c);
+    }
+    std::shared_ptr<node> nd = make_node(S_IFREG | (mode & 07777), c.uid(), group, [&](node& n) {
+      label(n, c);
+      n.nlink = 0;  // nameless until linkat gives it one
+      n.linkable = true;
+      n.opens = 1;
+    });
+    return cf::created{entry_of(*nd, true), {}};
   }
 
   cf::result<std::size_t> read(cf::context&, cf::ino i, cf::file_info&, std::span<std::byte> out, off_t off) {
-    std::lock_guard lock(mutex_);
-    node* nd = find(i);
+    std::shared_ptr<node> nd = find(i);
     if (!nd) return cf::error(ENOENT);
-    if (S_ISDIR(nd->mode)) return cf::error(EISDIR);
+    if (S_ISDIR(nd->type)) return cf::error(EISDIR);
     if (off < 0) return cf::error(EINVAL);
+    std::shared_lock lock(nd->lock);
     const auto start = static_cast<std::uint64_t>(off);
     if (start >= nd->size) return std::size_t{0};
     const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(out.size(), nd->size - start));
     copy_out(*nd, start, out.first(n));
-    // relatime, as tmpfs: the access time moves when it is older than the last change or a day old.
-    const timespec t = now();
-    if (older(nd->atime, nd->mtime) || older(nd->atime, nd->ctime) || t.tv_sec - nd->atime.tv_sec >= 24 * 3600) nd->atime = t;
+    // relatime, as tmpfs: the access time moves when it is older than the last change or a day
+    // old. Readers race only to store the same moment, so a shared lock is enough.
+    const std::int64_t t = nanoseconds(now()), atime = nd->atime_ns.load(std::memory_order_relaxed);
+    if (atime <= nanoseconds(nd->mtime) || atime <= nanoseconds(nd->ctime) || t - atime >= std::int64_t{24} * 3600 * 1'000'000'000)
+      nd->atime_ns.store(t, std::memory_order_relaxed);
     return n;
   }
 
   cf::result<std::size_t> write(cf::context& c, cf::ino i, cf::file_info& fi, std::span<const std::byte> in, off_t off) {
-    std::lock_guard lock(mutex_);
-    node* nd = find(i);
+    std::shared_ptr<node> nd = find(i);
     if (!nd) return cf::error(ENOENT);
-    if (!S_ISREG(nd->mode)) return cf::error(EINVAL);
-    std::uint64_t start = (fi.flags & O_APPEND) ? nd->size : static_cast<std::uint64_t>(std::max<off_t>(off, 0));
+    if (!S_ISREG(nd->type)) return cf::error(EINVAL);
     if (off < 0) return cf::error(EINVAL);
+    std::unique_lock lock(nd->lock);
+    const std::uint64_t start = (fi.flags & O_APPEND) ? nd->size : static_cast<std::uint64_t>(off);
     if (start + in.size() > max_file_size) return cf::error(EFBIG);
     std::size_t written = copy_in(*nd, start, in);
     if (written == 0 && !in.empty()) return cf::error(ENOSPC);
@@ -379,11 +411,14 @@ class memfs {
   }
 
   cf::result<> release(cf::context&, cf::ino i, cf::file_info&) {
-    std::lock_guard lock(mutex_);
-    if (node* nd = find(i)) {
+    std::shared_ptr<node> nd = find(i);
+    if (!nd) return cf::ok();
+    {
+      std::unique_lock lock(nd->lock);
       if (nd->opens) nd->opens--;
-      maybe_free(*nd);
+      release_data_if_unreachable(*nd);
     }
+    retire_if_unused(std::move(nd));
     return cf::ok();
   }
 
@@ -391,12 +426,12 @@ class memfs {
 
   cf::result<> fallocate(cf::context&, cf::ino i, cf::file_info&, int mode, off_t off, off_t len) {
     if (off < 0 || len <= 0) return cf::error(EINVAL);
-    std::lock_guard lock(mutex_);
-    node* nd = find(i);
+    std::shared_ptr<node> nd = find(i);
     if (!nd) return cf::error(ENOENT);
-    if (!S_ISREG(nd->mode)) return cf::error(ENODEV);
+    if (!S_ISREG(nd->type)) return cf::error(ENODEV);
     const auto start = static_cast<std::uint64_t>(off), end = start + static_cast<std::uint64_t>(len);
     if (end > max_file_size) return cf::error(EFBIG);
+    std::unique_lock lock(nd->lock);
     if (mode == (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)) {
       punch(*nd, start, end);
     } else if (mode == 0 || mode == FALLOC_FL_KEEP_SIZE) {
@@ -413,10 +448,10 @@ class memfs {
   }
 
   cf::result<off_t> lseek(cf::context&, cf::ino i, cf::file_info&, off_t off, int whence) {
-    std::lock_guard lock(mutex_);
-    node* nd = find(i);
+    std::shared_ptr<node> nd = find(i);
     if (!nd) return cf::error(ENOENT);
     if (off < 0) return cf::error(ENXIO);
+    std::shared_lock lock(nd->lock);
     const auto pos = static_cast<std::uint64_t>(off);
     if (pos >= nd->size) return cf::error(ENXIO);
     if (whence == SEEK_DATA) {
@@ -437,17 +472,28 @@ class memfs {
                                           off_t off_out, std::size_t len, int flags) {
     if (flags != 0) return cf::error(EINVAL);
     if (off_in < 0 || off_out < 0) return cf::error(EINVAL);
-    std::lock_guard lock(mutex_);
-    node* src = find(in);
-    node* dst = find(out);
+    std::shared_ptr<node> src = find(in), dst = find(out);
     if (!src || !dst) return cf::error(ENOENT);
-    if (!S_ISREG(src->mode) || !S_ISREG(dst->mode)) return cf::error(EINVAL);
+    if (!S_ISREG(src->type) || !S_ISREG(dst->type)) return cf::error(EINVAL);
+    // The source read-locked, the destination write-locked (one lock when they are one file), in
+    // inode order like every holder of two node locks.
+    std::shared_lock<std::shared_mutex> reading(src->lock, std::defer_lock);
+    std::unique_lock<std::shared_mutex> writing(dst->lock, std::defer_lock);
+    if (src == dst) {
+      writing.lock();
+    } else if (src->ino < dst->ino) {
+      reading.lock();
+      writing.lock();
+    } else {
+      writing.lock();
+      reading.lock();
+    }
     const auto from = static_cast<std::uint64_t>(off_in);
     if (from >= src->size) return std::size_t{0};
     std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(len, src->size - from));
     n = std::min<std::size_t>(n, 16u << 20);  // a bounded chunk per request; the kernel loops
     if (static_cast<std::uint64_t>(off_out) + n > max_file_size) return cf::error(EFBIG);
-    std::vector<std::byte> buf(n);
+    std::vector<std::byte> buf(n);  // the ranges may overlap within one file
     copy_out(*src, from, buf);
     std::size_t written = copy_in(*dst, static_cast<std::uint64_t>(off_out), buf);
     if (written == 0) return cf::error(ENOSPC);
@@ -458,61 +504,81 @@ class memfs {
   // ---- directories ---------------------------------------------------------------------------
 
   cf::result<cf::open_reply> opendir(cf::context&, cf::ino i, int) {
-    std::lock_guard lock(mutex_);
-    node* nd = find(i);
+    std::shared_ptr<node> nd = find(i);
     if (!nd) return cf::error(ENOENT);
-    if (!S_ISDIR(nd->mode)) return cf::error(ENOTDIR);
+    if (!S_ISDIR(nd->type)) return cf::error(ENOTDIR);
+    std::unique_lock lock(nd->lock);
     nd->opens++;
     return cf::open_reply{};
   }
 
   cf::result<> releasedir(cf::context& c, cf::ino i, cf::file_info& fi) { return release(c, i, fi); }
 
-  cf::result<std::vector<cf::owned_dir_entry>> readdir(cf::context&, cf::ino i, cf::file_info&, off_t off) {
-    std::lock_guard lock(mutex_);
-    node* dir = find(i);
-    if (!dir) return cf::error(ENOENT);
-    if (!S_ISDIR(dir->mode)) return cf::error(ENOTDIR);
-    std::vector<cf::owned_dir_entry> out;
-    list(*dir, off, [&](std::string_view name, const node& nd, std::uint64_t next) {
-      out.push_back({std::string(name), nd.ino, static_cast<std::uint32_t>((nd.mode & S_IFMT) >> 12), next});
-      return out.size() < 4096;  // a listing reply holds far fewer; the kernel asks again
-    });
-    return out;
+ private:
+  struct node;
+
+  // One entry of a listing: what READDIR packs, and the lookup READDIRPLUS asks for (counted only
+  // for the entries the kernel receives).
+  struct listed {
+    std::string_view name;
+    cf::ino ino = 0;
+    std::uint32_t type = 0;
+    std::uint64_t next_offset = 0;
+    node* nd = nullptr;
+    cf::entry lookup() const {
+      std::shared_lock lock(nd->lock);
+      return entry_of(*nd, /*count_lookup=*/true);
+    }
+  };
+
+  // A directory's listing from READDIR offset `off` (under names_, held shared while the framework
+  // packs it): ".", "..", then the entries in cookie order, each resuming after itself. A view
+  // over the directory's own map: nothing is copied or allocated.
+  static auto listing_of(node& dir, node& up, off_t off) {
+    namespace rv = ranges::views;
+    const auto from = static_cast<std::uint64_t>(std::max<off_t>(off, 0));
+    auto dots = rv::concat(rv::single(listed{".", dir.ino, DT_DIR, 1, &dir}), rv::single(listed{"..", up.ino, DT_DIR, 2, &up})) |
+                rv::drop(std::min<std::uint64_t>(from, 2));
+    auto entries = ranges::subrange(dir.by_cookie.upper_bound(std::max<std::uint64_t>(from, 2)), dir.by_cookie.end()) |
+                   rv::transform([](const auto& cookie_and_name) {
+                     const auto& [name, c] = *cookie_and_name.second;
+                     return listed{name, c.nd->ino, static_cast<std::uint32_t>(c.nd->type >> 12), cookie_and_name.first, c.nd.get()};
+                   });
+    return rv::concat(std::move(dots), std::move(entries));
   }
 
-  cf::result<> readdirplus(cf::context&, cf::ino i, cf::file_info&, off_t off, cf::dirplus_filler& out) {
-    std::lock_guard lock(mutex_);
-    node* dir = find(i);
-    if (!dir) return cf::error(ENOENT);
-    if (!S_ISDIR(dir->mode)) return cf::error(ENOTDIR);
-    list(*dir, off, [&](std::string_view name, node& nd, std::uint64_t next) {
-      if (!out.add(name, entry_of(nd), next)) return false;
-      if (name != "." && name != "..") nd.lookups++;  // the kernel counts the entries it got
-      return true;
-    });
-    return cf::ok();
+ public:
+  // The listing holds names_ shared until the framework has packed the reply.
+  auto readdir(cf::context&, cf::ino i, cf::file_info&, off_t off) {
+    std::shared_lock names(names_);
+    std::shared_ptr<node> dir = find(i);
+    using listing = cf::locked_listing<std::shared_lock<std::shared_mutex>, decltype(listing_of(*dir, *dir, off))>;
+    if (!dir) return cf::result<listing>(cf::error(ENOENT));
+    if (!S_ISDIR(dir->type)) return cf::result<listing>(cf::error(ENOTDIR));
+    std::shared_ptr<node> up = find(dir->parent);  // a directory's parent lives while it has a name (names_)
+    node& parent = up ? *up : *dir;
+    return cf::result<listing>(listing(std::move(names), listing_of(*dir, parent, off)));
   }
 
   cf::result<> fsyncdir(cf::context&, cf::ino, cf::file_info&, bool) { return cf::ok(); }
 
   cf::result<struct statvfs> statfs(cf::context&, cf::ino) {
-    std::lock_guard lock(mutex_);
     struct statvfs v {};
+    const std::uint64_t used = used_.load(std::memory_order_relaxed);
     v.f_bsize = page_bytes;
     v.f_frsize = page_bytes;
     v.f_blocks = limit_ / page_bytes;
-    v.f_bfree = v.f_bavail = (limit_ - std::min(used_, limit_)) / page_bytes;
+    v.f_bfree = v.f_bavail = (limit_ - std::min(used, limit_)) / page_bytes;
     v.f_files = std::uint64_t{1} << 32;
-    v.f_ffree = v.f_favail = v.f_files - nodes_.size();
+    v.f_ffree = v.f_favail = v.f_files - node_count_.load(std::memory_order_relaxed);
     v.f_namemax = name_max;
     return v;
   }
 
   cf::result<struct ::statx> statx(cf::context&, cf::ino i, const cf::file_info*, int, unsigned) {
-    std::lock_guard lock(mutex_);
-    node* nd = find(i);
+    std::shared_ptr<node> nd = find(i);
     if (!nd) return cf::error(ENOENT);
+    std::shared_lock lock(nd->lock);
     const struct stat st = stat_of(*nd);
     struct ::statx x {};
     x.stx_mask = STATX_BASIC_STATS | STATX_BTIME;
@@ -525,7 +591,7 @@ class memfs {
     x.stx_size = static_cast<std::uint64_t>(st.st_size);
     x.stx_blocks = static_cast<std::uint64_t>(st.st_blocks);
     auto ts = [](const timespec& t) { return statx_timestamp{t.tv_sec, static_cast<std::uint32_t>(t.tv_nsec), 0}; };
-    x.stx_atime = ts(nd->atime);
+    x.stx_atime = ts(st.st_atim);
     x.stx_mtime = ts(nd->mtime);
     x.stx_ctime = ts(nd->ctime);
     x.stx_btime = ts(nd->btime);
@@ -537,10 +603,10 @@ class memfs {
   // ---- extended attributes -------------------------------------------------------------------
 
   cf::result<std::size_t> getxattr(cf::context&, cf::ino i, std::string_view name, std::span<std::byte> out) {
-    std::lock_guard lock(mutex_);
-    node* nd = find(i);
-    if (!nd) return cf::error(ENOENT);
     if (auto e = check_xattr_name(name); e) return cf::error(e);
+    std::shared_ptr<node> nd = find(i);
+    if (!nd) return cf::error(ENOENT);
+    std::shared_lock lock(nd->lock);
     auto it = nd->xattrs.find(name);
     if (it == nd->xattrs.end()) return cf::error(ENODATA);
     if (out.empty()) return it->second.size();
@@ -552,9 +618,9 @@ class memfs {
   // trusted.* names are listed only to a privileged caller, as tmpfs does (root stands in for
   // CAP_SYS_ADMIN: the request carries no capabilities).
   cf::result<std::size_t> listxattr(cf::context& c, cf::ino i, std::span<std::byte> out) {
-    std::lock_guard lock(mutex_);
-    node* nd = find(i);
+    std::shared_ptr<node> nd = find(i);
     if (!nd) return cf::error(ENOENT);
+    std::shared_lock lock(nd->lock);
     auto visible = [&](const std::string& k) { return c.uid() == 0 || k.rfind("trusted.", 0) != 0; };
     std::size_t total = 0;
     for (const auto& [k, v] : nd->xattrs)
@@ -573,9 +639,9 @@ class memfs {
   cf::result<> setxattr(cf::context&, cf::ino i, std::string_view name, std::span<const std::byte> value, int flags) {
     if (auto e = check_xattr_name(name); e) return cf::error(e);
     if (value.size() > xattr_value_max) return cf::error(E2BIG);
-    std::lock_guard lock(mutex_);
-    node* nd = find(i);
+    std::shared_ptr<node> nd = find(i);
     if (!nd) return cf::error(ENOENT);
+    std::unique_lock lock(nd->lock);
     auto it = nd->xattrs.find(name);
     if ((flags & XATTR_CREATE) && it != nd->xattrs.end()) return cf::error(EEXIST);
     if ((flags & XATTR_REPLACE) && it == nd->xattrs.end()) return cf::error(ENODATA);
@@ -588,9 +654,9 @@ class memfs {
 
   cf::result<> removexattr(cf::context&, cf::ino i, std::string_view name) {
     if (auto e = check_xattr_name(name); e) return cf::error(e);
-    std::lock_guard lock(mutex_);
-    node* nd = find(i);
+    std::shared_ptr<node> nd = find(i);
     if (!nd) return cf::error(ENOENT);
+    std::unique_lock lock(nd->lock);
     auto it = nd->xattrs.find(name);
     if (it == nd->xattrs.end()) return cf::error(ENODATA);
     nd->xattrs.erase(it);
@@ -599,45 +665,86 @@ class memfs {
   }
 
   // For tests and -d: bytes of file data held.
-  std::uint64_t used_bytes() {
-    std::lock_guard lock(mutex_);
-    return used_;
-  }
+  std::uint64_t used_bytes() const { return used_.load(std::memory_order_relaxed); }
 
  private:
   struct page {
     std::byte bytes[page_bytes];
   };
 
+  // A directory's entry: the node it names, and its cookie (its place in the listing order).
+  struct child_entry_t {
+    std::shared_ptr<node> nd;
+    std::uint64_t cookie = 0;
+  };
+  using children_map = std::map<std::string, child_entry_t, std::less<>>;
+
   struct node {
-    cf::ino ino = 0;
-    mode_t mode = 0;
+    node(cf::ino i, mode_t m) : ino(i), type(m & S_IFMT), mode(m) {}
+    const cf::ino ino;
+    const mode_t type;  // S_IFMT bits: fixed for the node's life, read without a lock
+
+    std::shared_mutex lock;  // everything below, but the names (names_) and the atomics
+    mode_t mode;
     uid_t uid = 0;
     gid_t gid = 0;
     nlink_t nlink = 1;
     dev_t rdev = 0;
-    timespec atime{}, mtime{}, ctime{}, btime{};
-    std::uint64_t lookups = 0;  // references the kernel holds (returned by FORGET)
-    std::uint64_t opens = 0;    // open files and directories
-    bool linkable = false;      // an O_TMPFILE file not yet linked: linkat may name it
+    timespec mtime{}, ctime{}, btime{};
+    std::atomic<std::int64_t> atime_ns{0};  // nanoseconds: readers move it under a shared lock
+    std::atomic<std::uint64_t> lookups{0};  // references the kernel holds (returned by FORGET)
+    std::uint64_t opens = 0;                // open files and directories
+    bool linkable = false;                  // an O_TMPFILE file not yet linked: linkat may name it
     std::map<std::string, std::string, std::less<>> xattrs;
     // regular files: sparse pages and the size
     std::map<std::uint64_t, std::unique_ptr<page>> pages;
     std::uint64_t size = 0;
-    // directories: name -> inode, and a stable listing order by cookie (never reused), so that a
-    // READDIR offset stays valid while entries come and go
-    std::map<std::string, cf::ino, std::less<>> children;
-    std::map<std::string, std::uint64_t, std::less<>> cookie_of;
-    std::map<std::uint64_t, std::string> by_cookie;
+    // directories, under names_ (and changed with this lock held too, so a stat of the directory
+    // sees its entry count whole): name -> entry, and a stable listing order by cookie (never
+    // reused), so that a READDIR offset stays valid while entries come and go
+    children_map children;
+    std::map<std::uint64_t, children_map::iterator> by_cookie;
     std::uint64_t next_cookie = 3;  // 1 and 2 are "." and ".."
     cf::ino parent = 0;
-    // symlinks
+    // symlinks: set before the link has a name
     std::string target;
+
+    void set_atime(const timespec& t) { atime_ns.store(nanoseconds(t), std::memory_order_relaxed); }
   };
+
+  // Exclusive locks of the nodes a name change touches (null and repeated entries skipped), taken
+  // in inode order: with names_ held exclusive by the caller, and data-path handlers holding one
+  // node lock at a time (two, in the same order, for copy_file_range), no two lockers wait on each
+  // other in a cycle.
+  class node_locks {
+   public:
+    node_locks(std::initializer_list<node*> nodes) {
+      for (node* n : nodes)
+        if (n && std::find(held_.begin(), held_.begin() + count_, n) == held_.begin() + count_) held_[count_++] = n;
+      std::sort(held_.begin(), held_.begin() + count_, [](const node* a, const node* b) { return a->ino < b->ino; });
+      for (std::size_t k = 0; k < count_; ++k) held_[k]->lock.lock();
+    }
+    ~node_locks() {
+      for (std::size_t k = count_; k-- > 0;) held_[k]->lock.unlock();
+    }
+    node_locks(const node_locks&) = delete;
+    node_locks& operator=(const node_locks&) = delete;
+
+   private:
+    std::array<node*, 4> held_{};
+    std::size_t count_ = 0;
+  };
+
+  static std::int64_t nanoseconds(const timespec& t) { return std::int64_t{t.tv_sec} * 1'000'000'000 + t.tv_nsec; }
+  static timespec from_nanoseconds(std::int64_t ns) {
+    timespec t{ns / 1'000'000'000, ns % 1'000'000'000};
+    if (t.tv_nsec < 0) t.tv_sec -= 1, t.tv_nsec += 1'000'000'000;
+    return t;
+  }
 
   // The kernel's rule (setattr_should_drop_sgid): setuid always goes; setgid goes when the file is
   // group-executable, or when the caller is not in the file's group (the request carries the
-  // caller's primary group only: supplementary groups are not seen).
+  // caller's primary group only: supplementary groups are not seen). Under the node's lock.
   static void kill_suidgid(node& nd, const cf::context& c) {
     mode_t kill = S_ISUID;
     if ((nd.mode & S_ISGID) && ((nd.mode & S_IXGRP) || c.gid() != nd.gid)) kill |= S_ISGID;
@@ -654,22 +761,67 @@ class memfs {
     nd.mtime = nd.ctime = now();
   }
 
-  node* find(cf::ino i) {
-    auto it = nodes_.find(i);
-    return it == nodes_.end() ? nullptr : it->second.get();
+  // ---- the node table -------------------------------------------------------------------------
+
+  struct alignas(64) shard {
+    std::mutex mutex;
+    std::unordered_map<cf::ino, std::shared_ptr<node>> nodes;
+  };
+  static constexpr std::size_t shard_count = 64;
+  shard& shard_of(cf::ino i) { return shards_[i % shard_count]; }
+
+  // The node, kept alive for the caller even if it is dropped meanwhile; null when unknown.
+  std::shared_ptr<node> find(cf::ino i) {
+    shard& s = shard_of(i);
+    std::lock_guard lock(s.mutex);
+    auto it = s.nodes.find(i);
+    return it == s.nodes.end() ? nullptr : it->second;
   }
 
-  node& make_node(mode_t mode, uid_t uid, gid_t gid) {
-    auto nd = std::make_unique<node>();
-    nd->ino = next_ino_++;
-    nd->mode = mode;
+  // A new node, set up by `init` before any other thread can reach it, then in the table.
+  template <typename Init = void (*)(node&)>
+  std::shared_ptr<node> make_node(
+      mode_t mode, uid_t uid, gid_t gid, Init&& init = [](node&) {}) {
+    auto nd = std::make_shared<node>(next_ino_.fetch_add(1, std::memory_order_relaxed), mode);
     nd->uid = uid;
     nd->gid = gid;
-    nd->atime = nd->mtime = nd->ctime = nd->btime = now();
-    node& ref = *nd;
-    nodes_.emplace(ref.ino, std::move(nd));
-    return ref;
+    nd->mtime = nd->ctime = nd->btime = now();
+    nd->set_atime(nd->mtime);
+    init(*nd);
+    shard& s = shard_of(nd->ino);
+    {
+      std::lock_guard lock(s.mutex);
+      s.nodes.emplace(nd->ino, nd);
+    }
+    node_count_.fetch_add(1, std::memory_order_relaxed);
+    return nd;
   }
+
+  // A node's data goes when no name and no open file is left (nothing can reach it any more: the
+  // space is free at once, as on tmpfs). Under the node's exclusive lock.
+  void release_data_if_unreachable(node& nd) {
+    if (nd.nlink != 0 || nd.opens != 0 || nd.linkable || nd.ino == cf::root_ino || nd.pages.empty()) return;
+    used_.fetch_sub(nd.pages.size() * page_bytes, std::memory_order_relaxed);
+    nd.pages.clear();
+  }
+
+  // The node leaves the table once the kernel's references are gone too. Called without its lock.
+  // Nothing can bring it back meanwhile: with no name, no open file and no lookup, no request can
+  // reach it, so the check and the removal need not be one step (a second caller finds it gone).
+  void retire_if_unused(std::shared_ptr<node> nd) {
+    {
+      std::unique_lock lock(nd->lock);
+      release_data_if_unreachable(*nd);
+      if (nd->nlink != 0 || nd->opens != 0 || nd->lookups.load(std::memory_order_acquire) != 0 || nd->ino == cf::root_ino) return;
+      used_.fetch_sub(nd->pages.size() * page_bytes, std::memory_order_relaxed);  // a never-linked O_TMPFILE's
+      nd->pages.clear();
+    }
+    shard& s = shard_of(nd->ino);
+    std::lock_guard lock(s.mutex);
+    if (s.nodes.erase(nd->ino)) node_count_.fetch_sub(1, std::memory_order_relaxed);
+  }
+
+  // ---- names (under names_) -------------------------------------------------------------------
 
   // The security context the kernel sent with a creating request becomes the object's xattr.
   static void label(node& nd, const cf::context& c) {
@@ -681,102 +833,84 @@ class memfs {
   // New files take the directory's group when it is setgid (and new directories stay setgid).
   static gid_t group_for(const node& dir, const cf::context& c) { return (dir.mode & S_ISGID) ? dir.gid : c.gid(); }
 
-  cf::result<node*> child(cf::ino parent, std::string_view name) {
-    node* dir = find(parent);
+  // The directory `parent` and its entry `name`. The directory stays alive while names_ is held
+  // (it has a name, or is open, or is the root).
+  cf::result<std::pair<node*, children_map::iterator>> child_entry(cf::ino parent, std::string_view name) {
+    std::shared_ptr<node> dir = find(parent);
     if (!dir) return cf::error(ENOENT);
-    if (!S_ISDIR(dir->mode)) return cf::error(ENOTDIR);
+    if (!S_ISDIR(dir->type)) return cf::error(ENOTDIR);
     auto it = dir->children.find(name);
     if (it == dir->children.end()) return cf::error(ENOENT);
-    return find(it->second);
+    return std::pair{dir.get(), it};
+  }
+  cf::result<node*> child(cf::ino parent, std::string_view name) {
+    auto found = child_entry(parent, name);
+    if (!found) return cf::error(found.error_code());
+    return found->second->second.nd.get();
   }
 
-  cf::result<node*> add_child(const cf::context& c, cf::ino parent, std::string_view name, mode_t mode) {
-    node* dir = find(parent);
+  // A new node named `name` in `parent` (names_ held exclusive), set up by `init` first.
+  template <typename Init>
+  cf::result<node*> add_child(const cf::context& c, cf::ino parent, std::string_view name, mode_t mode, Init&& init) {
+    std::shared_ptr<node> dir = find(parent);
     if (!dir) return cf::error(ENOENT);
-    if (!S_ISDIR(dir->mode)) return cf::error(ENOTDIR);
-    if (dir->nlink == 0) return cf::error(ENOENT);  // a removed directory takes no new names
+    if (!S_ISDIR(dir->type)) return cf::error(ENOTDIR);
     if (name.empty() || name.size() > name_max) return cf::error(name.empty() ? ENOENT : ENAMETOOLONG);
     if (dir->children.count(name)) return cf::error(EEXIST);
+    std::unique_lock lock(dir->lock);
+    if (dir->nlink == 0) return cf::error(ENOENT);  // a removed directory takes no new names
     if ((mode & S_IFMT) == S_IFDIR && (dir->mode & S_ISGID)) mode |= S_ISGID;
-    node& nd = make_node(mode, c.uid(), group_for(*dir, c));
-    label(nd, c);
-    add_name(*dir, name, nd.ino);
-    dir->mtime = dir->ctime = nd.ctime;
-    return &nd;
+    std::shared_ptr<node> nd = make_node(mode, c.uid(), group_for(*dir, c), [&](node& n) {
+      label(n, c);
+      init(n);
+    });
+    if (S_ISDIR(nd->type)) dir->nlink++;  // the new directory's ".."
+    node* made = nd.get();
+    add_name(*dir, name, std::move(nd));
+    dir->mtime = dir->ctime = made->ctime;
+    return made;
   }
 
-  void add_name(node& dir, std::string_view name, cf::ino i) {
-    std::string n(name);
-    dir.children[n] = i;
+  // Under names_ exclusive and the directory's lock.
+  static void add_name(node& dir, std::string_view name, std::shared_ptr<node> nd) {
     const std::uint64_t cookie = dir.next_cookie++;
-    dir.cookie_of[n] = cookie;
-    dir.by_cookie[cookie] = std::move(n);
+    auto [it, added] = dir.children.emplace(std::string(name), child_entry_t{std::move(nd), cookie});
+    dir.by_cookie.emplace(cookie, it);
   }
 
-  void remove_name(node& dir, std::string_view name) {
-    auto c = dir.cookie_of.find(name);
-    if (c != dir.cookie_of.end()) {
-      dir.by_cookie.erase(c->second);
-      dir.cookie_of.erase(c);
-    }
-    auto it = dir.children.find(name);
-    if (it != dir.children.end()) dir.children.erase(it);
+  static void remove_name(node& dir, children_map::iterator it) {
+    dir.by_cookie.erase(it->second.cookie);
+    dir.children.erase(it);
     dir.mtime = dir.ctime = now();
   }
 
-  void fix_parent(node& moved, node& from, node& to) {
-    if (!S_ISDIR(moved.mode)) return;
+  static void fix_parent(node& moved, node& from, node& to) {
+    if (!S_ISDIR(moved.type)) return;
     moved.parent = to.ino;
     from.nlink--;
     to.nlink++;
   }
 
+  // Whether `candidate` is `start` or one of its ancestors (names_ held: parents do not move).
   bool is_ancestor(cf::ino candidate, cf::ino start) {
     for (cf::ino i = start;;) {
       if (i == candidate) return true;
-      node* nd = find(i);
+      std::shared_ptr<node> nd = find(i);
       if (!nd || i == cf::root_ino) return false;
       i = nd->parent;
     }
   }
 
+  // Under the node's exclusive lock; the caller retires it afterwards.
   void drop_link(node& nd) {
     if (nd.nlink) nd.nlink--;
     nd.ctime = now();
-    maybe_free(nd);
+    release_data_if_unreachable(nd);
   }
 
-  // A node's data goes when no name and no open file is left (nothing can reach it any more: the
-  // space is free at once, as on tmpfs); the node itself when the kernel's references are gone too.
-  void maybe_free(node& nd) {
-    if (nd.nlink != 0 || nd.opens != 0 || nd.ino == cf::root_ino) return;
-    if (!nd.linkable && !nd.pages.empty()) {
-      used_ -= nd.pages.size() * page_bytes;
-      nd.pages.clear();
-    }
-    if (nd.lookups != 0) return;
-    used_ -= nd.pages.size() * page_bytes;
-    nodes_.erase(nd.ino);
-  }
-
-  // Walks a directory from READDIR offset `off`: ".", "..", then the entries by cookie. `emit`
-  // returns false to stop (the reply is full).
-  template <typename Emit>
-  void list(node& dir, off_t off, Emit&& emit) {
-    const auto from = static_cast<std::uint64_t>(std::max<off_t>(off, 0));
-    if (from < 1 && !emit(".", dir, 1)) return;
-    if (from < 2) {
-      node* up = find(dir.parent);
-      if (!emit("..", up ? *up : dir, 2)) return;
-    }
-    for (auto it = dir.by_cookie.upper_bound(std::max<std::uint64_t>(from, 2)); it != dir.by_cookie.end(); ++it) {
-      node* nd = find(dir.children.find(it->second)->second);
-      if (!emit(it->second, *nd, it->first)) return;
-    }
-  }
-
-  cf::entry entry_of(node& nd, bool count_lookup = false) {
-    if (count_lookup) nd.lookups++;
+  // Under the node's lock (shared is enough: the count is atomic).
+  static cf::entry entry_of(node& nd, bool count_lookup = false) {
+    if (count_lookup) nd.lookups.fetch_add(1, std::memory_order_relaxed);
     cf::entry e;
     e.ino = nd.ino;
     e.generation = 0;  // inode numbers are never reused
@@ -784,7 +918,7 @@ class memfs {
     return e;
   }
 
-  struct stat stat_of(const node& nd) const {
+  static struct stat stat_of(const node& nd) {
     struct stat st {};
     st.st_ino = nd.ino;
     st.st_mode = nd.mode;
@@ -793,15 +927,15 @@ class memfs {
     st.st_gid = nd.gid;
     st.st_rdev = nd.rdev;
     st.st_blksize = page_bytes;
-    if (S_ISREG(nd.mode)) {
+    if (S_ISREG(nd.type)) {
       st.st_size = static_cast<off_t>(nd.size);
       st.st_blocks = static_cast<blkcnt_t>(nd.pages.size() * (page_bytes / 512));
-    } else if (S_ISLNK(nd.mode)) {
+    } else if (S_ISLNK(nd.type)) {
       st.st_size = static_cast<off_t>(nd.target.size());
-    } else if (S_ISDIR(nd.mode)) {
+    } else if (S_ISDIR(nd.type)) {
       st.st_size = static_cast<off_t>((nd.children.size() + 2) * 20);  // tmpfs-like: grows with entries
     }
-    st.st_atim = nd.atime;
+    st.st_atim = from_nanoseconds(nd.atime_ns.load(std::memory_order_relaxed));
     st.st_mtim = nd.mtime;
     st.st_ctim = nd.ctime;
     return st;
@@ -814,11 +948,21 @@ class memfs {
     return EOPNOTSUPP;  // system.* (ACLs) and unknown namespaces
   }
 
+  // ---- data (under the node's exclusive lock, but copy_out: shared) ----------------------------
+
+  // One more page against the limit: a compare-and-swap, so two writers never both take the last
+  // page.
+  bool reserve_page() {
+    std::uint64_t used = used_.load(std::memory_order_relaxed);
+    do {
+      if (used + page_bytes > limit_) return false;
+    } while (!used_.compare_exchange_weak(used, used + page_bytes, std::memory_order_relaxed));
+    return true;
+  }
+
   bool allocate_page(node& nd, std::uint64_t index) {
-    if (used_ + page_bytes > limit_) return false;
-    auto p = std::make_unique<page>();  // zero-filled: holes read as zeros
-    nd.pages.emplace(index, std::move(p));
-    used_ += page_bytes;
+    if (!reserve_page()) return false;
+    nd.pages.emplace(index, std::make_unique<page>());  // zero-filled: holes read as zeros
     return true;
   }
 
@@ -837,7 +981,7 @@ class memfs {
     return done;
   }
 
-  void copy_out(const node& nd, std::uint64_t start, std::span<std::byte> out) const {
+  static void copy_out(const node& nd, std::uint64_t start, std::span<std::byte> out) {
     walk_pages(start, out.size(), [&](std::uint64_t index, std::size_t in_page, std::size_t done, std::size_t n) {
       auto it = nd.pages.find(index);
       if (it == nd.pages.end()) std::memset(out.data() + done, 0, n);  // a hole reads as zeros
@@ -866,7 +1010,7 @@ class memfs {
       punch(nd, size, nd.size);
       // Pages wholly past the end go; the last partial page was zeroed past `size`.
       for (auto it = nd.pages.lower_bound((size + page_bytes - 1) / page_bytes); it != nd.pages.end();) {
-        used_ -= page_bytes;
+        used_.fetch_sub(page_bytes, std::memory_order_relaxed);
         it = nd.pages.erase(it);
       }
     }
@@ -878,7 +1022,7 @@ class memfs {
     for (auto it = nd.pages.lower_bound(start / page_bytes); it != nd.pages.end() && it->first * page_bytes < end;) {
       const std::uint64_t pstart = it->first * page_bytes, pend = pstart + page_bytes;
       if (start <= pstart && pend <= end) {
-        used_ -= page_bytes;
+        used_.fetch_sub(page_bytes, std::memory_order_relaxed);
         it = nd.pages.erase(it);
         continue;
       }
@@ -888,7 +1032,8 @@ class memfs {
     }
   }
 
-  // The control FIFO's commands (on its own thread).
+  // ---- the control FIFO's commands (on its own thread) ----------------------------------------
+
   static std::string_view next_word(std::string_view& rest) {
     std::size_t start = rest.find_first_not_of(' ');
     if (start == std::string_view::npos) return rest = {}, std::string_view{};
@@ -899,9 +1044,11 @@ class memfs {
     return w;
   }
 
-  // PATH (relative to the root, '/'-separated) to its parent directory and last name; under mutex_.
+  // PATH (relative to the root, '/'-separated) to its parent directory and last name; under
+  // names_ (shared is enough).
   node* parent_of(std::string_view path, std::string& name) {
-    node* dir = find(cf::root_ino);
+    std::shared_ptr<node> root = find(cf::root_ino);
+    node* dir = root.get();  // the root is never dropped
     while (!path.empty() && path.front() == '/') path.remove_prefix(1);
     for (;;) {
       std::size_t slash = path.find('/');
@@ -911,8 +1058,8 @@ class memfs {
       }
       auto it = dir->children.find(path.substr(0, slash));
       if (it == dir->children.end()) return nullptr;
-      dir = find(it->second);
-      if (!dir || !S_ISDIR(dir->mode)) return nullptr;
+      dir = it->second.nd.get();
+      if (!S_ISDIR(dir->type)) return nullptr;
       path.remove_prefix(slash + 1);
     }
   }
@@ -921,7 +1068,7 @@ class memfs {
     node* dir = parent_of(path, name);
     if (!dir) return nullptr;
     auto it = dir->children.find(name);
-    return it == dir->children.end() ? nullptr : find(it->second);
+    return it == dir->children.end() ? nullptr : it->second.nd.get();
   }
 
   // ENOENT from a notification: the kernel had nothing of it cached, so nothing to invalidate.
@@ -941,9 +1088,10 @@ class memfs {
       const std::string text(rest);
       cf::ino ino = 0;
       {
-        std::lock_guard lock(mutex_);
+        std::shared_lock names(names_);
         node* nd = resolve(path);
-        if (nd && S_ISREG(nd->mode)) {
+        if (nd && S_ISREG(nd->type)) {
+          std::unique_lock lock(nd->lock);
           resize(*nd, 0);
           copy_in(*nd, 0, std::as_bytes(std::span(text.data(), text.size())));
           nd->mtime = nd->ctime = now();
@@ -965,7 +1113,7 @@ class memfs {
       std::string name;
       cf::ino parent = 0, child = 0;
       {
-        std::lock_guard lock(mutex_);
+        std::shared_lock names(names_);
         node* dir = parent_of(path, name);
         node* nd = dir ? resolve(path) : nullptr;
         if (nd) parent = dir->ino, child = nd->ino;
@@ -977,7 +1125,7 @@ class memfs {
       std::string from_name, to_name;
       cf::ino from_dir = 0, to_dir = 0;
       {
-        std::lock_guard lock(mutex_);
+        std::shared_lock names(names_);
         node* a = parent_of(from, from_name);
         node* b = parent_of(to, to_name);
         if (a && b) from_dir = a->ino, to_dir = b->ino;
@@ -991,9 +1139,10 @@ class memfs {
       cf::ino ino = 0;
       std::vector<std::byte> mine;
       {
-        std::lock_guard lock(mutex_);
+        std::shared_lock names(names_);
         node* nd = resolve(path);
-        if (nd && S_ISREG(nd->mode)) {
+        if (nd && S_ISREG(nd->type)) {
+          std::shared_lock lock(nd->lock);
           ino = nd->ino;
           mine.resize(std::min<std::uint64_t>(nd->size, 1 << 20));
           copy_out(*nd, 0, mine);
@@ -1021,11 +1170,12 @@ class memfs {
     std::fprintf(stderr, "memfs control: %.*s: %s\n", static_cast<int>(line.size()), line.data(), result.c_str());
   }
 
-  std::mutex mutex_;
-  std::unordered_map<cf::ino, std::unique_ptr<node>> nodes_;
-  cf::ino next_ino_ = cf::root_ino;
-  std::uint64_t limit_;
-  std::uint64_t used_ = 0;
+  std::shared_mutex names_;  // every directory's entries and parent (see the top of this file)
+  std::array<shard, shard_count> shards_;
+  std::atomic<cf::ino> next_ino_{cf::root_ino};
+  std::atomic<std::uint64_t> node_count_{0};
+  const std::uint64_t limit_;
+  std::atomic<std::uint64_t> used_{0};
   cf::connection conn_;
   cf::cache_defaults cache_;
   std::string control_path_;

@@ -51,6 +51,8 @@
 
 namespace cf = corofuse;
 
+class passthrough;
+
 namespace {
 
 // The magic link of one of our descriptors, for the calls that have no *at() form taking an
@@ -129,6 +131,72 @@ struct open_file {
   cf::backing_speed speed = cf::backing_speed::remote;
   off_t dir_offset = 0;  // where `dir` stands (the d_off of the last entry handed out)
   std::mutex dir_mutex;
+};
+
+// A directory stream (an open directory's DIR) as a listing: each step reads one entry, holding
+// the open directory's mutex while the framework packs the reply. Where the stream stands is kept
+// (open_file::dir_offset), so that the next READDIR continuing from the last entry read goes on
+// without a seek; after an entry that was read but did not fit, the next READDIR seeks back to it.
+class dir_stream_listing {
+ public:
+  struct entry {
+    std::string_view name;
+    std::uint64_t ino = 0;
+    std::uint32_t type = 0;
+    std::uint64_t next_offset = 0;
+    passthrough* fs = nullptr;
+    int dirfd = -1;
+    const char* c_name = nullptr;  // the same name, NUL-terminated, for openat
+    cf::entry lookup() const;
+  };
+  struct sentinel {};
+  class iterator {
+   public:
+    explicit iterator(dir_stream_listing& l) : l_(&l) {}
+    const entry& operator*() const { return l_->current_; }
+    iterator& operator++() {
+      l_->advance();
+      return *this;
+    }
+    bool operator==(sentinel) const { return l_->done_; }
+
+   private:
+    dir_stream_listing* l_;
+  };
+
+  // Positions the stream at the kernel's offset (0, or an entry's d_off) and reads the first entry.
+  dir_stream_listing(passthrough& fs, open_file& f, int dirfd, off_t off) : lock_(f.dir_mutex), f_(&f), fs_(&fs), dirfd_(dirfd) {
+    if (off != f.dir_offset) {
+      if (off == 0) ::rewinddir(f.dir);
+      else ::seekdir(f.dir, off);
+      f.dir_offset = off;
+    }
+    advance();
+  }
+  int error() const noexcept { return error_; }
+  iterator begin() { return iterator(*this); }
+  sentinel end() { return {}; }
+
+ private:
+  void advance() {
+    errno = 0;
+    dirent* d = ::readdir(f_->dir);
+    if (!d) {
+      error_ = errno;  // 0 at the end of the directory
+      done_ = true;
+      return;
+    }
+    f_->dir_offset = d->d_off;
+    current_ = entry{d->d_name, d->d_ino, d->d_type, static_cast<std::uint64_t>(d->d_off), fs_, dirfd_, d->d_name};
+  }
+
+  std::unique_lock<std::mutex> lock_;
+  open_file* f_;
+  passthrough* fs_;
+  int dirfd_;
+  entry current_;
+  bool done_ = false;
+  int error_ = 0;
 };
 
 struct options {
@@ -640,41 +708,25 @@ class passthrough {
 
   cf::task<cf::result<>> fsyncdir(cf::context& c, cf::ino i, cf::file_info& fi, bool datasync) { return fsync(c, i, fi, datasync); }
 
-  cf::result<std::vector<cf::owned_dir_entry>> readdir(cf::context&, cf::ino, cf::file_info& fi, off_t off) {
-    open_file* f = file(fi.fh);
-    if (!f || !f->dir) return cf::error(EBADF);
-    std::vector<cf::owned_dir_entry> out;
-    std::lock_guard lock(f->dir_mutex);
-    int e = list(*f, off, [&](const dirent& d) {
-      out.push_back({d.d_name, d.d_ino, d.d_type, static_cast<std::uint64_t>(d.d_off)});
-      return out.size() < max_listing;  // a reply holds fewer; the rest is read again from its offset
-    });
-    if (e && out.empty()) return cf::error(e);
-    return out;
-  }
-
-  cf::result<> readdirplus(cf::context&, cf::ino i, cf::file_info& fi, off_t off, cf::dirplus_filler& fill) {
+  // The listing is read from the directory stream as the framework packs the reply; entries that
+  // did not fit are read again from the offset of the last one sent. With READDIRPLUS, each entry
+  // sent is looked up (its inode adopted and counted).
+  cf::result<dir_stream_listing> readdir(cf::context&, cf::ino i, cf::file_info& fi, off_t off) {
     open_file* f = file(fi.fh);
     if (!f || !f->dir) return cf::error(EBADF);
     int dirfd = fd_of(i);
     if (dirfd < 0) return cf::error(-dirfd);
-    std::lock_guard lock(f->dir_mutex);
-    int e = list(*f, off, [&](const dirent& d) {
-      std::string_view name(d.d_name);
-      const auto next = static_cast<std::uint64_t>(d.d_off);
-      cf::entry plain;  // no lookup: "." and "..", or a name gone since it was listed
-      plain.attr.st_ino = d.d_ino;
-      plain.attr.st_mode = static_cast<mode_t>(d.d_type) << 12;
-      if (name == "." || name == "..") return fill.add(name, plain, next);
-      int fd = ::openat(dirfd, d.d_name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
-      cf::result<cf::entry> found = fd >= 0 ? adopt(fd) : cf::result<cf::entry>(cf::error(errno));
-      if (!found) return fill.add(name, plain, next);
-      if (fill.add(name, *found, next)) return true;
-      drop_lookups(found->ino, 1);  // not sent: the kernel will not count it
-      return false;
-    });
-    if (e && fill.count() == 0) return cf::error(e);
-    return cf::ok();
+    dir_stream_listing listing(*this, *f, dirfd, off);
+    if (listing.error()) return cf::error(listing.error());  // the first entry failed: nothing to send
+    return listing;
+  }
+
+  // READDIRPLUS: the entry's lookup (counted), or no attributes when the name went away since it
+  // was listed.
+  cf::entry lookup_listed(int dirfd, const char* name) {
+    int fd = ::openat(dirfd, name, O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    cf::result<cf::entry> found = fd >= 0 ? adopt(fd) : cf::result<cf::entry>(cf::error(errno));
+    return found ? *found : cf::entry{};
   }
 
   // ---- the rest -----------------------------------------------------------------------------
@@ -793,7 +845,6 @@ class passthrough {
   }
 
  private:
-  static constexpr std::size_t max_listing = 4096;
   static constexpr std::size_t copy_piece = 64u << 20;
 
   struct inode {
@@ -1095,31 +1146,6 @@ class passthrough {
     return std::move(files_[slot]);
   }
 
-  // Walks the directory from the kernel's offset (0, or an entry's d_off). `emit` returns false
-  // when the reply is full. Returns 0 or the errno that stopped the listing.
-  template <typename Emit>
-  static int list(open_file& f, off_t off, Emit&& emit) {
-    if (off != f.dir_offset) {
-      if (off == 0) {
-        ::rewinddir(f.dir);
-      } else {
-        ::seekdir(f.dir, off);
-      }
-      f.dir_offset = off;
-    }
-    for (;;) {
-      const long before = ::telldir(f.dir);
-      errno = 0;
-      dirent* d = ::readdir(f.dir);
-      if (!d) return errno;
-      if (!emit(*d)) {
-        ::seekdir(f.dir, before);  // this entry comes first in the next reply
-        return 0;
-      }
-      f.dir_offset = d->d_off;
-    }
-  }
-
   options opts_;
   // Where SOURCE's filesystem keeps its data: in memory or on a local disk, stats of its inodes
   // run on the queue thread (fs/backing.hpp); inodes of filesystems mounted under SOURCE go to the
@@ -1141,6 +1167,8 @@ class passthrough {
   std::vector<std::unique_ptr<open_file>> spare_files_;
   static constexpr std::size_t max_spare_files = 1024;
 };
+
+cf::entry dir_stream_listing::entry::lookup() const { return fs->lookup_listed(dirfd, c_name); }
 
 namespace {
 

@@ -9,6 +9,7 @@
 // client opens the file once (OPEN, FLUSH, RELEASE: three requests more, also allocation-free).
 #include <catch2/catch.hpp>
 
+#include <dirent.h>
 #include <fcntl.h>
 #include <signal.h>
 #include <sys/mount.h>
@@ -172,6 +173,60 @@ void check_steady_state(const std::string& fs, const std::string& transport, con
   CHECK(after - before == 0);
 }
 
+// Lists a directory of `entries` names `n` times (OPENDIR, READDIR or READDIRPLUS until the end,
+// RELEASEDIR); counts the names seen.
+int list_dir(const std::string& path, int n, std::size_t entries) {
+  for (int i = 0; i < n; ++i) {
+    DIR* d = ::opendir(path.c_str());
+    if (!d) return 30;
+    std::size_t seen = 0;
+    while (::readdir(d)) ++seen;
+    ::closedir(d);
+    if (seen != entries + 2) return 31;
+  }
+  return 0;
+}
+
+// A listing is packed from the filesystem's range straight into the reply: listing a 10,000-entry
+// directory again and again allocates nothing. READDIRPLUS (each entry's attributes, a lookup
+// counted) is what the kernel asks for first; READDIR when it has the names cached.
+void check_listing_steady_state(const std::string& fs, const std::string& transport) {
+  INFO(fs << " over " << transport);
+  REQUIRE(::geteuid() == 0);
+  if (transport == "ring") REQUIRE(uring_enabled());
+  constexpr std::size_t entries = 10000;
+  constexpr int listings = 6;
+  server s(runfile("tests/mount/" + fs + "_counted"), {"--stats", "-o", "attr_timeout=0,entry_timeout=0", "--transport", transport});
+  INFO("server log:\n" << s.log());
+  REQUIRE(s.mounted());
+  const std::string dir = s.dir() + "/many";
+  REQUIRE(in_client(
+              [&] {
+                if (::mkdir(dir.c_str(), 0755) != 0) return 1;
+                for (std::size_t i = 0; i < entries; ++i) {
+                  int fd = ::open((dir + "/file-" + std::to_string(i)).c_str(), O_CREAT | O_WRONLY, 0644);
+                  if (fd < 0 || ::close(fd) != 0) return 2;
+                }
+                return 0;
+              },
+              300) == 0);
+  const unsigned cpus = std::max(1u, std::thread::hardware_concurrency());
+  for (unsigned cpu = 0; cpu < cpus; ++cpu) REQUIRE(on_cpu(cpu, [&] { return list_dir(dir, 2, entries); }) == 0);
+  const std::uint64_t before = allocations(s);
+  for (unsigned cpu = 0; cpu < cpus; ++cpu) REQUIRE(on_cpu(cpu, [&] { return list_dir(dir, listings, entries); }) == 0);
+  const std::uint64_t after = allocations(s);
+
+  s.signal(SIGTERM);
+  REQUIRE(s.wait_exit(30));
+  const std::string log = s.log();
+  INFO("server log (end):\n" << log.substr(log.size() > 3000 ? log.size() - 3000 : 0));
+  // A reply holds what the client's buffer does (readdir(3) asks for 32 KiB: some 700 names here),
+  // so each listing is more than ten requests.
+  CHECK(requests(log, "READDIR") + requests(log, "READDIRPLUS") >= cpus * (listings + 2) * (entries / 1000));
+  INFO("allocations during " << cpus * listings << " listings of " << entries << " entries: " << (after - before));
+  CHECK(after - before == 0);
+}
+
 }  // namespace
 
 TEST_CASE("memfs: no heap allocation per request in steady state (READ, WRITE, GETATTR, LOOKUP)", "[mount][alloc]") {
@@ -183,4 +238,9 @@ TEST_CASE("passthrough: no heap allocation per request in steady state (READ, WR
   const std::string transport = GENERATE(as<std::string>{}, "ring", "dev");
   const std::string backing = GENERATE(as<std::string>{}, "local", "memory", "remote");
   check_steady_state("passthrough", transport, backing);
+}
+
+TEST_CASE("memfs: no heap allocation listing a 10,000-entry directory (READDIR, READDIRPLUS)", "[mount][alloc]") {
+  const std::string transport = GENERATE(as<std::string>{}, "ring", "dev");
+  check_listing_steady_state("memfs", transport);
 }

@@ -18,6 +18,7 @@
 #include <array>
 #include <cerrno>
 #include <cstring>
+#include <span>
 #include <string_view>
 #include <vector>
 
@@ -84,7 +85,7 @@ class faulty_fs {
     return cf::error(EIO);
   }
 
-  cf::result<std::vector<cf::dir_entry>> readdir(cf::context&, cf::ino i, cf::file_info&, off_t off) {
+  cf::result<std::span<const cf::dir_entry>> readdir(cf::context&, cf::ino i, cf::file_info&, off_t off) {
     if (i != cf::root_ino) return cf::error(ENOTDIR);
     static constexpr std::array<cf::dir_entry, 5> all = {{
         {".", cf::root_ino, DT_DIR, 1},
@@ -93,9 +94,8 @@ class faulty_fs {
         {"weio", weio_ino, DT_REG, 4},
         {"wnospc", wnospc_ino, DT_REG, 5},
     }};
-    std::vector<cf::dir_entry> out;
-    for (std::size_t k = static_cast<std::size_t>(std::max<off_t>(off, 0)); k < all.size(); ++k) out.push_back(all[k]);
-    return out;
+    return std::span<const cf::dir_entry>(all).subspan(
+        std::min<std::size_t>(static_cast<std::size_t>(std::max<off_t>(off, 0)), all.size()));
   }
 
  private:

@@ -6,7 +6,12 @@
 #include <dirent.h>
 #include <fcntl.h>
 
+#include <array>
+#include <cstring>
 #include <map>
+#include <mutex>
+#include <ranges>
+#include <span>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -672,35 +677,100 @@ TEST_CASE("dispatch: GETXATTR's name survives a value written over the request (
   CHECK(fs.seen == "user.name");
 }
 
-TEST_CASE("dispatch: READDIRPLUS, the handler learns which entries fit", "[fs][dispatch]") {
+TEST_CASE("dispatch: READDIRPLUS from readdir's listing: lookups asked only for entries that fit, never for . and ..", "[fs][dispatch]") {
+  namespace h = corofuse::handlers;
   struct plus_fs {
-    std::size_t accepted = 0;
-    cf::result<> readdirplus(cf::context&, cf::ino, cf::file_info&, off_t off, cf::dirplus_filler& out) {
-      for (std::uint64_t i = static_cast<std::uint64_t>(off); i < 10; ++i) {
-        cf::entry e;
-        e.ino = 100 + i;
-        e.attr.st_mode = S_IFREG | 0644;
-        e.attr.st_size = static_cast<off_t>(i);
-        if (!out.add(names[i], e, i + 1)) break;
-        ++accepted;  // a lookup count would be taken here, for accepted entries only
-      }
-      return cf::ok();
+    std::vector<std::uint64_t> looked_up;
+    std::vector<std::string> names = {".", "..", "f2", "f3", "f4", "gone", "f6", "f7", "f8", "f9"};
+    auto readdir(cf::context&, cf::ino, cf::file_info&, off_t off) {
+      auto entries = std::views::iota(static_cast<std::uint64_t>(off), std::uint64_t{10}) | std::views::transform([this](std::uint64_t i) {
+                       return cf::dirplus_entry{names[i], 100 + i, i < 2 ? std::uint32_t{DT_DIR} : std::uint32_t{DT_REG}, i + 1, [this, i] {
+                                                  looked_up.push_back(i);
+                                                  cf::entry e;
+                                                  if (names[i] == "gone") return e;  // went away meanwhile: no attributes
+                                                  e.ino = 100 + i;
+                                                  e.attr.st_mode = S_IFREG | 0644;
+                                                  e.attr.st_size = static_cast<off_t>(i);
+                                                  return e;
+                                                }};
+                     });
+      return cf::result<decltype(entries)>(std::move(entries));
     }
-    std::vector<std::string> names = {"f0", "f1", "f2", "f3", "f4", "f5", "f6", "f7", "f8", "f9"};
   } fs;
-  harness h;
+  STATIC_REQUIRE(h::readdirplus<plus_fs>);
+  harness hr;
   abi::read_in r{};
-  r.size = 2 * abi::direntplus_size(2) + 10;  // room for two records
-  CHECK(h.run(fs, message(abi::opcode::readdirplus, &r, sizeof r)).error == 0);
-  CHECK(fs.accepted == 2);
-  REQUIRE(h.out.size() == 2 * abi::direntplus_size(2));
-  abi::direntplus d{};
-  std::memcpy(&d, h.space.data() + abi::direntplus_size(2), sizeof d);
-  CHECK(d.entry.nodeid == 101);
-  CHECK(d.entry.attr.size == 1);
-  CHECK(d.dirent.off == 2);
-  CHECK(d.dirent.type == DT_REG);
-  CHECK(d.entry.entry_valid == 1);  // the mount default
+  std::size_t four = 0;
+  for (std::size_t i = 0; i < 4; ++i) four += abi::direntplus_size(fs.names[i].size());
+  r.size = static_cast<std::uint32_t>(four + 10);  // room for ".", "..", "f2", "f3"
+  REQUIRE(hr.run(fs, message(abi::opcode::readdirplus, &r, sizeof r)).error == 0);
+  CHECK(fs.looked_up == std::vector<std::uint64_t>{2, 3});
+  REQUIRE(hr.out.size() == four);
+  std::vector<abi::direntplus> got;
+  for (std::size_t at = 0; at < hr.out.size();) {
+    abi::direntplus d{};
+    std::memcpy(&d, hr.space.data() + at, sizeof d);
+    got.push_back(d);
+    at += abi::direntplus_size(d.dirent.namelen);
+  }
+  REQUIRE(got.size() == 4);
+  CHECK(got[0].entry.nodeid == 0);  // "." and "..": the kernel ignores their attributes
+  CHECK(got[0].dirent.ino == 100);
+  CHECK(got[1].entry.nodeid == 0);
+  CHECK(got[1].dirent.ino == 101);
+  CHECK(got[2].entry.nodeid == 102);
+  CHECK(got[2].entry.attr.size == 2);
+  CHECK(got[3].dirent.off == 4);  // resumes after f3
+
+  // From the next offset: an entry whose lookup finds nothing goes without attributes.
+  fs.looked_up.clear();
+  r.offset = 4;
+  r.size = 4096;
+  hr.out.clear();
+  REQUIRE(hr.run(fs, message(abi::opcode::readdirplus, &r, sizeof r)).error == 0);
+  CHECK(fs.looked_up == std::vector<std::uint64_t>{4, 5, 6, 7, 8, 9});
+  abi::direntplus f4{}, gone{};
+  std::memcpy(&f4, hr.space.data(), sizeof f4);
+  std::memcpy(&gone, hr.space.data() + abi::direntplus_size(2), sizeof gone);
+  CHECK(f4.entry.nodeid == 104);
+  CHECK(gone.entry.nodeid == 0);
+  CHECK(gone.dirent.ino == 105);
+
+  // READDIR from the same listing asks for no lookup at all.
+  fs.looked_up.clear();
+  r.offset = 0;
+  hr.out.clear();
+  REQUIRE(hr.run(fs, message(abi::opcode::readdir, &r, sizeof r)).error == 0);
+  CHECK(fs.looked_up.empty());
+  CHECK(hr.out.size() > 0);
+}
+
+TEST_CASE("dispatch: a listing of plain entries serves READDIR only; a locked_listing holds its lock while packed", "[fs][dispatch]") {
+  namespace h = corofuse::handlers;
+  struct locked_fs {
+    std::mutex m;
+    bool held_while_packing = false;
+    std::array<cf::dir_entry, 2> all = {{{"a", 5, DT_REG, 1}, {"b", 6, DT_REG, 2}}};
+    auto readdir(cf::context&, cf::ino, cf::file_info&, off_t off) {
+      auto view = std::span(all).subspan(static_cast<std::size_t>(off)) | std::views::transform([this](const cf::dir_entry& e) {
+                    held_while_packing = !m.try_lock();
+                    if (!held_while_packing) m.unlock();
+                    return e;
+                  });
+      return cf::result<cf::locked_listing<std::unique_lock<std::mutex>, decltype(view)>>({std::unique_lock(m), view});
+    }
+  } fs;
+  STATIC_REQUIRE(h::readdir<locked_fs>);
+  STATIC_REQUIRE(!h::readdirplus<locked_fs>);
+  harness hr;
+  abi::read_in r{};
+  r.size = 4096;
+  REQUIRE(hr.run(fs, message(abi::opcode::readdir, &r, sizeof r)).error == 0);
+  CHECK(hr.out.size() == 2 * abi::dirent_size(1));
+  CHECK(fs.held_while_packing);
+  CHECK(fs.m.try_lock());  // and released once the reply was packed
+  fs.m.unlock();
+  CHECK(hr.run(fs, message(abi::opcode::readdirplus, &r, sizeof r)).error == ENOSYS);
 }
 
 TEST_CASE("dispatch: FSYNCDIR, OPENDIR and RELEASEDIR reach their handlers; NOTIFY_REPLY is never answered", "[fs][dispatch]") {

@@ -244,7 +244,8 @@ TEST_CASE("dirent_packer: READDIRPLUS records carry the entry", "[proto]") {
   e.nodeid = 77;
   e.attr.ino = 77;
   e.attr.mode = 0100644;
-  CHECK(p.add_plus("file", e, 8, 9));
+  CHECK(p.fits_plus(4));
+  CHECK(p.add_plus("file", e, 77, 8, 9));
   CHECK(p.size() == abi::direntplus_size(4));
   abi::direntplus d{};
   std::memcpy(&d, space.data(), sizeof d);
@@ -255,7 +256,8 @@ TEST_CASE("dirent_packer: READDIRPLUS records carry the entry", "[proto]") {
   // A limit larger than the buffer is clamped to the buffer.
   proto::reply_buffer small(std::span<std::byte>(space).first(100));
   proto::dirent_packer q(small, 1 << 20);
-  CHECK_FALSE(q.add_plus("file", e, 8, 1));  // 160 bytes into 100
+  CHECK_FALSE(q.fits_plus(4));
+  CHECK_FALSE(q.add_plus("file", e, 77, 8, 1));  // 160 bytes into 100
 }
 
 TEST_CASE("a zero-copy ring entry is refused by the copying parser", "[proto]") {

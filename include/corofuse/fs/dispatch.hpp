@@ -29,6 +29,7 @@
 #include "corofuse/abi/structs.hpp"
 #include "corofuse/fs/context.hpp"
 #include "corofuse/fs/handlers.hpp"
+#include "corofuse/fs/listing.hpp"
 #include "corofuse/fs/result.hpp"
 #include "corofuse/fs/types.hpp"
 #include "corofuse/io/task.hpp"
@@ -507,24 +508,19 @@ io::task<reply_status> dispatch_open_files(Fs& fs, context& ctx, const proto::re
           auto r = co_await detail::handled(fs.readdir(ctx, node, fi, static_cast<off_t>(in.offset)));
           if (!r) co_return detail::error_of(r);
           proto::dirent_packer pack(out, in.size);
-          for (const auto& e : *r) {
-            if (!pack.add(std::string_view(e.name), e.ino, e.type, e.next_offset)) break;  // full: resumes at e
-          }
+          detail::pack_listing(*r, pack);
           co_return reply_status{};
         }
         break;
 
-      case opcode::readdirplus:
+      case opcode::readdirplus:  // asked for only when readdir's entries have lookup() (INIT)
         if constexpr (handlers::readdirplus<Fs>) {
           auto in = req.op<abi::read_in>();
           file_info fi = detail::file_from(in.fh, in.flags, in.lock_owner);
+          auto r = co_await detail::handled(fs.readdir(ctx, node, fi, static_cast<off_t>(in.offset)));
+          if (!r) co_return detail::error_of(r);
           proto::dirent_packer pack(out, in.size);
-          dirplus_filler filler(pack, d);
-          result<> r = co_await detail::handled(fs.readdirplus(ctx, node, fi, static_cast<off_t>(in.offset), filler));
-          if (!r) {
-            out.clear();
-            co_return detail::error_of(r);
-          }
+          detail::pack_listing_plus(*r, pack, d);
           co_return reply_status{};
         }
         break;

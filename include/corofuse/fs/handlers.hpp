@@ -13,10 +13,13 @@
 #include <cstdint>
 #include <span>
 #include <string_view>
+#include <utility>
 
 #include "corofuse/fs/connection.hpp"
 #include "corofuse/fs/context.hpp"
+#include "corofuse/fs/listing.hpp"
 #include "corofuse/fs/types.hpp"
+#include "corofuse/io/task.hpp"
 
 namespace corofuse {
 struct set_attr;
@@ -27,6 +30,19 @@ namespace corofuse::handlers {
 using bytes = std::span<std::byte>;
 using const_bytes = std::span<const std::byte>;
 using name = std::string_view;
+
+// What a handler's result holds, whether it returns result<T> or io::task<result<T>>.
+template <typename R>
+struct handler_result {
+  using type = R;
+};
+template <typename R>
+struct handler_result<io::task<R>> {
+  using type = R;
+};
+template <typename Fs>
+using readdir_listing_t = typename handler_result<
+    decltype(std::declval<Fs&>().readdir(std::declval<context&>(), ino{}, std::declval<file_info&>(), off_t{}))>::type::value_type;
 
 // clang-format off
 template <typename Fs> concept lookup = requires(Fs& fs, context& c, ino i, name n) { fs.lookup(c, i, n); };
@@ -51,8 +67,9 @@ template <typename Fs> concept releasedir = requires(Fs& fs, context& c, ino i, 
 template <typename Fs> concept flush = requires(Fs& fs, context& c, ino i, file_info& fi) { fs.flush(c, i, fi); };
 template <typename Fs> concept fsync = requires(Fs& fs, context& c, ino i, file_info& fi, bool d) { fs.fsync(c, i, fi, d); };
 template <typename Fs> concept fsyncdir = requires(Fs& fs, context& c, ino i, file_info& fi, bool d) { fs.fsyncdir(c, i, fi, d); };
-template <typename Fs> concept readdir = requires(Fs& fs, context& c, ino i, file_info& fi, off_t o) { fs.readdir(c, i, fi, o); };
-template <typename Fs> concept readdirplus = requires(Fs& fs, context& c, ino i, file_info& fi, off_t o, dirplus_filler& d) { fs.readdirplus(c, i, fi, o, d); };
+template <typename Fs> concept readdir = requires(Fs& fs, context& c, ino i, file_info& fi, off_t o) { fs.readdir(c, i, fi, o); } && listing<readdir_listing_t<Fs>>;
+// READDIRPLUS is answered from readdir's listing when its entries have lookup() (fs/listing.hpp).
+template <typename Fs> concept readdirplus = readdir<Fs> && lookup_listing<readdir_listing_t<Fs>>;
 template <typename Fs> concept access = requires(Fs& fs, context& c, ino i, int m) { fs.access(c, i, m); };
 template <typename Fs> concept create = requires(Fs& fs, context& c, ino i, name n, mode_t m, int f) { fs.create(c, i, n, m, m, f); };
 template <typename Fs> concept getxattr = requires(Fs& fs, context& c, ino i, name n, bytes b) { fs.getxattr(c, i, n, b); };
@@ -141,8 +158,11 @@ constexpr bool signatures_match() {
   COROFUSE_CHECK(flush, "result<> flush(context&, ino, file_info&)")
   COROFUSE_CHECK(fsync, "result<> fsync(context&, ino, file_info&, bool datasync)")
   COROFUSE_CHECK(fsyncdir, "result<> fsyncdir(context&, ino, file_info&, bool datasync)")
-  COROFUSE_CHECK(readdir, "result<range of dir_entry> readdir(context&, ino, file_info&, off_t)")
-  COROFUSE_CHECK(readdirplus, "result<> readdirplus(context&, ino, file_info&, off_t, dirplus_filler&)")
+  COROFUSE_CHECK(readdir,
+                 "result<range of entries> readdir(context&, ino, file_info&, off_t), the entries with name, ino, type, next_offset")
+  static_assert(!has_member_readdirplus<Fs>,
+                "corofuse: READDIRPLUS is answered from readdir's listing: give its entries a lookup() (dirplus_entry) in place of a "
+                "readdirplus member; see README.md (Writing a filesystem)");
   COROFUSE_CHECK(access, "result<> access(context&, ino, int mask)")
   COROFUSE_CHECK(create, "result<created> create(context&, ino, std::string_view, mode_t, mode_t umask, int flags)")
   COROFUSE_CHECK(getxattr, "result<std::size_t> getxattr(context&, ino, std::string_view, std::span<std::byte>)")

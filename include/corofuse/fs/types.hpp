@@ -64,10 +64,10 @@ struct file_info {
   std::uint64_t lock_owner = 0;
 };
 
-// One directory entry of a listing. `next_offset` resumes the listing after this entry: it must
-// stay valid while the directory changes (an index into a stable order, not a position). The name
-// is a view: it must stay valid until the READDIR handler's result has been packed (use
-// owned_dir_entry when it would not).
+// One directory entry of a listing (fs/listing.hpp). `next_offset` resumes the listing after this
+// entry: it must stay valid while the directory changes (an index into a stable order, not a
+// position). The name is a view: it must stay valid until the READDIR handler's result has been
+// packed (hold a lock with locked_listing, or use owned_dir_entry).
 struct dir_entry {
   std::string_view name;
   corofuse::ino ino = 0;
@@ -202,23 +202,5 @@ inline abi::open_out to_wire(const open_reply& r) noexcept {
   if (r.passthrough) o.backing_id = r.backing_id;
   return o;
 }
-
-// READDIRPLUS: the handler adds entries (each with its lookup reply) until add() says the reply is
-// full. Every entry added with a non-zero ino counts one lookup the kernel will FORGET later, so
-// the handler counts exactly the entries add() accepted (except "." and "..", which the kernel
-// does not count).
-class dirplus_filler {
- public:
-  dirplus_filler(proto::dirent_packer& pack, const cache_defaults& d) noexcept : pack_(pack), defaults_(d) {}
-  bool add(std::string_view name, const entry& e, std::uint64_t next_offset) noexcept {
-    abi::entry_out out = to_wire(e, defaults_);
-    return pack_.add_plus(name, out, static_cast<std::uint32_t>((e.attr.st_mode & S_IFMT) >> 12), next_offset);
-  }
-  std::size_t count() const noexcept { return pack_.count(); }
-
- private:
-  proto::dirent_packer& pack_;
-  const cache_defaults& defaults_;
-};
 
 }  // namespace corofuse

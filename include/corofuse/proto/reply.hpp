@@ -78,13 +78,18 @@ class dirent_packer {
     return true;
   }
 
+  // READDIRPLUS: whether a record with a name of `namelen` bytes still fits.
+  bool fits_plus(std::size_t namelen) const noexcept { return used_ + abi::direntplus_size(namelen) <= limit_; }
+
   // READDIRPLUS: the entry's lookup reply comes with it (entry.nodeid 0 = no lookup counted).
-  bool add_plus(std::string_view name, const abi::entry_out& entry, std::uint32_t type, std::uint64_t next_off) noexcept {
+  // `ino` is the dirent's (what readdir(3) shows as d_ino).
+  bool add_plus(std::string_view name, const abi::entry_out& entry, std::uint64_t ino, std::uint32_t type,
+                std::uint64_t next_off) noexcept {
     const std::size_t size = abi::direntplus_size(name.size());
     if (used_ + size > limit_) return false;
     abi::direntplus d{};
     d.entry = entry;
-    d.dirent = abi::dirent{entry.attr.ino, next_off, static_cast<std::uint32_t>(name.size()), type};
+    d.dirent = abi::dirent{ino, next_off, static_cast<std::uint32_t>(name.size()), type};
     write_record(&d, sizeof d, name, size);
     return true;
   }
