@@ -83,6 +83,31 @@ struct reply {
     }
     return out;
   }
+
+  // A READDIRPLUS reply's records: each entry with its lookup reply (nodeid 0: no attributes, no
+  // lookup counted).
+  struct plus_entry : entry {
+    abi::entry_out lookup{};
+  };
+  std::vector<plus_entry> plus_entries() const {
+    std::vector<plus_entry> out;
+    std::size_t at = 0;
+    while (at + sizeof(abi::direntplus) <= bytes.size()) {
+      abi::direntplus d;
+      std::memcpy(&d, bytes.data() + at, sizeof d);
+      const std::size_t whole = abi::direntplus_size(d.dirent.namelen);
+      if (at + whole > bytes.size()) throw std::length_error("corofuse::testing::reply::plus_entries: a record runs past the reply");
+      plus_entry e;
+      e.name = std::string(reinterpret_cast<const char*>(bytes.data()) + at + sizeof d, d.dirent.namelen);
+      e.ino = d.dirent.ino;
+      e.next_offset = d.dirent.off;
+      e.type = d.dirent.type;
+      e.lookup = d.entry;
+      out.push_back(std::move(e));
+      at += whole;
+    }
+    return out;
+  }
 };
 
 template <typename Fs>

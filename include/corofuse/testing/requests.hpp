@@ -133,6 +133,11 @@ inline message readdir(std::uint64_t node, std::uint64_t fh, std::uint64_t offse
   m.header().opcode = static_cast<std::uint32_t>(abi::opcode::readdir);
   return m;
 }
+inline message readdirplus(std::uint64_t node, std::uint64_t fh, std::uint64_t offset, std::uint32_t size = 4096) {
+  message m = read(node, fh, offset, size);
+  m.header().opcode = static_cast<std::uint32_t>(abi::opcode::readdirplus);
+  return m;
+}
 inline message write(std::uint64_t node, std::uint64_t fh, std::uint64_t offset, std::string_view data) {
   abi::write_in w{};
   w.fh = fh;
