@@ -509,6 +509,12 @@ class memfs {
     if (!S_ISDIR(nd->type)) return cf::error(ENOTDIR);
     std::unique_lock lock(nd->lock);
     nd->opens++;
+    // The kernel is not asked to keep listings (FOPEN_CACHE_DIR). Tried: a listing of a directory
+    // that changes while it is read then comes back one entry per getdents64 (the kernel drops
+    // what it kept at every change and starts over from the server), and a reader never reaches
+    // the end of a directory another process keeps adding to (fs_suite_test's "entries come and
+    // go"); tmpfs lists such a directory in some 140 calls. memfs's listings are views of its own
+    // map and cost the server no copy, so an uncached listing is what it offers.
     return cf::open_reply{};
   }
 
