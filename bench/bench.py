@@ -296,6 +296,7 @@ def measure_config(name, directory, a, bins):
     attempt("stat 2 threads", "stat", stat_target, a.stats // 2, 2)
     attempt("create+unlink", "create", directory, a.files)
     attempt("readdir", "readdir", directory, a.entries, 3)
+    attempt("readdir+stat", "lsl", directory, a.entries, 3)
     for job in range(2):
         os.unlink(os.path.join(directory, f"data.{job}.0"))
     return out
@@ -614,7 +615,7 @@ def write_report(a, results, bins):
     add(f"Workloads: fio `--ioengine=sync --bs=1M --numjobs=2 --size={a.size}` per job (a single pass over each job's file; "
         "caches dropped before each run), and `--ioengine=io_uring --iodepth=32 --bs=4k --direct=1` for IOPS "
         f"({a.runtime} s). Metadata with `bench/meta`: stat(2) of a file with `-o attr_timeout=0` (every call a GETATTR "
-        f"round trip on FUSE), from one thread and from two at once (the latency each caller sees), {a.files} files created and unlinked, a {a.entries}-entry directory listed. FUSE servers run "
+        f"round trip on FUSE), from one thread and from two at once (the latency each caller sees), {a.files} files created and unlinked, a {a.entries}-entry directory listed, and listed with an lstat of each entry (ls -l). FUSE servers run "
         "with their defaults otherwise (depth 4, 1 MiB requests); passthrough mirrors a tmpfs, memfs holds the data itself.")
     add("")
     add("## Throughput (MiB/s)")
@@ -631,7 +632,8 @@ def write_report(a, results, bins):
     add("| workload | " + " | ".join(names) + " |")
     add("|---|" + "---|" * len(names))
     for wl, unit, digits in (("4k randread io_uring qd32", "IOPS", 0), ("stat", "µs per call", 2), ("stat 2 threads", "µs per call", 2),
-                             ("create+unlink", "files/s", 0), ("readdir", "ms per listing", 1)):
+                             ("create+unlink", "files/s", 0), ("readdir", "ms per listing", 1),
+                             ("readdir+stat", "ms per listing with an lstat of each entry", 1)):
         add(f"| {wl} ({unit}) | " + " | ".join(fmt(cfgs[n][wl], digits) for n in names) + " |")
     add("")
     ref = cfgs.get("libfuse io_uring")
@@ -640,20 +642,20 @@ def write_report(a, results, bins):
         add("")
         add("Each configuration's median over libfuse 3.18 passthrough_hp's (io_uring, `--nopassthrough --nocache`) in this "
             "same run, with the ratio's range (its min over libfuse's max, its max over libfuse's min). Above 1 is better "
-            "for throughput, IOPS and files/s; for stat and readdir (times) the ratio is inverted so that above 1 is "
+            "for throughput, IOPS and files/s; for stat and the listings (times) the ratio is inverted so that above 1 is "
             "better too.")
         add("")
         others = [n for n in names if n not in ("native tmpfs", "libfuse io_uring")]
         add("| workload | " + " | ".join(others) + " |")
         add("|---|" + "---|" * len(others))
-        for wl in [w for w, _, _ in WORKLOADS] + ["4k randread io_uring qd32", "stat", "stat 2 threads", "create+unlink", "readdir"]:
+        for wl in [w for w, _, _ in WORKLOADS] + ["4k randread io_uring qd32", "stat", "stat 2 threads", "create+unlink", "readdir", "readdir+stat"]:
             row = []
             for n in others:
                 v, r = cfgs[n].get(wl, {}), ref.get(wl, {})
                 if "median" not in v or "median" not in r or not r["median"] or not v["median"]:
                     row.append("–")
                     continue
-                if wl in ("stat", "stat 2 threads", "readdir"):  # times: lower is better
+                if wl in ("stat", "stat 2 threads", "readdir", "readdir+stat"):  # times: lower is better
                     row.append(f"{r['median'] / v['median']:.2f}× ({r['min'] / v['max']:.2f}–{r['max'] / v['min']:.2f})")
                 else:
                     row.append(f"{v['median'] / r['median']:.2f}× ({v['min'] / r['max']:.2f}–{v['max'] / r['min']:.2f})")

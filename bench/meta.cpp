@@ -4,6 +4,8 @@
 //                                                                     thread waits for it)
 //   meta create DIR N       N files created, then unlinked          -> create_unlink_files_per_s
 //   meta readdir DIR N R    a directory of N entries listed R times  -> readdir_ms (per full listing)
+//   meta lsl DIR N R        the same, with an lstat of every entry,  -> readdir_stat_ms
+//                           as ls -l does
 #include <dirent.h>
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -23,7 +25,7 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 int usage() {
-  std::fprintf(stderr, "usage: meta stat FILE N [THREADS] | meta create DIR N | meta readdir DIR N REPEAT\n");
+  std::fprintf(stderr, "usage: meta stat FILE N [THREADS] | meta create DIR N | meta readdir|lsl DIR N REPEAT\n");
   return 2;
 }
 }  // namespace
@@ -70,7 +72,8 @@ int main(int argc, char** argv) {
     std::printf("create_unlink_files_per_s %.0f files/s\n", static_cast<double>(n) / seconds_since(t0));
     return 0;
   }
-  if (mode == "readdir") {
+  if (mode == "readdir" || mode == "lsl") {
+    const bool with_stat = mode == "lsl";
     if (argc < 5) return usage();
     const long repeat = std::atol(argv[4]);
     char name[4096];
@@ -87,7 +90,11 @@ int main(int argc, char** argv) {
     for (long r = 0; r < repeat; ++r) {
       DIR* d = ::opendir(dir.c_str());
       if (!d) return std::perror("opendir"), 1;
-      while (::readdir(d)) ++seen;
+      while (dirent* e = ::readdir(d)) {
+        ++seen;
+        struct stat st;
+        if (with_stat && ::fstatat(::dirfd(d), e->d_name, &st, AT_SYMLINK_NOFOLLOW) != 0) return std::perror("fstatat"), 1;
+      }
       ::closedir(d);
     }
     const double per = seconds_since(t0) * 1e3 / static_cast<double>(repeat);
@@ -97,7 +104,7 @@ int main(int argc, char** argv) {
       ::unlink(name);
     }
     ::rmdir(dir.c_str());
-    std::printf("readdir_ms %.3f ms\n", per);
+    std::printf("%s %.3f ms\n", with_stat ? "readdir_stat_ms" : "readdir_ms", per);
     return seen == repeat * (n + 2) ? 0 : 1;
   }
   return usage();
