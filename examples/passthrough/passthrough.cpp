@@ -907,7 +907,7 @@ class passthrough {
           cached_(o.cached_) {}
     inode_ref& operator=(inode_ref&&) = delete;
     ~inode_ref() {
-      if (owner_ && fd >= 0) owner_->release(id_, fd, cached_);
+      if (owner_ && fd >= 0) owner_->give_back(id_, fd, cached_);
     }
 
     int fd = -ESTALE;
@@ -959,7 +959,7 @@ class passthrough {
   }
 
   // The end of a request's use of a descriptor from find().
-  void release(cf::ino id, int fd, bool cached) {
+  void give_back(cf::ino id, int fd, bool cached) {
     if (cached) {
       node_shard& s = shard_of(id);
       std::lock_guard lock(s.mutex);
@@ -1081,7 +1081,7 @@ class passthrough {
     inode& in = *it->second;
     if (in.pinned_fd >= 0) ::close(in.pinned_fd);
     if (in.slot >= 0) s.clock[static_cast<std::size_t>(in.slot)] = nullptr;
-    if (in.cached_fd >= 0 && in.users == 0) ::close(in.cached_fd);  // in use: closed by release()
+    if (in.cached_fd >= 0 && in.users == 0) ::close(in.cached_fd);  // in use: closed by give_back()
     s.nodes.erase(it);
   }
 
