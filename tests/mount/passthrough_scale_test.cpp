@@ -8,6 +8,7 @@
 //   - a stale node: a file deleted in SOURCE behind the mount's back while the kernel still knows
 //     it, and a new file made under its name: the old node answers ESTALE (or, with descriptors
 //     per inode, is still the deleted file), never the new file's data;
+//   - run by an ordinary user (no CAP_DAC_READ_SEARCH): the fallback, said once at start, serves;
 //   - --inode-handles: a bad value is refused in one line.
 // The backing store is a tmpfs mounted for each test. Every client runs in a child process with an
 // alarm (a generous one: the counts are large; nothing is timed).
@@ -298,8 +299,48 @@ TEST_CASE("passthrough: a file deleted behind the mount's back and a new one mad
   CHECK(s->exit_status() == 0);
 }
 
+TEST_CASE("passthrough run by an ordinary user (no CAP_DAC_READ_SEARCH): the fallback to a descriptor per inode, said once, and it serves",
+          "[mount][passthrough][scale][fusermount]") {
+  REQUIRE(::geteuid() == 0);                             // to become nobody and to clean up
+  REQUIRE(::access("/usr/bin/fusermount3", X_OK) == 0);  // without root, mounting goes through it
+  // The binary and SOURCE where nobody reaches them (runfiles are under root's home).
+  char tmpl[] = "/tmp/corofuse-scale-user-XXXXXX";
+  REQUIRE(::mkdtemp(tmpl));
+  const std::string base = tmpl;
+  struct remove_base {
+    std::string dir;
+    ~remove_base() { (void)std::system(("rm -rf '" + dir + "'").c_str()); }
+  } cleanup{base};
+  const std::string bin = base + "/passthrough", source = base + "/src";
+  REQUIRE(std::system(
+              ("cp " + pt_bin + " " + bin + " && chmod 755 " + base + " " + bin + " && mkdir " + source + " && chown 65534:65534 " + source)
+                  .c_str()) == 0);
+  server s(bin, {"--stats"}, 65534, 65534, {source});
+  INFO("passthrough log:\n" << tail(s.log()));
+  REQUIRE(s.mounted());
+  const std::string log = s.log();
+  CHECK(log.find("one open descriptor each (open_by_handle_at: Operation not permitted)") != std::string::npos);
+  const std::string mnt = s.dir();
+  CHECK(in_client([&] {
+          if (::setgid(65534) != 0 || ::setuid(65534) != 0) return 1;
+          if (::mkdir((mnt + "/d").c_str(), 0755) != 0) return 2;
+          for (int i = 0; i < 100; ++i) {
+            const std::string p = mnt + "/d/f" + std::to_string(i);
+            int fd = ::open(p.c_str(), O_CREAT | O_WRONLY | O_CLOEXEC, 0644);
+            if (fd < 0 || write_all(fd, content_of(i)) != 0 || ::close(fd) != 0) return 3;
+          }
+          for (int i = 0; i < 100; ++i)
+            if (content(mnt + "/d/f" + std::to_string(i)) != content_of(i)) return 4;
+          return 0;
+        }) == 0);
+  CHECK(content(source + "/d/f7") == content_of(7));
+  s.signal(SIGTERM);
+  CHECK(s.wait_exit(20));
+  CHECK_FALSE(s.mounted());
+}
+
 TEST_CASE("passthrough --inode-handles: a bad value gives one line and exit 2", "[mount][passthrough][scale][cli]") {
-  for (const std::string& bad : {"--inode-handles=sometimes", "--inode-handles"}) {
+  for (const std::string bad : {"--inode-handles=sometimes", "--inode-handles"}) {
     const std::string cmd = "timeout -k 5 30 " + pt_bin + " /tmp /nonexistent-mountpoint " + bad + " 2>&1";
     std::FILE* p = ::popen(cmd.c_str(), "r");
     REQUIRE(p);
