@@ -45,7 +45,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -932,7 +931,7 @@ class passthrough {
       inode& in = *it->second;
       if (in.pinned_fd >= 0) return inode_ref(in.pinned_fd, in.type, in.dev == source_dev_);
       if (in.cached_fd >= 0) return use_cached(in);
-      h.set(in.handle, in.handle_type);
+      if (!h.set(in.handle, in.handle_type)) return inode_ref::failed(ESTALE);
     }
     // Opened outside the lock: the shard's other nodes are not held up by this system call.
     int fd = ::open_by_handle_at(handles_.mount_fd, h.get(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
@@ -978,6 +977,7 @@ class passthrough {
   // request: the caller keeps the descriptor to itself.
   static bool cache_insert(node_shard& s, inode& in, int fd) {
     const std::size_t n = s.clock.size();
+    if (n == 0) return false;  // no cache: descriptors per inode
     for (std::size_t step = 0; step < 2 * n + 1; ++step) {
       const std::size_t at = s.hand;
       s.hand = (s.hand + 1) % n;
