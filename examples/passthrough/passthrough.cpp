@@ -682,12 +682,12 @@ class passthrough {
     return out;
   }
 
-  cf::result<> readdirplus(cf::context&, cf::ino i, cf::file_info& fi, off_t off, cf::dirplus_filler& fill) {
+  cf::result<> readdirplus(cf::context&, cf::ino, cf::file_info& fi, off_t off, cf::dirplus_filler& fill) {
     open_file* f = file(fi.fh);
     if (!f || !f->dir) return cf::error(EBADF);
-    inode_ref dirfd_ref = find(i);
-    if (!dirfd_ref.fd_ok()) return cf::error(dirfd_ref.error());
-    const int dirfd = dirfd_ref.fd;
+    // Entries are opened relative to the listing's own descriptor (the directory's inode, opened
+    // at OPENDIR): it lives as long as the open directory, whatever the descriptor cache does.
+    const int dirfd = ::dirfd(f->dir);
     std::lock_guard lock(f->dir_mutex);
     int e = list(*f, off, [&](const dirent& d) {
       std::string_view name(d.d_name);
