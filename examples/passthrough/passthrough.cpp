@@ -1,11 +1,18 @@
 // passthrough: mirrors a directory (SOURCE) at the mount point.
 //
-// Inodes: an O_PATH, O_NOFOLLOW handle per backing inode, keyed by (st_dev, st_ino), so hard
-// links are one inode and the backing filesystem cannot reuse an inode number the kernel still
-// knows (the handle keeps that inode alive). Node ids come from a counter and are never reused.
-// Every operation works relative to those handles with *at() calls and a single name component:
-// the server never resolves a path, never follows a symlink, and so never leaves SOURCE, whatever
-// is renamed or replaced inside it behind its back.
+// Inodes: each backing inode the kernel knows is a node, keyed by (st_dev, st_ino) so that hard
+// links are one node; node ids come from a counter and are never reused. A node records its inode
+// as a file handle (name_to_handle_at), and a request that needs a descriptor gets one from a
+// bounded cache of O_PATH descriptors (CLOCK), opened again by handle (open_by_handle_at) on a
+// miss: the tree served is not bounded by the open-file limit. An inode deleted behind the
+// mount's back gives ESTALE through its handle; a later inode that reuses its number has another
+// handle, and so another node. Where handles cannot be used (no CAP_DAC_READ_SEARCH, a filesystem
+// without them, another mount under SOURCE, --inode-handles off), a node holds an O_PATH,
+// O_NOFOLLOW descriptor for its life instead, which also keeps its inode (and number) alive. The
+// tables are sharded, each shard with its own lock.
+// Every operation works relative to a descriptor of the inode with *at() calls and a single name
+// component: the server never resolves a path, never follows a symlink, and so never leaves
+// SOURCE, whatever is renamed or replaced inside it behind its back.
 //
 // Data: READ is answered with a file slice (the transport reads the backing file straight into
 // the reply buffer; on the ring that read is linked to COMMIT_AND_FETCH), WRITE, FLUSH, FSYNC,
@@ -30,6 +37,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <array>
 #include <atomic>
 #include <cerrno>
 #include <climits>
@@ -37,7 +45,6 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
-#include <map>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -124,13 +131,27 @@ struct open_file {
   int fd = -1;
   corofuse::ino node = 0;       // the inode it was opened on
   std::int32_t backing_id = 0;  // --passthrough: the inode's backing id, one reference of it
-  DIR* dir = nullptr;           // directories: the listing stream
+  // Directories: the listing, read with getdents64(2) into a buffer the open file keeps (open
+  // files are recycled, buffer and all, so a warm server lists without allocating; fdopendir's
+  // stream would be one allocation per OPENDIR).
+  bool is_dir = false;
+  std::unique_ptr<std::byte[]> dir_buffer;
+  std::size_t dir_filled = 0, dir_at = 0;  // the entries read, and the next one in dir_buffer
+  static constexpr std::size_t dir_buffer_size = 32 * 1024;
   // Where its data lives (fs/backing.hpp): in memory or on a local disk, READ and WRITE may run on
   // the queue thread; classified at open (a file under SOURCE may sit on another filesystem
   // mounted there).
   cf::backing_speed speed = cf::backing_speed::remote;
-  off_t dir_offset = 0;  // where `dir` stands (the d_off of the last entry handed out)
+  off_t dir_offset = 0;  // where the listing stands (the d_off of the last entry handed out)
   std::mutex dir_mutex;
+
+  // Makes this a directory's open file (a buffer the first time only) at its start.
+  void open_listing() {
+    is_dir = true;
+    if (!dir_buffer) dir_buffer = std::make_unique<std::byte[]>(dir_buffer_size);
+    dir_filled = dir_at = 0;
+    dir_offset = 0;
+  }
 };
 
 // A directory stream (an open directory's DIR) as a listing: each step reads one entry, holding
@@ -164,11 +185,16 @@ class dir_stream_listing {
     dir_stream_listing* l_;
   };
 
-  // Positions the stream at the kernel's offset (0, or an entry's d_off) and reads the first entry.
-  dir_stream_listing(passthrough& fs, open_file& f, int dirfd, off_t off) : lock_(f.dir_mutex), f_(&f), fs_(&fs), dirfd_(dirfd) {
+  // Positions the listing at the kernel's offset (0, or an entry's d_off: lseek(2) takes either)
+  // and reads the first entry.
+  dir_stream_listing(passthrough& fs, open_file& f, off_t off) : lock_(f.dir_mutex), f_(&f), fs_(&fs), dirfd_(f.fd) {
     if (off != f.dir_offset) {
-      if (off == 0) ::rewinddir(f.dir);
-      else ::seekdir(f.dir, off);
+      if (::lseek(f.fd, off, SEEK_SET) < 0) {
+        error_ = errno;
+        done_ = true;
+        return;
+      }
+      f.dir_filled = f.dir_at = 0;
       f.dir_offset = off;
     }
     advance();
@@ -178,16 +204,33 @@ class dir_stream_listing {
   sentinel end() { return {}; }
 
  private:
+  // The next record of the buffer, reading more of the directory when it is used up.
   void advance() {
-    errno = 0;
-    dirent* d = ::readdir(f_->dir);
-    if (!d) {
-      error_ = errno;  // 0 at the end of the directory
-      done_ = true;
-      return;
+    open_file& f = *f_;
+    if (f.dir_at >= f.dir_filled) {
+      const long n = ::syscall(SYS_getdents64, f.fd, f.dir_buffer.get(), open_file::dir_buffer_size);
+      if (n <= 0) {
+        error_ = n < 0 ? errno : 0;  // 0: the end of the directory
+        done_ = true;
+        return;
+      }
+      f.dir_filled = static_cast<std::size_t>(n);
+      f.dir_at = 0;
     }
-    f_->dir_offset = d->d_off;
-    current_ = entry{d->d_name, d->d_ino, d->d_type, static_cast<std::uint64_t>(d->d_off), fs_, dirfd_, d->d_name};
+    // linux_dirent64: d_ino, d_off, d_reclen, d_type, then the NUL-terminated name.
+    const std::byte* rec = f.dir_buffer.get() + f.dir_at;
+    std::uint64_t ino;
+    std::int64_t next;
+    std::uint16_t reclen;
+    std::uint8_t type;
+    std::memcpy(&ino, rec, sizeof ino);
+    std::memcpy(&next, rec + 8, sizeof next);
+    std::memcpy(&reclen, rec + 16, sizeof reclen);
+    std::memcpy(&type, rec + 18, sizeof type);
+    const char* name = reinterpret_cast<const char*>(rec + 19);
+    f.dir_at += reclen;
+    f.dir_offset = next;
+    current_ = entry{name, ino, type, static_cast<std::uint64_t>(next), fs_, dirfd_, name};
   }
 
   std::unique_lock<std::mutex> lock_;
@@ -199,6 +242,44 @@ class dir_stream_listing {
   int error_ = 0;
 };
 
+// A file handle (name_to_handle_at(2)): an inode recorded as bytes, opened again with
+// open_by_handle_at(2) and a descriptor of the same mount. On the stack: a LOOKUP of a known
+// inode must not allocate.
+struct handle_buffer {
+  alignas(file_handle) unsigned char raw[sizeof(file_handle) + MAX_HANDLE_SZ];
+  bool taken = false;
+
+  file_handle* get() noexcept { return reinterpret_cast<file_handle*>(raw); }
+  const file_handle* get() const noexcept { return reinterpret_cast<const file_handle*>(raw); }
+  bool valid() const noexcept { return taken; }
+  std::string_view bytes() const noexcept { return {reinterpret_cast<const char*>(get()->f_handle), get()->handle_bytes}; }
+  // The handle of the inode `fd` holds and the id of the mount it is valid on; false (errno set)
+  // when its filesystem gives none.
+  bool take(int fd, int& mount_id) noexcept {
+    get()->handle_bytes = MAX_HANDLE_SZ;
+    taken = ::name_to_handle_at(fd, "", get(), &mount_id, AT_EMPTY_PATH) == 0;
+    return taken;
+  }
+  // A recorded handle; false when it cannot be one (handed over by a predecessor).
+  bool set(std::string_view bytes, int type) noexcept {
+    taken = !bytes.empty() && bytes.size() <= MAX_HANDLE_SZ;
+    if (!taken) return false;
+    get()->handle_bytes = static_cast<unsigned int>(bytes.size());
+    get()->handle_type = type;
+    std::memcpy(get()->f_handle, bytes.data(), bytes.size());
+    return true;
+  }
+};
+
+// How inodes are recorded: as file handles when SOURCE's filesystem gives them and this process
+// may open them (checked at start), else a descriptor per inode.
+struct handle_config {
+  bool on = false;
+  int mount_fd = -1;               // a descriptor of SOURCE's mount, for open_by_handle_at(2)
+  int mount_id = -1;               // its mount id: handles of other mounts are not opened with it
+  std::size_t cache_capacity = 0;  // descriptors the cache keeps open (over every shard)
+};
+
 struct options {
   // --backing: how every backing file is treated (fs/backing.hpp), in place of asking its
   // filesystem; unset: SOURCE's filesystem is classified once, another one under it per open.
@@ -206,29 +287,26 @@ struct options {
   bool direct_io = false;
   bool kernel_passthrough = false;
   bool writeback = false;
+  bool inode_handles = true;  // --inode-handles auto (true) or off
 };
 
 }  // namespace
 
 class passthrough {
  public:
-  passthrough(int source_fd, const struct stat& source_st, options o)
-      : opts_(o), source_dev_(source_st.st_dev), speed_(o.backing ? *o.backing : cf::classify_backing(source_fd)) {
-    auto root = std::make_unique<inode>();
-    root->fd = source_fd;
-    root->dev = source_st.st_dev;
-    root->ino = source_st.st_ino;
-    root->type = S_IFDIR;
-    root->id = cf::root_ino;
-    root->lookups = 1;  // the kernel holds the root for the mount's lifetime
-    by_key_[{root->dev, root->ino}] = cf::root_ino;
-    inodes_[cf::root_ino] = std::move(root);
+  // `handles`: how inodes are recorded (its mount descriptor is the server's from here on).
+  passthrough(int source_fd, const struct stat& source_st, options o, handle_config handles)
+      : opts_(o), source_dev_(source_st.st_dev), speed_(o.backing ? *o.backing : cf::classify_backing(source_fd)), handles_(handles) {
+    const std::size_t per_shard = std::max<std::size_t>(1, handles_.cache_capacity / shard_count);
+    for (auto& s : node_shards_) s.clock.assign(handles_.on ? per_shard : 0, nullptr);
+    place_root(source_fd, source_st);
   }
 
   ~passthrough() {
     for (auto& f : files_)
       if (f) close_file(*f);
-    for (auto& [id, in] : inodes_) ::close(in->fd);
+    clear_nodes();
+    if (handles_.mount_fd >= 0) ::close(handles_.mount_fd);
   }
 
   // HANDLE_KILLPRIV_V2: the kernel says when a write or truncation must drop setuid/setgid, and
@@ -248,8 +326,12 @@ class passthrough {
   // caller is known to be in the file's group.
   static constexpr bool supports_idmapped_mounts = true;
 
+  // A line for the log once the mount is up.
+  void note_when_serving(std::string line) { note_when_serving_ = std::move(line); }
+
   void init(const cf::connection& c) {
     conn_ = c;
+    if (!note_when_serving_.empty()) std::fprintf(stderr, "passthrough: %s\n", note_when_serving_.c_str());
     if (opts_.kernel_passthrough && !c.has(cf::abi::init_flag::passthrough)) {
       std::fprintf(stderr,
                    "passthrough: the kernel did not agree to FUSE passthrough (needs Linux 6.9+ with "
@@ -263,8 +345,9 @@ class passthrough {
   cf::result<cf::entry> lookup(cf::context&, cf::ino parent, std::string_view name) {
     component n(name);
     if (n.error) return cf::error(n.error);
-    int dirfd = fd_of(parent);
-    if (dirfd < 0) return cf::error(-dirfd);
+    inode_ref dirfd_ref = find(parent);
+    if (!dirfd_ref.fd_ok()) return cf::error(dirfd_ref.error());
+    const int dirfd = dirfd_ref.fd;
     int fd = ::openat(dirfd, n.c_str(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
     if (fd < 0) return errno_error();
     return adopt(fd);
@@ -274,24 +357,33 @@ class passthrough {
 
   // ---- restart without unmount (--handoff-socket / --take-over) -------------------------------
   // The kernel names inodes by node id and open files by fh: the successor must know the same
-  // ones. Everything is handed over as it is, descriptors included (SCM_RIGHTS), so nothing is
-  // lost: each inode's O_PATH handle (the node id, its lookup count and its kernel-passthrough
-  // backing id stay valid), each open file's descriptor (sharing its file offset and locks), each
-  // directory listing's position. Nothing is rebuilt from paths: a renamed or unlinked-but-open
-  // file stays what the kernel thinks it is.
+  // ones. Everything is handed over as it is: each node's file handle as bytes, or its O_PATH
+  // descriptor (SCM_RIGHTS) when it is pinned (the node id, its lookup count and its
+  // kernel-passthrough backing id stay valid), each open file's descriptor (sharing its file
+  // offset and locks), each directory listing's position. Nothing is rebuilt from paths: a renamed
+  // or unlinked-but-open file stays what the kernel thinks it is. The cache is not handed over.
   void save_state(cf::session::handoff_writer& w) {
-    std::scoped_lock lock(mutex_, files_mutex_);
-    w.put(static_cast<std::uint64_t>(next_id_));
-    w.put(static_cast<std::uint64_t>(inodes_.size()));
-    for (const auto& [id, in] : inodes_) {
-      w.put(static_cast<std::uint64_t>(in->id));
-      w.put(static_cast<std::uint64_t>(in->dev));
-      w.put(static_cast<std::uint64_t>(in->ino));
-      w.put(static_cast<std::uint32_t>(in->type));
-      w.put(in->lookups);
-      w.put(in->backing_id);
-      w.put(in->backing_refs);  // (recounted by the successor)
-      w.put_fd(in->fd);
+    auto locks = lock_everything();
+    w.put(state_format_handles);
+    w.put(static_cast<std::uint64_t>(next_id_.load()));
+    std::uint64_t count = 0;
+    for (auto& s : node_shards_) count += s.nodes.size();
+    w.put(count);
+    for (auto& s : node_shards_) {
+      for (const auto& [id, in] : s.nodes) {
+        w.put(static_cast<std::uint64_t>(in->id));
+        w.put(static_cast<std::uint64_t>(in->dev));
+        w.put(static_cast<std::uint64_t>(in->ino));
+        w.put(static_cast<std::uint32_t>(in->type));
+        w.put(in->lookups);
+        w.put(in->backing_id);
+        w.put(in->backing_refs);  // (recounted by the successor)
+        w.put<std::uint8_t>(is_indexed(*in) ? 1 : 0);
+        w.put_string(in->handle);
+        w.put(in->handle_type);
+        w.put<std::uint8_t>(in->pinned_fd >= 0 ? 1 : 0);
+        if (in->pinned_fd >= 0) w.put_fd(in->pinned_fd);
+      }
     }
     w.put(static_cast<std::uint64_t>(files_.size()));
     for (std::size_t slot = 0; slot < files_.size(); ++slot) {
@@ -301,60 +393,29 @@ class passthrough {
       if (!f) continue;
       w.put(static_cast<std::uint64_t>(f->node));
       w.put(f->backing_id);
-      w.put<std::uint8_t>(f->dir ? 1 : 0);
+      w.put<std::uint8_t>(f->is_dir ? 1 : 0);
       w.put_fd(f->fd);
     }
   }
 
   // Everything read is checked: a state that does not add up is refused (the successor then gives
-  // the mount back), never served wrongly.
+  // the mount back), never served wrongly. A predecessor from before file handles (a descriptor
+  // per inode, no format mark) is understood too.
   void restore_state(cf::session::handoff_reader& r) {
     using cf::session::handoff_error;
-    struct owned_fd {  // closed unless adopted, so that a refusal leaks nothing
-      int fd;
-      ~owned_fd() {
-        if (fd >= 0) ::close(fd);
-      }
-      int release() { return std::exchange(fd, -1); }
-    };
-    std::scoped_lock lock(mutex_, files_mutex_);
+    auto locks = lock_everything();
     if (!files_.empty()) throw handoff_error("passthrough: state restored into a server that has open files");
-    std::unordered_map<cf::ino, std::unique_ptr<inode>> inodes;
-    std::map<std::pair<dev_t, ino_t>, cf::ino> by_key;
-    struct adopt_all {  // descriptors of inodes read so far, closed if the state is refused
-      std::unordered_map<cf::ino, std::unique_ptr<inode>>& in;
-      bool done = false;
-      ~adopt_all() {
-        if (!done)
-          for (auto& [id, i] : in) ::close(i->fd);
-      }
-    } inode_guard{inodes};
-    const auto next_id = static_cast<cf::ino>(r.get<std::uint64_t>());
-    if (next_id <= cf::root_ino) throw handoff_error("passthrough: the node counter is not past the root");
+    restored_nodes got;
+    const auto first = r.get<std::uint64_t>();
+    const bool with_handles = first == state_format_handles;
+    const auto next_id = static_cast<cf::ino>(with_handles ? r.get<std::uint64_t>() : first);
+    if (next_id <= cf::root_ino || next_id == state_format_handles)
+      throw handoff_error("passthrough: the node counter is not past the root");
     const auto inode_count = r.get<std::uint64_t>();
-    for (std::uint64_t i = 0; i < inode_count; ++i) {
-      auto in = std::make_unique<inode>();
-      in->id = static_cast<cf::ino>(r.get<std::uint64_t>());
-      in->dev = static_cast<dev_t>(r.get<std::uint64_t>());
-      in->ino = static_cast<ino_t>(r.get<std::uint64_t>());
-      in->type = static_cast<mode_t>(r.get<std::uint32_t>());
-      in->lookups = r.get<std::uint64_t>();
-      in->backing_id = r.get<std::int32_t>();
-      in->backing_refs = 0;  // recounted from the open files below
-      (void)r.get<std::uint32_t>();
-      owned_fd fd{r.take_fd()};
-      struct stat st {};
-      if (in->id == 0 || (in->id >= next_id && in->id != cf::root_ino) || inodes.count(in->id) || by_key.count({in->dev, in->ino}))
-        throw handoff_error("passthrough: a node id or inode that is out of range or repeated");
-      if (::fstatat(fd.fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0 || st.st_dev != in->dev || st.st_ino != in->ino ||
-          (st.st_mode & S_IFMT) != in->type)
-        throw handoff_error("passthrough: a handle that is not the inode it claims to be");
-      in->fd = fd.release();
-      by_key[{in->dev, in->ino}] = in->id;
-      inodes[in->id] = std::move(in);
-    }
-    auto root = inodes.find(cf::root_ino);
-    if (root == inodes.end() || root->second->type != S_IFDIR) throw handoff_error("passthrough: the state has no root directory");
+    for (std::uint64_t i = 0; i < inode_count; ++i) read_node(r, with_handles, next_id, got);
+    auto root = got.nodes.find(cf::root_ino);
+    if (root == got.nodes.end() || root->second->type != S_IFDIR || root->second->pinned_fd < 0)
+      throw handoff_error("passthrough: the state has no root directory");
 
     std::vector<std::unique_ptr<open_file>> files;
     std::vector<std::uint32_t> generations;
@@ -366,8 +427,7 @@ class passthrough {
         if (done) return;
         for (auto& of : f) {
           if (!of) continue;
-          if (of->dir) ::closedir(of->dir);
-          else ::close(of->fd);
+          ::close(of->fd);
         }
       }
     } files_guard{files};
@@ -387,8 +447,8 @@ class passthrough {
       owned_fd fd{r.take_fd()};
       // Files opened for I/O name their inode (the backing id hangs on it); listings name none.
       if (f->node != 0) {
-        auto in = inodes.find(f->node);
-        if (in == inodes.end()) throw handoff_error("passthrough: an open file of an unknown inode");
+        auto in = got.nodes.find(f->node);
+        if (in == got.nodes.end()) throw handoff_error("passthrough: an open file of an unknown inode");
         if (f->backing_id && f->backing_id != in->second->backing_id)
           throw handoff_error("passthrough: an open file's backing id is not its inode's");
         struct stat st {};
@@ -399,41 +459,43 @@ class passthrough {
         throw handoff_error("passthrough: a backing id on a file of no inode");
       }
       if (is_dir) {
-        f->dir = ::fdopendir(fd.fd);
-        if (!f->dir) throw handoff_error(std::string("passthrough: a listing could not be resumed: ") + std::strerror(errno));
-        f->dir_offset = -1;  // a fresh stream: the next READDIR seeks to the kernel's offset
+        f->open_listing();
+        f->dir_offset = -1;  // a fresh listing: the next READDIR seeks to the kernel's offset
       }
       f->speed = speed_of(fd.fd, false);  // once per handed-over file: ask its filesystem
       f->fd = fd.release();
       files.back() = std::move(f);
     }
-    for (auto& [id, in] : inodes)
+    for (auto& [id, in] : got.nodes)
       if (in->backing_id && in->backing_refs == 0) throw handoff_error("passthrough: a backing id without an open file");
 
     // Adopted: the root this process opened gives way to the predecessor's.
-    for (auto& [id, in] : inodes_) ::close(in->fd);
-    inodes_ = std::move(inodes);
-    by_key_ = std::move(by_key);
+    clear_nodes();
+    for (auto& [key, id] : got.index) shard_of(key).ids.emplace(key, id);
+    for (auto& [id, in] : got.nodes) shard_of(id).nodes.emplace(id, std::move(in));
+    got.done = true;
     next_id_ = next_id;
-    inode_guard.done = true;
     files_ = std::move(files);
     generations_ = std::move(generations);
     free_slots_ = std::move(free_slots);
     files_guard.done = true;
   }
 
-
   void drop_lookups(cf::ino i, std::uint64_t n) {
-    std::lock_guard lock(mutex_);
-    auto it = inodes_.find(i);
-    if (it == inodes_.end() || i == cf::root_ino) return;
-    inode& in = *it->second;
-    in.lookups = in.lookups > n ? in.lookups - n : 0;
-    if (in.lookups == 0) {
-      ::close(in.fd);
-      by_key_.erase({in.dev, in.ino});
-      inodes_.erase(it);
+    if (i == cf::root_ino) return;
+    inode_key key;
+    {
+      node_shard& s = shard_of(i);
+      std::lock_guard lock(s.mutex);
+      auto it = s.nodes.find(i);
+      if (it == s.nodes.end()) return;
+      inode& in = *it->second;
+      in.lookups = in.lookups > n ? in.lookups - n : 0;
+      if (in.lookups > 0) return;
+      key = {in.dev, in.ino};
+      drop_node(s, it);
     }
+    unindex(key, i);
   }
 
   cf::task<cf::result<cf::attr>> getattr(cf::context& c, cf::ino i, const cf::file_info*) {
@@ -494,8 +556,9 @@ class passthrough {
   }
 
   cf::result<std::string> readlink(cf::context&, cf::ino i) {
-    int fd = fd_of(i);
-    if (fd < 0) return cf::error(-fd);
+    inode_ref fd_ref = find(i);
+    if (!fd_ref.fd_ok()) return cf::error(fd_ref.error());
+    const int fd = fd_ref.fd;
     char buf[PATH_MAX];
     ssize_t n = ::readlinkat(fd, "", buf, sizeof buf);
     if (n < 0) return errno_error();
@@ -523,17 +586,18 @@ class passthrough {
   cf::result<> rename(cf::context&, cf::ino parent, std::string_view name, cf::ino newparent, std::string_view newname, unsigned flags) {
     component from(name), to(newname);
     if (from.error || to.error) return cf::error(from.error ? from.error : to.error);
-    int a = fd_of(parent), b = fd_of(newparent);
-    if (a < 0 || b < 0) return cf::error(a < 0 ? -a : -b);
-    if (::renameat2(a, from.c_str(), b, to.c_str(), flags) != 0) return errno_error();
+    inode_ref a = find(parent), b = find(newparent);
+    if (!a.fd_ok() || !b.fd_ok()) return cf::error(a.fd_ok() ? b.error() : a.error());
+    if (::renameat2(a.fd, from.c_str(), b.fd, to.c_str(), flags) != 0) return errno_error();
     return cf::ok();
   }
 
   cf::result<cf::entry> link(cf::context&, cf::ino i, cf::ino newparent, std::string_view newname) {
     component n(newname);
     if (n.error) return cf::error(n.error);
-    int fd = fd_of(i), dirfd = fd_of(newparent);
-    if (fd < 0 || dirfd < 0) return cf::error(fd < 0 ? -fd : -dirfd);
+    inode_ref node = find(i), dir = find(newparent);
+    if (!node.fd_ok() || !dir.fd_ok()) return cf::error(node.fd_ok() ? dir.error() : node.error());
+    const int fd = node.fd, dirfd = dir.fd;
     // AT_EMPTY_PATH links the handle's inode itself (it needs CAP_DAC_READ_SEARCH); without it,
     // the magic link names the same inode.
     if (::linkat(fd, "", dirfd, n.c_str(), AT_EMPTY_PATH) != 0) {
@@ -560,8 +624,9 @@ class passthrough {
   cf::result<cf::created> create(cf::context& c, cf::ino parent, std::string_view name, mode_t mode, mode_t, int flags) {
     component n(name);
     if (n.error) return cf::error(n.error);
-    int dirfd = fd_of(parent);
-    if (dirfd < 0) return cf::error(-dirfd);
+    inode_ref dirfd_ref = find(parent);
+    if (!dirfd_ref.fd_ok()) return cf::error(dirfd_ref.error());
+    const int dirfd = dirfd_ref.fd;
     mode = creation_mode(c, dirfd, S_IFREG | (mode & 07777)) & 07777;
     int fd;
     bool made = true;  // O_EXCL first: only an object made here takes the security context
@@ -591,8 +656,9 @@ class passthrough {
   }
 
   cf::result<cf::created> tmpfile(cf::context& c, cf::ino parent, mode_t mode, mode_t, int flags) {
-    int dirfd = fd_of(parent);
-    if (dirfd < 0) return cf::error(-dirfd);
+    inode_ref dirfd_ref = find(parent);
+    if (!dirfd_ref.fd_ok()) return cf::error(dirfd_ref.error());
+    const int dirfd = dirfd_ref.fd;
     mode = creation_mode(c, dirfd, S_IFREG | (mode & 07777)) & 07777;
     int fd;
     {
@@ -686,19 +752,14 @@ class passthrough {
   // ---- directories --------------------------------------------------------------------------
 
   cf::result<cf::open_reply> opendir(cf::context&, cf::ino i, int) {
-    int fd = fd_of(i);
-    if (fd < 0) return cf::error(-fd);
+    inode_ref fd_ref = find(i);
+    if (!fd_ref.fd_ok()) return cf::error(fd_ref.error());
+    const int fd = fd_ref.fd;
     int dfd = ::openat(fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
     if (dfd < 0) return errno_error();
-    DIR* d = ::fdopendir(dfd);
-    if (!d) {
-      int e = errno;
-      ::close(dfd);
-      return cf::error(e);
-    }
     auto f = new_file();
     f->fd = dfd;
-    f->dir = d;
+    f->open_listing();
     cf::open_reply r;
     r.fh = keep_file(std::move(f));
     return r;
@@ -711,12 +772,12 @@ class passthrough {
   // The listing is read from the directory stream as the framework packs the reply; entries that
   // did not fit are read again from the offset of the last one sent. With READDIRPLUS, each entry
   // sent is looked up (its inode adopted and counted).
-  cf::result<dir_stream_listing> readdir(cf::context&, cf::ino i, cf::file_info& fi, off_t off) {
+  cf::result<dir_stream_listing> readdir(cf::context&, cf::ino, cf::file_info& fi, off_t off) {
     open_file* f = file(fi.fh);
-    if (!f || !f->dir) return cf::error(EBADF);
-    int dirfd = fd_of(i);
-    if (dirfd < 0) return cf::error(-dirfd);
-    dir_stream_listing listing(*this, *f, dirfd, off);
+    if (!f || !f->is_dir) return cf::error(EBADF);
+    // Entries are opened relative to the listing's own descriptor (the directory's inode, opened
+    // at OPENDIR): it lives as long as the open directory, whatever the descriptor cache does.
+    dir_stream_listing listing(*this, *f, off);
     if (listing.error()) return cf::error(listing.error());  // the first entry failed: nothing to send
     return listing;
   }
@@ -758,8 +819,9 @@ class passthrough {
   }
 
   cf::result<struct statvfs> statfs(cf::context&, cf::ino i) {
-    int fd = fd_of(i);
-    if (fd < 0) return cf::error(-fd);
+    inode_ref fd_ref = find(i);
+    if (!fd_ref.fd_ok()) return cf::error(fd_ref.error());
+    const int fd = fd_ref.fd;
     struct statvfs v {};
     if (::fstatvfs(fd, &v) != 0) return errno_error();
     return v;
@@ -768,7 +830,7 @@ class passthrough {
   // Only asked with no_default_permissions, which passthrough refuses; answered from the mode
   // bits all the same (supplementary groups are not known here).
   cf::result<> access(cf::context& c, cf::ino i, int mask) {
-    auto a = stat_attr(fd_of(i));
+    auto a = stat_attr(find(i).fd);
     if (!a) return cf::error(a.error_code());
     const struct stat& st = a->st;
     if (mask == F_OK) return cf::ok();
@@ -847,36 +909,178 @@ class passthrough {
  private:
   static constexpr std::size_t copy_piece = 64u << 20;
 
+  // A backing inode the kernel knows. Recorded as a file handle (the bytes name_to_handle_at(2)
+  // gives, reopened with open_by_handle_at(2) when a request needs a descriptor) or, when its
+  // handle cannot be opened through SOURCE's mount (handles off or unavailable, a filesystem
+  // without them, another mount under SOURCE), as an O_PATH descriptor held for the node's life.
   struct inode {
-    int fd = -1;  // O_PATH | O_NOFOLLOW
+    cf::ino id = 0;
     dev_t dev = 0;
     ino_t ino = 0;
     mode_t type = 0;  // S_IFMT bits: fixed for an inode's life
-    cf::ino id = 0;
     std::uint64_t lookups = 0;
     std::int32_t backing_id = 0;  // --passthrough: registered while the inode has open files
     std::uint32_t backing_refs = 0;
+    // The handle's bytes, kept whenever the filesystem gives one (also for pinned nodes: it tells
+    // an inode from a later one with the same number); empty when it gives none.
+    std::string handle;
+    int handle_type = 0;
+    int pinned_fd = -1;  // O_PATH | O_NOFOLLOW, for the node's life: nodes without a usable handle
+    // The descriptor cache (nodes with a handle): the descriptor open now, the requests using it
+    // (never closed under them), CLOCK's reference bit, and its slot in the shard's clock.
+    int cached_fd = -1;
+    std::uint32_t users = 0;
+    bool recent = false;
+    std::ptrdiff_t slot = -1;
   };
 
-  // What a request needs of an inode, copied out under the lock. The kernel sends no FORGET for
-  // an inode while a request on it is in flight, so the descriptor stays open meanwhile.
-  struct inode_ref {
+  // The nodes, sharded by node id: each shard has its own lock, its nodes, and its part of the
+  // descriptor cache (a CLOCK over `clock`, the nodes whose descriptor is open; nullptr: free).
+  // Keeping a node's cached descriptor under its own shard's lock means eviction never takes a
+  // second lock.
+  struct node_shard {
+    std::mutex mutex;
+    std::unordered_map<cf::ino, std::unique_ptr<inode>> nodes;
+    std::vector<inode*> clock;
+    std::size_t hand = 0;
+  };
+
+  // The (st_dev, st_ino) -> node id index, sharded by key. Lock order: a key shard, then a node
+  // shard; never the other way (drop_lookups lets go of the node shard before it unindexes).
+  using inode_key = std::pair<dev_t, ino_t>;
+  struct key_hash {
+    std::size_t operator()(const inode_key& k) const noexcept {
+      return std::hash<std::uint64_t>{}(static_cast<std::uint64_t>(k.second) * 0x9e3779b97f4a7c15ull ^ static_cast<std::uint64_t>(k.first));
+    }
+  };
+  struct key_shard {
+    std::mutex mutex;
+    std::unordered_map<inode_key, cf::ino, key_hash> ids;
+  };
+
+  static constexpr std::size_t shard_count = 16;
+
+  node_shard& shard_of(cf::ino i) noexcept { return node_shards_[i % shard_count]; }
+  key_shard& shard_of(const inode_key& k) noexcept { return key_shards_[key_hash{}(k) % shard_count]; }
+
+  // A descriptor of a node's inode for the length of a request: the node's own (pinned), one of
+  // the cache's (counted as in use, so the cache does not close it meanwhile, even across a
+  // co_await), or, when every slot of the shard is in use, one opened for this request alone.
+  // Pinned descriptors need no count: the kernel sends no FORGET for an inode while a request on
+  // it is in flight.
+  class inode_ref {
+   public:
+    inode_ref() = default;  // no such node: ESTALE
+    static inode_ref failed(int error) {
+      inode_ref r;
+      r.fd = -error;
+      return r;
+    }
+    inode_ref(int held, mode_t t, bool source) : fd(held), type(t), on_source(source) {}
+    inode_ref(passthrough* owner, cf::ino id, int held, mode_t t, bool source, bool cached)
+        : fd(held), type(t), on_source(source), owner_(owner), id_(id), cached_(cached) {}
+    inode_ref(inode_ref&& o) noexcept
+        : fd(std::exchange(o.fd, -ESTALE)),
+          type(o.type),
+          on_source(o.on_source),
+          owner_(std::exchange(o.owner_, nullptr)),
+          id_(o.id_),
+          cached_(o.cached_) {}
+    inode_ref& operator=(inode_ref&&) = delete;
+    ~inode_ref() {
+      if (owner_ && fd >= 0) owner_->give_back(id_, fd, cached_);
+    }
+
     int fd = -ESTALE;
     mode_t type = 0;
     bool on_source = false;  // on SOURCE's own filesystem (not one mounted under it)
     bool fd_ok() const noexcept { return fd >= 0; }
     int error() const noexcept { return -fd; }
+
+   private:
+    passthrough* owner_ = nullptr;  // set when the descriptor must be given back (or closed)
+    cf::ino id_ = 0;
+    bool cached_ = false;
   };
 
   inode_ref find(cf::ino i) {
-    std::lock_guard lock(mutex_);
-    auto it = inodes_.find(i);
-    if (it == inodes_.end()) return {};
-    return {it->second->fd, it->second->type, it->second->dev == source_dev_};
+    node_shard& s = shard_of(i);
+    handle_buffer h;
+    {
+      std::lock_guard lock(s.mutex);
+      auto it = s.nodes.find(i);
+      if (it == s.nodes.end()) return {};
+      inode& in = *it->second;
+      if (in.pinned_fd >= 0) return inode_ref(in.pinned_fd, in.type, in.dev == source_dev_);
+      if (in.cached_fd >= 0) return use_cached(in);
+      if (!h.set(in.handle, in.handle_type)) return inode_ref::failed(ESTALE);
+    }
+    // Opened outside the lock: the shard's other nodes are not held up by this system call.
+    int fd = ::open_by_handle_at(handles_.mount_fd, h.get(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    if (fd < 0) return inode_ref::failed(errno == ENOENT ? ESTALE : errno);  // ESTALE: the inode is gone
+    std::lock_guard lock(s.mutex);
+    auto it = s.nodes.find(i);
+    if (it == s.nodes.end()) {
+      ::close(fd);
+      return {};
+    }
+    inode& in = *it->second;
+    if (in.cached_fd >= 0) {  // another request opened it meanwhile
+      ::close(fd);
+      return use_cached(in);
+    }
+    if (cache_insert(s, in, fd)) return use_cached(in);
+    return inode_ref(this, i, fd, in.type, in.dev == source_dev_, false);
   }
 
-  // The handle's descriptor, or -errno.
-  int fd_of(cf::ino i) { return find(i).fd; }
+  inode_ref use_cached(inode& in) {
+    in.users++;
+    in.recent = true;
+    return inode_ref(this, in.id, in.cached_fd, in.type, in.dev == source_dev_, true);
+  }
+
+  // The end of a request's use of a descriptor from find().
+  void give_back(cf::ino id, int fd, bool cached) {
+    if (cached) {
+      node_shard& s = shard_of(id);
+      std::lock_guard lock(s.mutex);
+      auto it = s.nodes.find(id);
+      if (it != s.nodes.end() && it->second->cached_fd == fd && it->second->users > 0) {
+        it->second->users--;
+        return;
+      }
+      // Its node was forgotten while the descriptor was in use: it was left to this request.
+    }
+    ::close(fd);
+  }
+
+  // Gives `in` (which has no descriptor open) the slot of a node not used since the hand last
+  // passed it (CLOCK), closing that node's descriptor. False when every slot is in use by a
+  // request: the caller keeps the descriptor to itself.
+  static bool cache_insert(node_shard& s, inode& in, int fd) {
+    const std::size_t n = s.clock.size();
+    if (n == 0) return false;  // no cache: descriptors per inode
+    for (std::size_t step = 0; step < 2 * n + 1; ++step) {
+      const std::size_t at = s.hand;
+      s.hand = (s.hand + 1) % n;
+      if (inode* old = s.clock[at]) {
+        if (old->users > 0) continue;
+        if (old->recent) {
+          old->recent = false;
+          continue;
+        }
+        ::close(old->cached_fd);
+        old->cached_fd = -1;
+        old->slot = -1;
+      }
+      s.clock[at] = &in;
+      in.slot = static_cast<std::ptrdiff_t>(at);
+      in.cached_fd = fd;
+      in.recent = true;
+      return true;
+    }
+    return false;
+  }
 
   static cf::result<cf::attr> stat_attr(int fd) {
     if (fd < 0) return cf::error(-fd);
@@ -885,8 +1089,23 @@ class passthrough {
     return a;
   }
 
-  // Takes an O_PATH handle just opened on a name: the inode's entry, counting one lookup. An
-  // inode already known keeps its handle and node id (hard links, a name looked up again).
+  // Two records of the same (st_dev, st_ino) name the same inode unless both have handles and
+  // they differ: the number was freed and reused (a pinned node's inode cannot be freed, and a
+  // filesystem gives handles to all its inodes or none).
+  static bool same_inode(const inode& in, const handle_buffer& h) {
+    if (in.handle.empty() || !h.valid()) return true;
+    return h.get()->handle_type == in.handle_type && h.bytes() == in.handle;
+  }
+
+  // Takes an O_PATH descriptor just opened on a name: the inode's entry, counting one lookup. An
+  // inode already known keeps its node id (hard links, a name looked up again).
+  //
+  // The stat and the handle are both taken from that one descriptor, not from the name twice:
+  // the name may be replaced in between (rename over it, unlink and create), and a stat of one
+  // inode beside the handle of another would index a node under the wrong key. The descriptor
+  // holds the inode meanwhile, so its number cannot be reused either. A fresh descriptor is
+  // offered to the cache: the next request on a node just looked up (create then write, lookup
+  // then getattr) finds it open.
   cf::result<cf::entry> adopt(int fd) {
     cf::entry e;
     if (::fstatat(fd, "", &e.attr, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0) {
@@ -894,28 +1113,193 @@ class passthrough {
       ::close(fd);
       return cf::error(err);
     }
-    std::lock_guard lock(mutex_);
-    auto key = std::make_pair(e.attr.st_dev, e.attr.st_ino);
-    auto it = by_key_.find(key);
-    if (it != by_key_.end()) {
-      ::close(fd);
-      inode& in = *inodes_.at(it->second);
-      in.lookups++;
-      e.ino = in.id;
-      return e;
+    handle_buffer h;
+    int mount_id = -1;
+    if (handles_.on) h.take(fd, mount_id);
+    const bool reopenable = h.valid() && mount_id == handles_.mount_id;
+    const inode_key key{e.attr.st_dev, e.attr.st_ino};
+    key_shard& k = shard_of(key);
+    std::lock_guard key_lock(k.mutex);
+    if (auto found = k.ids.find(key); found != k.ids.end()) {
+      node_shard& s = shard_of(found->second);
+      std::lock_guard lock(s.mutex);
+      auto it = s.nodes.find(found->second);
+      // Not there: forgotten, its index entry about to go. Another inode: this node's was deleted
+      // behind the mount's back and its number reused; the node stays (stale: ESTALE) while the
+      // kernel knows it, and the number now indexes a new node.
+      if (it != s.nodes.end() && same_inode(*it->second, h)) {
+        inode& in = *it->second;
+        in.lookups++;
+        e.ino = in.id;
+        if (in.pinned_fd >= 0 || in.cached_fd >= 0 || !cache_insert(s, in, fd)) ::close(fd);
+        return e;
+      }
     }
     auto in = std::make_unique<inode>();
-    in->fd = fd;
+    in->id = next_id_.fetch_add(1, std::memory_order_relaxed);
     in->dev = e.attr.st_dev;
     in->ino = e.attr.st_ino;
     in->type = e.attr.st_mode & S_IFMT;
-    in->id = next_id_++;
     in->lookups = 1;
+    if (h.valid()) {
+      in->handle = h.bytes();
+      in->handle_type = h.get()->handle_type;
+    }
+    if (!reopenable) in->pinned_fd = std::exchange(fd, -1);
     e.ino = in->id;
-    by_key_[key] = in->id;
-    inodes_[in->id] = std::move(in);
+    {
+      node_shard& s = shard_of(in->id);
+      std::lock_guard lock(s.mutex);
+      inode& placed = *s.nodes.emplace(in->id, std::move(in)).first->second;
+      if (fd >= 0 && !cache_insert(s, placed, fd)) ::close(fd);
+    }
+    k.ids.insert_or_assign(key, e.ino);
     return e;
   }
+
+  // The kernel forgot a node: its descriptors are closed and its index entry removed (unless the
+  // number indexes a newer node by now).
+  void drop_node(node_shard& s, std::unordered_map<cf::ino, std::unique_ptr<inode>>::iterator it) {
+    inode& in = *it->second;
+    if (in.pinned_fd >= 0) ::close(in.pinned_fd);
+    if (in.slot >= 0) s.clock[static_cast<std::size_t>(in.slot)] = nullptr;
+    if (in.cached_fd >= 0 && in.users == 0) ::close(in.cached_fd);  // in use: closed by give_back()
+    s.nodes.erase(it);
+  }
+
+  void unindex(const inode_key& key, cf::ino id) {
+    key_shard& k = shard_of(key);
+    std::lock_guard lock(k.mutex);
+    if (auto it = k.ids.find(key); it != k.ids.end() && it->second == id) k.ids.erase(it);
+  }
+  // The root: SOURCE's own descriptor, pinned for the mount's lifetime.
+  void place_root(int source_fd, const struct stat& st) {
+    auto root = std::make_unique<inode>();
+    root->pinned_fd = source_fd;
+    root->dev = st.st_dev;
+    root->ino = st.st_ino;
+    root->type = S_IFDIR;
+    root->id = cf::root_ino;
+    root->lookups = 1;  // the kernel holds the root for the mount's lifetime
+    shard_of(inode_key{root->dev, root->ino}).ids[{root->dev, root->ino}] = cf::root_ino;
+    shard_of(cf::root_ino).nodes.emplace(cf::root_ino, std::move(root));
+  }
+
+  // Closes every node's descriptors and empties the tables (the caller holds every lock, or is
+  // the destructor).
+  void clear_nodes() {
+    for (auto& s : node_shards_) {
+      for (auto& [id, in] : s.nodes) {
+        if (in->pinned_fd >= 0) ::close(in->pinned_fd);
+        if (in->cached_fd >= 0) ::close(in->cached_fd);
+      }
+      s.nodes.clear();
+      std::fill(s.clock.begin(), s.clock.end(), nullptr);
+    }
+    for (auto& k : key_shards_) k.ids.clear();
+  }
+
+  // Every lock of the tables, in their order (key shards, node shards, open files): for handing
+  // the state over, when nothing else runs.
+  std::vector<std::unique_lock<std::mutex>> lock_everything() {
+    std::vector<std::unique_lock<std::mutex>> locks;
+    for (auto& k : key_shards_) locks.emplace_back(k.mutex);
+    for (auto& s : node_shards_) locks.emplace_back(s.mutex);
+    locks.emplace_back(files_mutex_);
+    return locks;
+  }
+
+  // Whether the index names this node (a stale node's number may index a newer one). Under the
+  // locks of lock_everything().
+  bool is_indexed(const inode& in) {
+    const key_shard& k = shard_of(inode_key{in.dev, in.ino});
+    auto it = k.ids.find({in.dev, in.ino});
+    return it != k.ids.end() && it->second == in.id;
+  }
+
+  // A descriptor received in a handed-over state: closed unless adopted, so that a refusal leaks
+  // nothing.
+  struct owned_fd {
+    int fd;
+    ~owned_fd() {
+      if (fd >= 0) ::close(fd);
+    }
+    int release() { return std::exchange(fd, -1); }
+  };
+
+  // The nodes of a handed-over state as they are read; their descriptors are closed if the state
+  // is refused.
+  struct restored_nodes {
+    std::unordered_map<cf::ino, std::unique_ptr<inode>> nodes;
+    std::unordered_map<inode_key, cf::ino, key_hash> index;
+    bool done = false;
+    ~restored_nodes() {
+      if (done) return;
+      for (auto& [id, in] : nodes)
+        if (in->pinned_fd >= 0) ::close(in->pinned_fd);
+    }
+  };
+
+  // Marks a state of this format (file handles); the older one began with the node counter,
+  // which never comes near this value.
+  static constexpr std::uint64_t state_format_handles = 0xfffffffe'00000002ull;
+
+  // One node of a handed-over state, checked against the backing inode it claims to be.
+  void read_node(cf::session::handoff_reader& r, bool with_handles, cf::ino next_id, restored_nodes& got) {
+    using cf::session::handoff_error;
+    auto in = std::make_unique<inode>();
+    in->id = static_cast<cf::ino>(r.get<std::uint64_t>());
+    in->dev = static_cast<dev_t>(r.get<std::uint64_t>());
+    in->ino = static_cast<ino_t>(r.get<std::uint64_t>());
+    in->type = static_cast<mode_t>(r.get<std::uint32_t>());
+    in->lookups = r.get<std::uint64_t>();
+    in->backing_id = r.get<std::int32_t>();
+    in->backing_refs = 0;  // recounted from the open files
+    (void)r.get<std::uint32_t>();
+    bool indexed = true, pinned = true;
+    if (with_handles) {
+      indexed = r.get<std::uint8_t>() != 0;
+      in->handle = r.get_string(MAX_HANDLE_SZ);
+      in->handle_type = r.get<std::int32_t>();
+      pinned = r.get<std::uint8_t>() != 0;
+    }
+    owned_fd fd{pinned ? r.take_fd() : -1};
+    if (in->id == 0 || (in->id >= next_id && in->id != cf::root_ino) || got.nodes.count(in->id) ||
+        (indexed && got.index.count({in->dev, in->ino})))
+      throw handoff_error("passthrough: a node id or inode that is out of range or repeated");
+    if (pinned) {
+      struct stat st {};
+      if (::fstatat(fd.fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0 || st.st_dev != in->dev || st.st_ino != in->ino ||
+          (st.st_mode & S_IFMT) != in->type)
+        throw handoff_error("passthrough: a handle that is not the inode it claims to be");
+      in->pinned_fd = fd.release();
+    } else {
+      check_handle(*in);
+    }
+    if (indexed) got.index.emplace(inode_key{in->dev, in->ino}, in->id);
+    const cf::ino id = in->id;
+    got.nodes.emplace(id, std::move(in));
+  }
+
+  // A handed-over node recorded by its file handle: opened once to see that it is the inode it
+  // claims to be. A handle of an inode deleted meanwhile (ESTALE) is a stale node, as it was in
+  // the predecessor: it answers ESTALE. Anything else is refused.
+  void check_handle(const inode& in) {
+    using cf::session::handoff_error;
+    if (!handles_.on) throw handoff_error("passthrough: the state records inodes as file handles, which this server cannot open");
+    handle_buffer h;
+    if (!h.set(in.handle, in.handle_type)) throw handoff_error("passthrough: a node with neither a file handle nor a descriptor");
+    owned_fd fd{::open_by_handle_at(handles_.mount_fd, h.get(), O_PATH | O_NOFOLLOW | O_CLOEXEC)};
+    if (fd.fd < 0) {
+      if (errno == ESTALE || errno == ENOENT) return;
+      throw handoff_error(std::string("passthrough: a file handle that does not open: ") + std::strerror(errno));
+    }
+    struct stat st {};
+    if (::fstatat(fd.fd, "", &st, AT_EMPTY_PATH | AT_SYMLINK_NOFOLLOW) != 0 || st.st_dev != in.dev || st.st_ino != in.ino ||
+        (st.st_mode & S_IFMT) != in.type)
+      throw handoff_error("passthrough: a file handle that is not the inode it claims to be");
+  }
+
 
   // The mode a new object gets. setgid on a new non-directory survives only for a caller in the
   // group the object will have (the parent's, when the parent is setgid): the kernel's rule,
@@ -933,8 +1317,9 @@ class passthrough {
   cf::result<cf::entry> make(cf::context& c, cf::ino parent, std::string_view name, mode_t mode, MakeAt&& make_at) {
     component n(name);
     if (n.error) return cf::error(n.error);
-    int dirfd = fd_of(parent);
-    if (dirfd < 0) return cf::error(-dirfd);
+    inode_ref dirfd_ref = find(parent);
+    if (!dirfd_ref.fd_ok()) return cf::error(dirfd_ref.error());
+    const int dirfd = dirfd_ref.fd;
     mode = creation_mode(c, dirfd, mode);
     {
       cf::caller_credentials as_caller(c.uid(), c.gid());
@@ -966,8 +1351,9 @@ class passthrough {
   cf::result<> remove(cf::ino parent, std::string_view name, int flags) {
     component n(name);
     if (n.error) return cf::error(n.error);
-    int dirfd = fd_of(parent);
-    if (dirfd < 0) return cf::error(-dirfd);
+    inode_ref dirfd_ref = find(parent);
+    if (!dirfd_ref.fd_ok()) return cf::error(dirfd_ref.error());
+    const int dirfd = dirfd_ref.fd;
     if (::unlinkat(dirfd, n.c_str(), flags) != 0) return errno_error();
     return cf::ok();
   }
@@ -1029,9 +1415,10 @@ class passthrough {
     // said to older kernels, and not beside kernel passthrough (6.18 fails such an open with EIO).
     r.zero_copy = regular && conn_.protocol_minor() >= cf::abi::minor_with_bufpool && !opts_.kernel_passthrough;
     if (opts_.kernel_passthrough && regular) {
-      std::lock_guard lock(mutex_);
-      auto it = inodes_.find(node);
-      if (it != inodes_.end()) {
+      node_shard& s = shard_of(node);
+      std::lock_guard lock(s.mutex);
+      auto it = s.nodes.find(node);
+      if (it != s.nodes.end()) {
         inode& in = *it->second;
         if (in.backing_refs == 0) {
           // The kernel writes through the backing file with the creds of this moment: without
@@ -1060,20 +1447,17 @@ class passthrough {
 
   void close_file(open_file& f) {
     if (f.backing_id) {
-      std::lock_guard lock(mutex_);
-      auto it = inodes_.find(f.node);
-      if (it != inodes_.end() && it->second->backing_id == f.backing_id && --it->second->backing_refs == 0) {
+      node_shard& s = shard_of(f.node);
+      std::lock_guard lock(s.mutex);
+      auto it = s.nodes.find(f.node);
+      if (it != s.nodes.end() && it->second->backing_id == f.backing_id && --it->second->backing_refs == 0) {
         (void)conn_.close_backing(f.backing_id);
         it->second->backing_id = 0;
       }
     }
-    if (f.dir) {
-      ::closedir(f.dir);  // closes f.fd
-    } else if (f.fd >= 0) {
-      ::close(f.fd);
-    }
+    if (f.fd >= 0) ::close(f.fd);
     f.fd = -1;
-    f.dir = nullptr;
+    f.is_dir = false;
   }
 
   // setuid always; setgid when group-execute is set or the caller is outside the file's group
@@ -1096,7 +1480,7 @@ class passthrough {
         f->fd = -1;
         f->node = 0;
         f->backing_id = 0;
-        f->dir = nullptr;
+        f->is_dir = false;
         f->dir_offset = 0;
         return f;
       }
@@ -1154,11 +1538,12 @@ class passthrough {
   cf::backing_speed speed_;
   cf::connection conn_;
   std::atomic<bool> passthrough_refused_{false};
+  std::string note_when_serving_;
 
-  std::mutex mutex_;  // the inode table
-  std::unordered_map<cf::ino, std::unique_ptr<inode>> inodes_;
-  std::map<std::pair<dev_t, ino_t>, cf::ino> by_key_;
-  cf::ino next_id_ = cf::root_ino + 1;
+  handle_config handles_;
+  std::array<node_shard, shard_count> node_shards_;
+  std::array<key_shard, shard_count> key_shards_;
+  std::atomic<cf::ino> next_id_{cf::root_ino + 1};
 
   std::mutex files_mutex_;  // the open-file slots
   std::vector<std::unique_ptr<open_file>> files_;
@@ -1187,7 +1572,12 @@ constexpr std::string_view extra_usage =
     "                         queue thread: tmpfs), local (cached data inline, the rest on\n"
     "                         io_uring: a local disk), remote (everything on io_uring, so a slow\n"
     "                         store never stalls a queue), or auto (the default: from the\n"
-    "                         filesystem's type; unknown types are remote)\n";
+    "                         filesystem's type; unknown types are remote)\n"
+    "  --inode-handles MODE   how the inodes the kernel knows are recorded: auto (the default: as\n"
+    "                         file handles, reopened when a request needs one, with a bounded\n"
+    "                         cache of open descriptors; needs CAP_DAC_READ_SEARCH and a\n"
+    "                         filesystem that gives handles, else as off) or off (one open\n"
+    "                         descriptor per inode: the open-file limit bounds the tree)\n";
 
 // Takes the first positional argument (SOURCE) and passthrough's own options out of argv.
 struct own_arguments {
@@ -1224,6 +1614,24 @@ bool split_arguments(int argc, char** argv, own_arguments& out) {
                      static_cast<int>(v.size()), v.data());
         return false;
       }
+    } else if (a == "--inode-handles" || a.starts_with("--inode-handles=")) {
+      std::string_view v;
+      if (a == "--inode-handles") {
+        if (i + 1 >= argc) {
+          std::fprintf(stderr, "%s: --inode-handles needs a value: auto or off (try --help)\n", argv[0]);
+          return false;
+        }
+        v = argv[++i];
+      } else {
+        v = a.substr(std::string_view("--inode-handles=").size());
+      }
+      if (v == "auto") out.fs.inode_handles = true;
+      else if (v == "off") out.fs.inode_handles = false;
+      else {
+        std::fprintf(stderr, "%s: --inode-handles %.*s: expected auto or off (try --help)\n", argv[0], static_cast<int>(v.size()),
+                     v.data());
+        return false;
+      }
     } else if (cf::session::option_takes_value(a) && i + 1 < argc) {
       out.rest.push_back(argv[i]);
       out.rest.push_back(argv[++i]);
@@ -1235,6 +1643,72 @@ bool split_arguments(int argc, char** argv, own_arguments& out) {
   }
   out.rest.push_back(nullptr);
   return true;
+}
+
+// Whether inodes can be recorded as file handles: SOURCE's filesystem gives handles, and this
+// process may open them (CAP_DAC_READ_SEARCH), tried on SOURCE itself. The mount descriptor is
+// SOURCE's O_PATH descriptor when the kernel takes one, else SOURCE opened for reading. Empty
+// `why` when they can; the config's mount descriptor is then the caller's.
+handle_config probe_handles(int source_fd, const struct stat& st, std::string& why) {
+  handle_config c;
+  handle_buffer h;
+  int mount_id = -1;
+  if (!h.take(source_fd, mount_id)) {
+    why = std::string("name_to_handle_at: ") + std::strerror(errno);
+    return c;
+  }
+  int error = EBADF;
+  for (int attempt = 0; attempt < 2 && !c.on; ++attempt) {
+    int mount_fd = attempt == 0 ? ::fcntl(source_fd, F_DUPFD_CLOEXEC, 0) : ::openat(source_fd, ".", O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (mount_fd < 0) {
+      error = errno;
+      continue;
+    }
+    int fd = ::open_by_handle_at(mount_fd, h.get(), O_PATH | O_NOFOLLOW | O_CLOEXEC);
+    struct stat back {};
+    if (fd < 0) {
+      error = errno;
+    } else if (::fstat(fd, &back) == 0 && back.st_dev == st.st_dev && back.st_ino == st.st_ino) {
+      c = {true, mount_fd, mount_id, 0};
+    } else {
+      error = EXDEV;  // the handle opened something else: not to be trusted
+    }
+    if (fd >= 0) ::close(fd);
+    if (!c.on) ::close(mount_fd);
+  }
+  if (!c.on) why = std::string("open_by_handle_at: ") + std::strerror(error);
+  return c;
+}
+
+// The descriptors the cache keeps open: a quarter of the open-file limit (256 of the usual 1024),
+// so that files the kernel opens, the rings and the pinned inodes of other mounts have the rest.
+std::size_t cache_capacity() {
+  struct rlimit nofile {};
+  if (::getrlimit(RLIMIT_NOFILE, &nofile) != 0 || nofile.rlim_cur == RLIM_INFINITY) return 256;
+  return std::clamp<std::size_t>(static_cast<std::size_t>(nofile.rlim_cur / 4), 16, 4096);
+}
+
+// One descriptor per inode the kernel knows: the soft limit on open files (often 1024) would cap
+// the tree at that. Raise it to the hard limit, and as root the hard limit to fs.nr_open (the most
+// the kernel allows a process); libfuse's passthrough_hp raises the soft one. With file handles
+// only the soft limit is raised: the descriptors held then do not grow with the tree.
+void raise_open_file_limit(const char* name, bool beyond_hard) {
+  struct rlimit nofile {};
+  if (::getrlimit(RLIMIT_NOFILE, &nofile) != 0) return;
+  rlim_t most = nofile.rlim_max;
+  std::FILE* f = beyond_hard && cf::can_act_as_caller() ? std::fopen("/proc/sys/fs/nr_open", "r") : nullptr;
+  if (f) {
+    unsigned long nr_open = 0;
+    if (std::fscanf(f, "%lu", &nr_open) == 1 && nr_open > most) most = nr_open;
+    std::fclose(f);
+  }
+  if (nofile.rlim_cur >= most) return;
+  rlimit raised{most, most};
+  if (::setrlimit(RLIMIT_NOFILE, &raised) != 0) {
+    raised = {nofile.rlim_cur < nofile.rlim_max ? nofile.rlim_max : nofile.rlim_cur, nofile.rlim_max};
+    if (::setrlimit(RLIMIT_NOFILE, &raised) != 0)
+      std::fprintf(stderr, "%s: cannot raise the open-file limit: %s\n", name, std::strerror(errno));
+  }
 }
 
 bool is_inside(const std::string& path, const std::string& dir) {
@@ -1313,26 +1787,12 @@ int main(int argc, char** argv) {
       return 1;
     }
   }
-  // One descriptor per inode the kernel knows: the soft limit on open files (often 1024) would cap
-  // the tree at that. Raise it to the hard limit, and as root the hard limit to fs.nr_open (the
-  // most the kernel allows a process); libfuse's passthrough_hp raises the soft one.
-  if (struct rlimit nofile{}; ::getrlimit(RLIMIT_NOFILE, &nofile) == 0) {
-    rlim_t most = nofile.rlim_max;
-    std::FILE* f = cf::can_act_as_caller() ? std::fopen("/proc/sys/fs/nr_open", "r") : nullptr;
-    if (f) {
-      unsigned long nr_open = 0;
-      if (std::fscanf(f, "%lu", &nr_open) == 1 && nr_open > most) most = nr_open;
-      std::fclose(f);
-    }
-    if (nofile.rlim_cur < most) {
-      rlimit raised{most, most};
-      if (::setrlimit(RLIMIT_NOFILE, &raised) != 0) {
-        raised = {nofile.rlim_max, nofile.rlim_max};
-        if (::setrlimit(RLIMIT_NOFILE, &raised) != 0)
-          std::fprintf(stderr, "%s: cannot raise the open-file limit: %s\n", name, std::strerror(errno));
-      }
-    }
-  }
+  std::string no_handles;
+  handle_config handles;
+  if (args.fs.inode_handles) handles = probe_handles(source_fd, st, no_handles);
+  else no_handles = "--inode-handles off";
+  raise_open_file_limit(name, !handles.on);
+  if (handles.on) handles.cache_capacity = cache_capacity();
   // Modes come from the kernel with the caller's umask applied; ours must not apply again.
   ::umask(0);
   if (cf::can_act_as_caller() && !cf::keep_capabilities_across_fsuid())
@@ -1341,6 +1801,9 @@ int main(int argc, char** argv) {
                  "permissions again, without the caller's supplementary groups\n",
                  name, std::strerror(errno));
   if (o.mount.fsname.empty()) o.mount.fsname = source;
-  passthrough fs(source_fd, st, args.fs);
+  passthrough fs(source_fd, st, args.fs, handles);
+  // Said once mounted (a command line that fails says one thing: why).
+  if (!handles.on)
+    fs.note_when_serving("inodes recorded as one open descriptor each (" + no_handles + "): the open-file limit bounds the tree");
   return cf::session::serve(fs, o);
 }

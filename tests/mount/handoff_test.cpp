@@ -303,3 +303,72 @@ TEST_CASE("a takeover that cannot happen says why in one line and leaves the run
   CHECK(second.wait_exit(20));
   CHECK(second.exit_status() == 0);
 }
+
+TEST_CASE("passthrough handed over between its inode schemes: descriptors to handles works, handles to descriptors is refused",
+          "[mount][handoff]") {
+  REQUIRE(::geteuid() == 0);
+  handoff_dirs d;
+  auto args = [&](const std::string& handles, std::vector<std::string> extra) {
+    std::vector<std::string> a = {passthrough_bin, d.src(), d.mnt(), "--inode-handles", handles, "--handoff-socket", d.sock()};
+    a.insert(a.end(), extra.begin(), extra.end());
+    return a;
+  };
+  server_process first(d.log("first"), args("off", {}));
+  REQUIRE(wait_mounted(d.mnt(), 10));
+  INFO("first server:\n" << first.log());
+  // A client keeps a file open and a node known (by an O_PATH descriptor) through every handover.
+  int holder_pipe[2];
+  REQUIRE(::pipe(holder_pipe) == 0);
+  pid_t holder = start_client(
+      [&] {
+        ::close(holder_pipe[1]);
+        const std::string f = d.mnt() + "/held", n = d.mnt() + "/known";
+        int fd = ::open(f.c_str(), O_CREAT | O_RDWR, 0644);
+        int known = ::open(n.c_str(), O_CREAT | O_WRONLY, 0644);
+        if (fd < 0 || known < 0 || ::write(fd, "one", 3) != 3 || ::write(known, "known", 5) != 5 || ::close(known) != 0) return 1;
+        known = ::open(n.c_str(), O_PATH);
+        if (known < 0) return 2;
+        char go;
+        if (::read(holder_pipe[0], &go, 1) != 1) return 3;  // the handovers happen now
+        if (::pwrite(fd, "two", 3, 3) != 3) return 4;
+        char back[8] = {};
+        if (::pread(fd, back, sizeof back, 0) != 6 || std::string(back, 6) != "onetwo") return 5;
+        struct stat st {};
+        if (::fstat(known, &st) != 0 || st.st_size != 5) return 6;
+        return ::close(fd) == 0 && ::close(known) == 0 ? 0 : 7;
+      },
+      90);
+  ::close(holder_pipe[0]);
+  std::this_thread::sleep_for(std::chrono::milliseconds(1000));
+
+  // Descriptors per inode to file handles: each handed-over node keeps its descriptor.
+  server_process second(d.log("second"), args("auto", {"--take-over", d.sock()}));
+  CHECK(first.wait_exit(20));
+  CHECK(first.exit_status() == 0);
+  INFO("second server:\n" << second.log());
+  CHECK(second.log().find("took the mount") != std::string::npos);
+  // Back to descriptors: nodes recorded as handles cannot be served without them (a state this
+  // server cannot take); the second serves on.
+  CHECK(corofuse::testing::in_client([&] { return ::open((d.mnt() + "/new").c_str(), O_CREAT | O_WRONLY, 0644) >= 0 ? 0 : 1; }) == 0);
+  const std::string log = d.log("cli");
+  int rc = std::system(("timeout -k 5 30 " + passthrough_bin + " " + d.src() + " " + d.mnt() + " --inode-handles off --take-over " +
+                        d.sock() + " > " + log + " 2>&1")
+                           .c_str());
+  const std::string out = read_file(log);
+  ::unlink(log.c_str());
+  INFO("third server:\n" << out);
+  CHECK(WIFEXITED(rc));
+  CHECK(WEXITSTATUS(rc) == 1);
+  CHECK(out.find("file handles") != std::string::npos);
+  CHECK(second.log().find("failed") != std::string::npos);
+
+  CHECK(::write(holder_pipe[1], "g", 1) == 1);
+  ::close(holder_pipe[1]);
+  CHECK(exit_status(holder) == 0);
+  CHECK(read_file(d.src() + "/held") == "onetwo");
+  CHECK(read_file(d.mnt() + "/known") == "known");
+  second.signal(SIGTERM);
+  CHECK(second.wait_exit(20));
+  CHECK(second.exit_status() == 0);
+  CHECK_FALSE(is_mounted(d.mnt()));
+}

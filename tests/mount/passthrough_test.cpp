@@ -16,6 +16,8 @@
 //   - no escape from SOURCE: a directory swapped for a symlink to the outside while the mount holds
 //     it, rename/link across file systems, SOURCE given as a symlink;
 //   - the command line.
+// The names test runs with inodes as file handles and with --inode-handles off (a descriptor per
+// inode); tests/mount/passthrough_scale_test.cpp checks the inode table at scale.
 // At the end of each test the server gets SIGTERM: it must exit 0 and leave nothing mounted; on
 // the ring its log must say it served there.
 #include <catch2/catch.hpp>
@@ -728,6 +730,9 @@ TEST_CASE("passthrough --direct-io: a change made in the backing file is seen at
 TEST_CASE("passthrough: hard links are one inode; open files survive unlink and renames; xattrs and listings mirror the backing directory",
           "[mount][passthrough][names]") {
   TRANSPORT();
+  // Inodes as file handles, and the fallback of a descriptor per inode.
+  const std::string inodes = GENERATE(as<std::string>{}, "auto", "off");
+  INFO("--inode-handles " << inodes);
   temp_dir src("src");
   REQUIRE(::mkdir(src.path("many").c_str(), 0755) == 0);
   bool made = true;
@@ -741,7 +746,7 @@ TEST_CASE("passthrough: hard links are one inode; open files survive unlink and 
   REQUIRE(::link(src.path("a").c_str(), src.path("b").c_str()) == 0);
   REQUIRE(::setxattr(src.path("a").c_str(), "user.pre", "1", 1, 0) == 0);
   REQUIRE(write_file(src.path("q"), "") == 0);
-  pt_mount m(src.dir(), transport);
+  pt_mount m(src.dir(), transport, {"--inode-handles", inodes});
   START_PT(m);
   CHECK_CLIENT(run_client(m.devs, 60, [&](report& r) {
     // Two names of one backing inode are one inode through the mount: same st_ino, and a write
