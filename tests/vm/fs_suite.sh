@@ -19,9 +19,10 @@ rf=$PWD/rf
 mkdir -p "$rf/corofuse/examples/$fs"
 ln -sf "$server" "$rf/corofuse/examples/$fs/$fs"
 export TEST_SRCDIR=$rf TEST_WORKSPACE=corofuse FS_SUITE_TRANSPORTS=$transports FS_SUITE_TIME_SCALE=10
-# The guest's init leaves RLIMIT_NOFILE at the kernel's 1024: passthrough keeps a descriptor per
-# inode the kernel knows and does not raise its own limit, so [inodes] and [readdir] (2000+ files)
-# fail with EMFILE. Hosts usually allow more (this one: 20000); do the same here.
+# The guest's init leaves RLIMIT_NOFILE at the kernel's 1024. passthrough records inodes as file
+# handles here (root) and holds a bounded number of descriptors; in its fallback (--inode-handles
+# off, or without the capability) it keeps a descriptor per inode the kernel knows, and [inodes]
+# and [readdir] (2000+ files) would fail with EMFILE. Raised, so that either scheme runs.
 ulimit -n 65536 || echo "fs_suite: cannot raise the open-file limit (ulimit -n is $(ulimit -n))"
 echo "fs_suite: $bin over $transports, filter $filter, open files $(ulimit -n)"
 "$bin" "$filter" --use-colour no --durations yes

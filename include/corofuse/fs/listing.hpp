@@ -4,11 +4,12 @@
 //
 //   result<Listing> readdir(context&, ino dir, file_info&, off_t off);
 //
-// `Listing` is any range (a std::ranges or range-v3 view, a container, a generator) of entries
-// after `off`. The framework walks it and packs each entry straight into the reply buffer until
-// the kernel's size is reached; what did not fit is asked for again from the last packed entry's
-// `next_offset`. A view over the filesystem's own tables needs no allocation per request; hold a
-// lock for as long as the framework walks it with `locked_listing`.
+// `Listing` is any range of the entries after `off`: a std::ranges or range-v3 view, a span, a
+// container, or a range of your own over a directory stream (examples/passthrough). The framework
+// walks it and packs each entry straight into the reply buffer until the kernel's size is reached;
+// what did not fit is asked for again from the last packed entry's `next_offset`. A view over the
+// filesystem's own tables needs no allocation per request; `locked_listing` holds a lock for as
+// long as the framework walks it.
 //
 // An entry has `name`, `ino`, `type` (DT_*) and `next_offset` (cf::dir_entry). When it also has
 // `lookup()`, returning the entry's lookup reply (cf::dirplus_entry), the framework announces
