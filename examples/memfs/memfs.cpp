@@ -53,6 +53,7 @@
 
 #include "corofuse/corofuse.hpp"
 #include "examples/memfs/control_channel.hpp"
+#include "examples/memfs/page_table.hpp"
 
 namespace cf = corofuse;
 
@@ -437,7 +438,7 @@ class memfs {
     } else if (mode == 0 || mode == FALLOC_FL_KEEP_SIZE) {
       // Reserve the pages now, so later writes in the range cannot fail for space.
       for (std::uint64_t p = start / page_bytes; p <= (end - 1) / page_bytes; ++p) {
-        if (!nd->pages.count(p) && !allocate_page(*nd, p)) return cf::error(ENOSPC);
+        if (!nd->pages.contains(p) && !allocate_page(*nd, p)) return cf::error(ENOSPC);
       }
       if (mode == 0 && end > nd->size) nd->size = end;
     } else {
@@ -455,14 +456,14 @@ class memfs {
     const auto pos = static_cast<std::uint64_t>(off);
     if (pos >= nd->size) return cf::error(ENXIO);
     if (whence == SEEK_DATA) {
-      auto it = nd->pages.lower_bound(pos / page_bytes);
-      if (it == nd->pages.end() || it->first * page_bytes >= nd->size) return cf::error(ENXIO);
-      return static_cast<off_t>(std::max(pos, it->first * page_bytes));
+      const auto data = nd->pages.next_present(pos / page_bytes);
+      if (!data || *data * page_bytes >= nd->size) return cf::error(ENXIO);
+      return static_cast<off_t>(std::max(pos, *data * page_bytes));
     }
     if (whence == SEEK_HOLE) {
       for (std::uint64_t p = pos / page_bytes;; ++p) {
         if (p * page_bytes >= nd->size) return static_cast<off_t>(nd->size);
-        if (!nd->pages.count(p)) return static_cast<off_t>(std::max(pos, p * page_bytes));
+        if (!nd->pages.contains(p)) return static_cast<off_t>(std::max(pos, p * page_bytes));
       }
     }
     return cf::error(EINVAL);
@@ -674,10 +675,6 @@ class memfs {
   std::uint64_t used_bytes() const { return used_.load(std::memory_order_relaxed); }
 
  private:
-  struct page {
-    std::byte bytes[page_bytes];
-  };
-
   // A directory's entry: the node it names, and its cookie (its place in the listing order).
   struct child_entry_t {
     std::shared_ptr<node> nd;
@@ -703,7 +700,7 @@ class memfs {
     bool linkable = false;                  // an O_TMPFILE file not yet linked: linkat may name it
     std::map<std::string, std::string, std::less<>> xattrs;
     // regular files: sparse pages and the size
-    std::map<std::uint64_t, std::unique_ptr<page>> pages;
+    page_table<page_bytes> pages;
     std::uint64_t size = 0;
     // directories, under names_ (and changed with this lock held too, so a stat of the directory
     // sees its entry count whole): name -> entry, and a stable listing order by cookie (never
@@ -968,7 +965,7 @@ class memfs {
 
   bool allocate_page(node& nd, std::uint64_t index) {
     if (!reserve_page()) return false;
-    nd.pages.emplace(index, std::make_unique<page>());  // zero-filled: holes read as zeros
+    nd.pages.add(index);  // zero-filled: holes read as zeros
     return true;
   }
 
@@ -989,9 +986,9 @@ class memfs {
 
   static void copy_out(const node& nd, std::uint64_t start, std::span<std::byte> out) {
     walk_pages(start, out.size(), [&](std::uint64_t index, std::size_t in_page, std::size_t done, std::size_t n) {
-      auto it = nd.pages.find(index);
-      if (it == nd.pages.end()) std::memset(out.data() + done, 0, n);  // a hole reads as zeros
-      else std::memcpy(out.data() + done, it->second->bytes + in_page, n);
+      const auto* p = nd.pages.find(index);
+      if (!p) std::memset(out.data() + done, 0, n);  // a hole reads as zeros
+      else std::memcpy(out.data() + done, p->bytes + in_page, n);
       return true;
     });
   }
@@ -999,12 +996,12 @@ class memfs {
   // Copies in page by page; stops where space runs out. Returns the bytes written.
   std::size_t copy_in(node& nd, std::uint64_t start, std::span<const std::byte> in) {
     const std::size_t done = walk_pages(start, in.size(), [&](std::uint64_t index, std::size_t in_page, std::size_t at, std::size_t n) {
-      auto it = nd.pages.find(index);
-      if (it == nd.pages.end()) {
+      auto* p = nd.pages.find(index);
+      if (!p) {
         if (!allocate_page(nd, index)) return false;
-        it = nd.pages.find(index);
+        p = nd.pages.find(index);
       }
-      std::memcpy(it->second->bytes + in_page, in.data() + at, n);
+      std::memcpy(p->bytes + in_page, in.data() + at, n);
       return true;
     });
     if (start + done > nd.size && done) nd.size = start + done;
@@ -1015,9 +1012,9 @@ class memfs {
     if (size < nd.size) {
       punch(nd, size, nd.size);
       // Pages wholly past the end go; the last partial page was zeroed past `size`.
-      for (auto it = nd.pages.lower_bound((size + page_bytes - 1) / page_bytes); it != nd.pages.end();) {
+      for (auto p = nd.pages.next_present((size + page_bytes - 1) / page_bytes); p; p = nd.pages.next_present(*p + 1)) {
+        nd.pages.erase(*p);
         used_.fetch_sub(page_bytes, std::memory_order_relaxed);
-        it = nd.pages.erase(it);
       }
     }
     nd.size = size;
@@ -1025,16 +1022,15 @@ class memfs {
 
   // Zeroes [start, end): whole pages are released, partial pages cleared.
   void punch(node& nd, std::uint64_t start, std::uint64_t end) {
-    for (auto it = nd.pages.lower_bound(start / page_bytes); it != nd.pages.end() && it->first * page_bytes < end;) {
-      const std::uint64_t pstart = it->first * page_bytes, pend = pstart + page_bytes;
+    for (auto p = nd.pages.next_present(start / page_bytes); p && *p * page_bytes < end; p = nd.pages.next_present(*p + 1)) {
+      const std::uint64_t pstart = *p * page_bytes, pend = pstart + page_bytes;
       if (start <= pstart && pend <= end) {
+        nd.pages.erase(*p);
         used_.fetch_sub(page_bytes, std::memory_order_relaxed);
-        it = nd.pages.erase(it);
         continue;
       }
       const std::uint64_t a = std::max(start, pstart), b = std::min(end, pend);
-      std::memset(it->second->bytes + (a - pstart), 0, static_cast<std::size_t>(b - a));
-      ++it;
+      std::memset(nd.pages.find(*p)->bytes + (a - pstart), 0, static_cast<std::size_t>(b - a));
     }
   }
 
