@@ -12,7 +12,8 @@
 //   takes it exclusive, so a rename sees and changes every directory it touches at once.
 // - each node has a reader-writer lock of its own for its attributes and data: READ, GETATTR and
 //   the xattr reads take it shared (two readers of one file do not wait for each other; the access
-//   time is an atomic, so relatime needs no exclusive lock), WRITE and SETATTR exclusive.
+//   time has a small lock of its own, so relatime needs no exclusive lock), WRITE and SETATTR
+//   exclusive.
 //   A name change takes names_, then the locks of the nodes it changes, in inode order.
 // - the node table is split in shards by inode number, each with its own mutex held only to find,
 //   add or drop a node; the bytes held are an atomic counter.
@@ -389,10 +390,10 @@ class memfs {
     const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(out.size(), nd->size - start));
     copy_out(*nd, start, out.first(n));
     // relatime, as tmpfs: the access time moves when it is older than the last change or a day
-    // old. Readers race only to store the same moment, so a shared lock is enough.
-    const std::int64_t t = nanoseconds(now()), atime = nd->atime_ns.load(std::memory_order_relaxed);
-    if (atime <= nanoseconds(nd->mtime) || atime <= nanoseconds(nd->ctime) || t - atime >= std::int64_t{24} * 3600 * 1'000'000'000)
-      nd->atime_ns.store(t, std::memory_order_relaxed);
+    // old. Readers hold the node's lock shared, so the access time has a small lock of its own.
+    const timespec t = now();
+    std::lock_guard atime_lock(nd->atime_mutex);
+    if (older(nd->atime, nd->mtime) || older(nd->atime, nd->ctime) || nd->atime.tv_sec <= t.tv_sec - 24 * 3600) nd->atime = t;
     return n;
   }
 
@@ -694,7 +695,10 @@ class memfs {
     nlink_t nlink = 1;
     dev_t rdev = 0;
     timespec mtime{}, ctime{}, btime{};
-    std::atomic<std::int64_t> atime_ns{0};  // nanoseconds: readers move it under a shared lock
+    // The access time, under a lock of its own (READ moves it holding the node's lock shared). Any
+    // time_t a client sets is kept, as on tmpfs.
+    mutable std::mutex atime_mutex;
+    timespec atime{};
     std::atomic<std::uint64_t> lookups{0};  // references the kernel holds (returned by FORGET)
     std::uint64_t opens = 0;                // open files and directories
     bool linkable = false;                  // an O_TMPFILE file not yet linked: linkat may name it
@@ -712,7 +716,14 @@ class memfs {
     // symlinks: set before the link has a name
     std::string target;
 
-    void set_atime(const timespec& t) { atime_ns.store(nanoseconds(t), std::memory_order_relaxed); }
+    void set_atime(const timespec& t) {
+      std::lock_guard lock(atime_mutex);
+      atime = t;
+    }
+    timespec get_atime() const {
+      std::lock_guard lock(atime_mutex);
+      return atime;
+    }
   };
 
   // Exclusive locks of the nodes a name change touches (null and repeated entries skipped), taken
@@ -738,11 +749,9 @@ class memfs {
     std::size_t count_ = 0;
   };
 
-  static std::int64_t nanoseconds(const timespec& t) { return std::int64_t{t.tv_sec} * 1'000'000'000 + t.tv_nsec; }
-  static timespec from_nanoseconds(std::int64_t ns) {
-    timespec t{ns / 1'000'000'000, ns % 1'000'000'000};
-    if (t.tv_nsec < 0) t.tv_sec -= 1, t.tv_nsec += 1'000'000'000;
-    return t;
+  // Whether `a` is at or before `b`.
+  static bool older(const timespec& a, const timespec& b) {
+    return a.tv_sec < b.tv_sec || (a.tv_sec == b.tv_sec && a.tv_nsec <= b.tv_nsec);
   }
 
   // The kernel's rule (setattr_should_drop_sgid): setuid always goes; setgid goes when the file is
@@ -938,7 +947,7 @@ class memfs {
     } else if (S_ISDIR(nd.type)) {
       st.st_size = static_cast<off_t>((nd.children.size() + 2) * 20);  // tmpfs-like: grows with entries
     }
-    st.st_atim = from_nanoseconds(nd.atime_ns.load(std::memory_order_relaxed));
+    st.st_atim = nd.get_atime();
     st.st_mtim = nd.mtime;
     st.st_ctim = nd.ctime;
     return st;
