@@ -351,8 +351,11 @@ class memfs {
       if (flags & O_EXCL) return cf::error(EEXIST);
       node& nd = **found;
       if (S_ISDIR(nd.type)) return cf::error(EISDIR);
+      // The kernel takes nothing but a regular file from CREATE (anything else fails the open
+      // with EIO): a fifo, device, socket or symlink made meanwhile under the name is EEXIST.
+      if (!S_ISREG(nd.type)) return cf::error(EEXIST);
       std::unique_lock lock(nd.lock);
-      if ((flags & O_TRUNC) && S_ISREG(nd.type)) truncate_on_open(nd, c);
+      if (flags & O_TRUNC) truncate_on_open(nd, c);
       nd.opens++;
       return cf::created{entry_of(nd, true), {}};
     }
