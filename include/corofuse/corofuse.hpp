@@ -11,5 +11,6 @@
 #include "corofuse/fs/result.hpp"
 #include "corofuse/fs/types.hpp"
 #include "corofuse/io.hpp"
+#include "corofuse/node.hpp"
 #include "corofuse/proto.hpp"
 #include "corofuse/session.hpp"
