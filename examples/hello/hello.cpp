@@ -53,5 +53,6 @@ int main(int argc, char** argv) {
   cf::node::tree<file> fs(std::make_shared<file>(S_IFDIR | 0755));
   (void)fs.add(fs.root(), "hello", std::make_shared<file>(S_IFREG | 0444, "Hello, World!\n"));
   (void)fs.add(fs.root(), "notes", std::make_shared<file>(S_IFREG | 0644, "", 1 << 20));
-  return cf::session::main(fs, argc, argv, "hello: a corofuse example filesystem with a read-only /hello and a writable in-memory /notes (up to 1 MiB)");
+  return cf::session::main(fs, argc, argv,
+                           "hello: a corofuse example filesystem with a read-only /hello and a writable in-memory /notes (up to 1 MiB)");
 }

@@ -54,6 +54,7 @@
 
 #include "corofuse/corofuse.hpp"
 #include "examples/memfs/control_channel.hpp"
+#include "examples/memfs/file_pages.hpp"
 #include "examples/memfs/page_table.hpp"
 
 namespace cf = corofuse;
@@ -1199,37 +1200,6 @@ class memfs {
 
 namespace {
 
-// --size N[K|M|G|T] or a percentage of RAM ("25%"); the default is a quarter of physical memory.
-bool parse_size(std::string_view s, std::uint64_t& out) {
-  if (s.empty()) return false;
-  const std::uint64_t ram = static_cast<std::uint64_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<std::uint64_t>(sysconf(_SC_PAGESIZE));
-  std::uint64_t mult = 1;
-  bool percent = false;
-  switch (s.back()) {
-    case 'k':
-    case 'K': mult = 1ull << 10; break;
-    case 'm':
-    case 'M': mult = 1ull << 20; break;
-    case 'g':
-    case 'G': mult = 1ull << 30; break;
-    case 't':
-    case 'T': mult = 1ull << 40; break;
-    case '%': percent = true; break;
-    default: break;
-  }
-  if (mult != 1 || percent) s.remove_suffix(1);
-  if (s.empty() || s.size() > 15 || s.find_first_not_of("0123456789") != std::string_view::npos) return false;
-  std::uint64_t v = std::stoull(std::string(s));
-  if (percent) {
-    if (v == 0 || v > 100) return false;
-    out = ram / 100 * v;
-  } else {
-    if (v > (std::uint64_t{1} << 62) / mult) return false;
-    out = v * mult;
-  }
-  return out >= page_bytes;
-}
-
 // Parses an owner id for -o uid= / gid= (decimal, as tmpfs takes it; -1 is "no id" to the kernel).
 bool parse_id(std::string_view s, std::uint32_t& out) {
   if (s.empty() || s.size() > 10 || s.find_first_not_of("0123456789") != std::string_view::npos) return false;
@@ -1252,7 +1222,7 @@ bool parse_mode(std::string_view s, mode_t& out) {
 
 int main(int argc, char** argv) {
   namespace session = corofuse::session;
-  std::uint64_t size = static_cast<std::uint64_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<std::uint64_t>(sysconf(_SC_PAGESIZE)) / 4;
+  std::uint64_t size = default_space_limit();
   std::string control;
   // The root belongs to whoever runs memfs (an ordinary user mounting through fusermount3 can then
   // use it at once), as tmpfs's root belongs to whoever mounts it; -o uid=,gid=,mode= choose.
@@ -1262,8 +1232,9 @@ int main(int argc, char** argv) {
                                 "the most file data memfs holds: bytes, with K/M/G/T, or N% of RAM\n"
                                 "(default 25%); writes beyond it fail with ENOSPC",
                                 [&](std::string_view v) -> std::string {
-                                  return parse_size(v, size) ? ""
-                                                             : "bytes with an optional K/M/G/T suffix, or 1-100% of RAM; at least 4096";
+                                  return parse_space_limit(v, size)
+                                             ? ""
+                                             : "bytes with an optional K/M/G/T suffix, or 1-100% of RAM; at least 4096";
                                 }),
       session::own_option::flag("--control", "FIFO",
                                 "take commands from FIFO (created if missing) that change the tree\n"

@@ -1,6 +1,7 @@
 // One suite for the example file systems: the one under test (memfs, or passthrough over a
 // directory) mounted on the host kernel and compared with the kernel's own tmpfs. The same source
-// builds two tests: memfs_test, and passthrough_suite_test (FS_SUITE_PASSTHROUGH defined).
+// builds three tests: memfs_test, memtree_test (memfs's behaviour on the node layer,
+// FS_SUITE_MEMTREE defined) and passthrough_suite_test (FS_SUITE_PASSTHROUGH defined).
 //
 // Every test runs over both transports (the io_uring ring and classic /dev/fuse). Each mounts a
 // fresh tmpfs as the reference next to a fresh mount of the file system under test and runs the
@@ -80,6 +81,10 @@ namespace {
 #define FS_NAME "passthrough"
 constexpr bool passthrough = true;
 const std::string fs_bin = runfile("examples/passthrough/passthrough");
+#elif defined(FS_SUITE_MEMTREE)
+#define FS_NAME "memtree"
+constexpr bool passthrough = false;
+const std::string fs_bin = runfile("examples/memtree/memtree");
 #else
 #define FS_NAME "memfs"
 constexpr bool passthrough = false;

@@ -129,11 +129,11 @@ class inode : public std::enable_shared_from_this<Derived> {
 
   // Names: under the tree's names lock.
   std::vector<link> links_;
-  children_map children_;                                              // a directory's entries
+  children_map children_;                                               // a directory's entries
   std::map<std::uint64_t, typename children_map::iterator> by_cookie_;  // the same, in listing order
-  std::uint64_t next_cookie_ = 3;                                      // 1 and 2 resume after . and ..
-  std::atomic<std::uint32_t> entries_{0};  // children_.size(), for a stat that holds no names lock
-  std::atomic<bool> orphaned_{false};      // orphaned() was called
+  std::uint64_t next_cookie_ = 3;                                       // 1 and 2 resume after . and ..
+  std::atomic<std::uint32_t> entries_{0};                               // children_.size(), for a stat that holds no names lock
+  std::atomic<bool> orphaned_{false};                                   // orphaned() was called
 };
 
 }  // namespace corofuse::node

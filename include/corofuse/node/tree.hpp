@@ -31,7 +31,7 @@
 //   orphaned()                                     no name and no open file left: data may go
 // A node type constructible from `made` makes the tree writable by clients: CREATE, MKNOD, MKDIR,
 // SYMLINK, LINK, UNLINK, RMDIR, RENAME and O_TMPFILE are answered by the tree (new nodes are
-// std::make_shared<Node>(made{...})), with tmpfs's rules for modes, owners, setgid directories,
+// std::make_shared<Node>(made{...}, directory) or (made{...})), with tmpfs's rules for modes, owners, setgid directories,
 // link counts and times.
 //
 // Threads: every queue serves at once. Node ids resolve through 64 sharded tables (a short mutex
@@ -112,8 +112,10 @@ template <typename N> concept removes_xattrs = requires(N& n, context& c, std::s
 template <typename N> concept reads_links = requires(N& n, context& c) { { n.readlink(c) } -> std::same_as<result<std::string>>; };
 template <typename N> concept reports_space = requires(N& n, context& c) { { n.statfs(c) } -> std::same_as<result<struct statvfs>>; };
 template <typename N> concept notices_orphans = requires(N& n) { n.orphaned(); };
-// Clients may make files: the tree builds new nodes from `made`.
-template <typename N> concept makeable = std::constructible_from<N, const made&>;
+// Clients may make files: the tree builds new nodes from `made`, and the directory they go in when
+// the node type takes it (a node that shares state with its directory: a mount's space limit).
+template <typename N> concept makeable_in = std::constructible_from<N, const made&, N&>;
+template <typename N> concept makeable = makeable_in<N> || std::constructible_from<N, const made&>;
 }  // namespace ops
 // clang-format on
 
@@ -127,7 +129,7 @@ class tree {
   explicit tree(std::shared_ptr<Node> root = nullptr) : root_(std::move(root)) {
     static_assert(std::is_base_of_v<inode<Node>, Node>, "corofuse: a tree's node type derives from node::inode<itself>");
     if (!root_) {
-      if constexpr (ops::makeable<Node>) {
+      if constexpr (std::constructible_from<Node, const made&>) {
         root_ = std::make_shared<Node>(made{S_IFDIR | 0755, ::getuid(), ::getgid(), 0, {}, {}});
       } else {
         throw std::invalid_argument("corofuse::node::tree: no root given, and the node type cannot make one from node::made");
@@ -241,6 +243,10 @@ class tree {
   }
 
   // ---- the handlers ------------------------------------------------------------------------
+
+  // A writable tree clears setuid and setgid itself on writes, truncations and chown (tmpfs's
+  // rule, with what the kernel says of the caller's privilege), so the kernel leaves it to us.
+  std::uint64_t init_flags() const requires ops::makeable<Node> { return abi::init_flag::handle_killpriv_v2; }
 
   void init(const connection& c) {
     conn_ = c;
@@ -358,9 +364,7 @@ class tree {
     return r;
   }
 
-  auto read(context& c, ino i, file_info& fi, ops::bytes out, off_t off)
-    requires ops::reads<Node>
-  {
+  auto read(context& c, ino i, file_info& fi, ops::bytes out, off_t off) requires ops::reads<Node> {
     using R = decltype(std::declval<Node&>().read(c, fi, out, off));
     return on_node<R>(
         i, [&c, &fi, out, off](Node& n) { return n.read(c, fi, out, off); },
@@ -370,9 +374,7 @@ class tree {
         });
   }
 
-  auto write(context& c, ino i, file_info& fi, ops::const_bytes in, off_t off)
-    requires ops::writes<Node>
-  {
+  auto write(context& c, ino i, file_info& fi, ops::const_bytes in, off_t off) requires ops::writes<Node> {
     using R = decltype(std::declval<Node&>().write(c, fi, in, off));
     return on_node<R>(
         i, [&c, &fi, in, off](Node& n) { return n.write(c, fi, in, off); },
@@ -382,25 +384,19 @@ class tree {
         });
   }
 
-  auto fsync(context& c, ino i, file_info& fi, bool datasync)
-    requires ops::fsyncs<Node>
-  {
+  auto fsync(context& c, ino i, file_info& fi, bool datasync) requires ops::fsyncs<Node> {
     using R = decltype(std::declval<Node&>().fsync(c, fi, datasync));
     return on_node<R>(
         i, [&c, &fi, datasync](Node& n) { return n.fsync(c, fi, datasync); }, [](auto&& r, Node&) { return std::move(r); });
   }
 
-  auto flush(context& c, ino i, file_info& fi)
-    requires ops::flushes<Node>
-  {
+  auto flush(context& c, ino i, file_info& fi) requires ops::flushes<Node> {
     using R = decltype(std::declval<Node&>().flush(c, fi));
     return on_node<R>(
         i, [&c, &fi](Node& n) { return n.flush(c, fi); }, [](auto&& r, Node&) { return std::move(r); });
   }
 
-  result<> fallocate(context& c, ino i, file_info& fi, int mode, off_t off, off_t len)
-    requires ops::fallocates<Node>
-  {
+  result<> fallocate(context& c, ino i, file_info& fi, int mode, off_t off, off_t len) requires ops::fallocates<Node> {
     auto n = find(i);
     if (!n) return error(ESTALE);
     if (!n->is_file()) return error(ENODEV);
@@ -409,40 +405,30 @@ class tree {
     return r;
   }
 
-  result<off_t> lseek(context& c, ino i, file_info& fi, off_t off, int whence)
-    requires ops::seeks<Node>
-  {
+  result<off_t> lseek(context& c, ino i, file_info& fi, off_t off, int whence) requires ops::seeks<Node> {
     auto n = find(i);
     if (!n) return error(ESTALE);
     return n->lseek(c, fi, off, whence);
   }
 
-  result<std::size_t> getxattr(context& c, ino i, std::string_view name, ops::bytes out)
-    requires ops::gets_xattrs<Node>
-  {
+  result<std::size_t> getxattr(context& c, ino i, std::string_view name, ops::bytes out) requires ops::gets_xattrs<Node> {
     auto n = find(i);
     if (!n) return error(ESTALE);
     return n->getxattr(c, name, out);
   }
-  result<std::size_t> listxattr(context& c, ino i, ops::bytes out)
-    requires ops::lists_xattrs<Node>
-  {
+  result<std::size_t> listxattr(context& c, ino i, ops::bytes out) requires ops::lists_xattrs<Node> {
     auto n = find(i);
     if (!n) return error(ESTALE);
     return n->listxattr(c, out);
   }
-  result<> setxattr(context& c, ino i, std::string_view name, ops::const_bytes value, int flags)
-    requires ops::sets_xattrs<Node>
-  {
+  result<> setxattr(context& c, ino i, std::string_view name, ops::const_bytes value, int flags) requires ops::sets_xattrs<Node> {
     auto n = find(i);
     if (!n) return error(ESTALE);
     auto r = n->setxattr(c, name, value, flags);
     if (r) changed(*n);
     return r;
   }
-  result<> removexattr(context& c, ino i, std::string_view name)
-    requires ops::removes_xattrs<Node>
-  {
+  result<> removexattr(context& c, ino i, std::string_view name) requires ops::removes_xattrs<Node> {
     auto n = find(i);
     if (!n) return error(ESTALE);
     auto r = n->removexattr(c, name);
@@ -450,11 +436,7 @@ class tree {
     return r;
   }
 
-  result<struct statvfs> statfs(context& c, ino)
-    requires ops::reports_space<Node>
-  {
-    return root_->statfs(c);
-  }
+  result<struct statvfs> statfs(context& c, ino) requires ops::reports_space<Node> { return root_->statfs(c); }
 
   // One entry of a listing: what READDIR packs, and the lookup READDIRPLUS asks for (counted only
   // for the entries the kernel receives).
@@ -482,9 +464,7 @@ class tree {
 
   // ---- names, for a tree whose clients may make files ----------------------------------------
 
-  result<entry> mknod(context& c, ino parent, std::string_view name, mode_t mode, dev_t rdev, mode_t)
-    requires ops::makeable<Node>
-  {
+  result<entry> mknod(context& c, ino parent, std::string_view name, mode_t mode, dev_t rdev, mode_t) requires ops::makeable<Node> {
     const mode_t type = mode & S_IFMT;
     if (type != S_IFREG && type != S_IFIFO && type != S_IFCHR && type != S_IFBLK && type != S_IFSOCK) return error(EINVAL);
     std::unique_lock names(names_);
@@ -493,18 +473,14 @@ class tree {
     return entry_of(**made_node, true);
   }
 
-  result<entry> mkdir(context& c, ino parent, std::string_view name, mode_t mode, mode_t)
-    requires ops::makeable<Node>
-  {
+  result<entry> mkdir(context& c, ino parent, std::string_view name, mode_t mode, mode_t) requires ops::makeable<Node> {
     std::unique_lock names(names_);
     auto made_node = make_child(c, parent, name, made{static_cast<mode_t>(S_IFDIR | (mode & 07777)), c.uid(), 0, 0, {}, {}});
     if (!made_node) return error(made_node.error_code());
     return entry_of(**made_node, true);
   }
 
-  result<entry> symlink(context& c, ino parent, std::string_view name, std::string_view target)
-    requires ops::makeable<Node>
-  {
+  result<entry> symlink(context& c, ino parent, std::string_view name, std::string_view target) requires ops::makeable<Node> {
     if (target.size() >= PATH_MAX) return error(ENAMETOOLONG);
     std::unique_lock names(names_);
     auto made_node = make_child(c, parent, name, made{S_IFLNK | 0777, c.uid(), 0, 0, target, {}});
@@ -512,9 +488,7 @@ class tree {
     return entry_of(**made_node, true);
   }
 
-  result<created> create(context& c, ino parent, std::string_view name, mode_t mode, mode_t, int flags)
-    requires ops::makeable<Node>
-  {
+  result<created> create(context& c, ino parent, std::string_view name, mode_t mode, mode_t, int flags) requires ops::makeable<Node> {
     std::unique_lock names(names_);
     auto dir = find(parent);
     if (!dir) return error(ESTALE);
@@ -545,13 +519,11 @@ class tree {
     return created{entry_of(*n, true), r};
   }
 
-  result<created> tmpfile(context& c, ino parent, mode_t mode, mode_t, int flags)
-    requires ops::makeable<Node>
-  {
+  result<created> tmpfile(context& c, ino parent, mode_t mode, mode_t, int flags) requires ops::makeable<Node> {
     auto dir = find(parent);
     if (!dir) return error(ESTALE);
     if (!dir->is_dir()) return error(ENOTDIR);
-    auto n = std::make_shared<Node>(made{static_cast<mode_t>(S_IFREG | (mode & 07777)), c.uid(), group_for(*dir, c), 0, {}, {}});
+    auto n = new_node(made{static_cast<mode_t>(S_IFREG | (mode & 07777)), c.uid(), group_for(*dir, c), 0, {}, {}}, *dir);
     adopt(*n);
     n->linkable_ = true;  // nameless until linkat gives it one
     open_reply r{};
@@ -564,9 +536,7 @@ class tree {
     return created{entry_of(*n, true), r};
   }
 
-  result<entry> link(context&, ino i, ino newparent, std::string_view newname)
-    requires ops::makeable<Node>
-  {
+  result<entry> link(context&, ino i, ino newparent, std::string_view newname) requires ops::makeable<Node> {
     if (int e = check_name(newname)) return error(e);
     std::unique_lock names(names_);
     auto n = find(i);
@@ -588,9 +558,7 @@ class tree {
     return entry_of(*n, true);
   }
 
-  result<> unlink(context&, ino parent, std::string_view name)
-    requires ops::makeable<Node>
-  {
+  result<> unlink(context&, ino parent, std::string_view name) requires ops::makeable<Node> {
     std::shared_ptr<Node> gone;
     {
       std::unique_lock names(names_);
@@ -606,9 +574,7 @@ class tree {
     return ok();
   }
 
-  result<> rmdir(context&, ino parent, std::string_view name)
-    requires ops::makeable<Node>
-  {
+  result<> rmdir(context&, ino parent, std::string_view name) requires ops::makeable<Node> {
     std::unique_lock names(names_);
     auto dir = find(parent);
     if (!dir) return error(ESTALE);
@@ -621,9 +587,8 @@ class tree {
     return ok();
   }
 
-  result<> rename(context&, ino parent, std::string_view name, ino newparent, std::string_view newname, unsigned flags)
-    requires ops::makeable<Node>
-  {
+  result<> rename(context&, ino parent, std::string_view name, ino newparent, std::string_view newname,
+                  unsigned flags) requires ops::makeable<Node> {
     if (flags & ~static_cast<unsigned>(RENAME_NOREPLACE | RENAME_EXCHANGE)) return error(EINVAL);
     if ((flags & RENAME_NOREPLACE) && (flags & RENAME_EXCHANGE)) return error(EINVAL);
     if (int e = check_name(newname)) return error(e);
@@ -702,6 +667,14 @@ class tree {
     std::lock_guard lock(s.mutex);
     auto it = s.nodes.find(i);
     return it == s.nodes.end() ? nullptr : it->second;
+  }
+
+  static std::shared_ptr<Node> new_node(const made& m, Node& dir) requires ops::makeable<Node> {
+    if constexpr (ops::makeable_in<Node>) {
+      return std::make_shared<Node>(m, dir);
+    } else {
+      return std::make_shared<Node>(m);
+    }
   }
 
   // Gives a new node its id (never reused: a 64-bit counter) and the tree's generation.
@@ -836,9 +809,7 @@ class tree {
   }
 
   // A new node named `name` in `parent` (names lock held exclusive).
-  result<Node*> make_child(context& c, corofuse::ino parent, std::string_view name, made m)
-    requires ops::makeable<Node>
-  {
+  result<Node*> make_child(context& c, corofuse::ino parent, std::string_view name, made m) requires ops::makeable<Node> {
     auto dir = find(parent);
     if (!dir) return error(ESTALE);
     if (!dir->is_dir()) return error(ENOTDIR);
@@ -848,7 +819,7 @@ class tree {
     const attributes d = dir->attributes();
     m.gid = (d.mode & S_ISGID) ? d.gid : c.gid();
     if (S_ISDIR(m.mode) && (d.mode & S_ISGID)) m.mode |= S_ISGID;
-    auto n = std::make_shared<Node>(m);
+    auto n = new_node(m, *dir);
     adopt(*n);
     Node* made_node = n.get();
     link_child(*dir, name, std::move(n));
@@ -952,13 +923,14 @@ class tree {
   auto listing_of(Node& dir, Node& up, off_t off) {
     namespace rv = ranges::views;
     const auto from = static_cast<std::uint64_t>(std::max<off_t>(off, 0));
-    auto dots = rv::concat(rv::single(listed{".", dir.id_, DT_DIR, 1, &dir, this}), rv::single(listed{"..", up.id_, DT_DIR, 2, &up, this})) |
+    auto dots = rv::concat(rv::single(listed{".", dir.id_, DT_DIR, 1, &dir, this}),
+                           rv::single(listed{"..", up.id_, DT_DIR, 2, &up, this})) |
                 rv::drop(std::min<std::uint64_t>(from, 2));
     auto entries = ranges::subrange(dir.by_cookie_.upper_bound(std::max<std::uint64_t>(from, 2)), dir.by_cookie_.end()) |
                    rv::transform([this](const auto& cookie_and_entry) {
                      const auto& [name, c] = *cookie_and_entry.second;
-                     return listed{name, c.node->id_, static_cast<std::uint32_t>(c.node->type() >> 12), cookie_and_entry.first, c.node.get(),
-                                   this};
+                     return listed{name,         c.node->id_, static_cast<std::uint32_t>(c.node->type() >> 12), cookie_and_entry.first,
+                                   c.node.get(), this};
                    });
     return rv::concat(std::move(dots), std::move(entries));
   }

@@ -1,0 +1,226 @@
+// memtree: memfs's behaviour (an in-memory filesystem that behaves like tmpfs) written on the node
+// layer (corofuse/node.hpp) instead of raw handlers.
+//
+// The tree does what memfs writes out by hand: node ids, lookup counts and FORGET, names, hard
+// links, link counts, modes and owners of new files, setgid directories, times, rename's rules,
+// listings, O_TMPFILE. What is left here is what only this filesystem knows: where a file's bytes
+// live (sparse pages against a size limit, file_pages.hpp), its extended attributes, and the space
+// statfs reports. The same behaviour suite runs on both (tests/mount/fs_suite_test.cpp), and
+// bench/run measures both, so the layer's cost is a number.
+//
+// Every CPU's queue serves at once: a node's data has a reader-writer lock of its own (READ
+// shared, WRITE exclusive), its xattrs another; the tree's locks are never held around these.
+#include <linux/falloc.h>
+#include <sys/statvfs.h>
+#include <sys/xattr.h>
+#include <unistd.h>
+
+#include <atomic>
+#include <cerrno>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <shared_mutex>
+#include <string>
+#include <string_view>
+
+#include "corofuse/corofuse.hpp"
+#include "examples/memfs/file_pages.hpp"
+
+namespace cf = corofuse;
+
+// What all files of one mount share: the byte limit and the count of nodes (for statfs).
+struct mount_state {
+  explicit mount_state(std::uint64_t limit) : space(limit) {}
+  space_budget space;
+  std::atomic<std::uint64_t> nodes{0};
+};
+
+class mem_node : public cf::node::inode<mem_node> {
+ public:
+  static constexpr std::size_t xattr_value_max = 65536;
+
+  mem_node(const cf::node::made& m, mount_state& state) : inode(m), state_(&state), data_(state.space) {
+    state_->nodes.fetch_add(1, std::memory_order_relaxed);
+  }
+  // A node a client makes inside `dir` (the tree calls this): same mount, same limit.
+  mem_node(const cf::node::made& m, mem_node& dir) : mem_node(m, *dir.state_) {}
+  ~mem_node() { state_->nodes.fetch_sub(1, std::memory_order_relaxed); }
+
+  off_t size() const {
+    std::shared_lock lock(data_lock_);
+    return static_cast<off_t>(data_.size());
+  }
+  blkcnt_t blocks() const {
+    std::shared_lock lock(data_lock_);
+    return static_cast<blkcnt_t>(data_.blocks());
+  }
+
+  cf::result<std::size_t> read(cf::context&, cf::file_info&, std::span<std::byte> out, off_t off) {
+    if (is_dir()) return cf::error(EISDIR);
+    if (off < 0) return cf::error(EINVAL);
+    std::shared_lock lock(data_lock_);
+    const auto start = static_cast<std::uint64_t>(off);
+    if (start >= data_.size()) return std::size_t{0};
+    const auto n = static_cast<std::size_t>(std::min<std::uint64_t>(out.size(), data_.size() - start));
+    data_.copy_out(start, out.first(n));
+    return n;
+  }
+
+  cf::result<std::size_t> write(cf::context&, cf::file_info& fi, std::span<const std::byte> in, off_t off) {
+    if (!is_file()) return cf::error(EINVAL);
+    if (off < 0) return cf::error(EINVAL);
+    std::unique_lock lock(data_lock_);
+    const std::uint64_t start = (fi.flags & O_APPEND) ? data_.size() : static_cast<std::uint64_t>(off);
+    if (start + in.size() > file_pages::max_size) return cf::error(EFBIG);
+    const std::size_t written = data_.copy_in(start, in);
+    if (written == 0 && !in.empty()) return cf::error(ENOSPC);
+    return written;
+  }
+
+  cf::result<> truncate(cf::context&, off_t size) {
+    if (!is_file()) return cf::error(EINVAL);
+    if (static_cast<std::uint64_t>(size) > file_pages::max_size) return cf::error(EFBIG);
+    std::unique_lock lock(data_lock_);
+    data_.resize(static_cast<std::uint64_t>(size));
+    return cf::ok();
+  }
+
+  cf::result<> fsync(cf::context&, cf::file_info&, bool) { return cf::ok(); }  // memory is the medium
+
+  cf::result<> fallocate(cf::context&, cf::file_info&, int mode, off_t off, off_t len) {
+    if (off < 0 || len <= 0) return cf::error(EINVAL);
+    const auto start = static_cast<std::uint64_t>(off), end = start + static_cast<std::uint64_t>(len);
+    if (end > file_pages::max_size) return cf::error(EFBIG);
+    std::unique_lock lock(data_lock_);
+    if (mode == (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)) {
+      data_.punch(start, end);
+      return cf::ok();
+    }
+    if (mode != 0 && mode != FALLOC_FL_KEEP_SIZE) return cf::error(EOPNOTSUPP);
+    if (!data_.reserve(start, end, mode == FALLOC_FL_KEEP_SIZE)) return cf::error(ENOSPC);
+    return cf::ok();
+  }
+
+  cf::result<off_t> lseek(cf::context&, cf::file_info&, off_t off, int whence) {
+    if (off < 0) return cf::error(ENXIO);
+    std::shared_lock lock(data_lock_);
+    const auto pos = static_cast<std::uint64_t>(off);
+    if (pos >= data_.size()) return cf::error(ENXIO);
+    if (whence == SEEK_DATA) {
+      const auto at = data_.next_data(pos);
+      if (!at) return cf::error(ENXIO);
+      return static_cast<off_t>(*at);
+    }
+    if (whence == SEEK_HOLE) return static_cast<off_t>(data_.next_hole(pos));
+    return cf::error(EINVAL);
+  }
+
+  // No name and no open file left: nothing can reach the bytes, so their space is free at once,
+  // as on tmpfs (the kernel may still hold the node, for a last stat).
+  void orphaned() {
+    std::unique_lock lock(data_lock_);
+    data_.release();
+  }
+
+  cf::result<std::size_t> getxattr(cf::context&, std::string_view name, std::span<std::byte> out) {
+    if (int e = check_xattr_name(name)) return cf::error(e);
+    std::lock_guard lock(xattr_lock_);
+    auto it = xattrs_.find(name);
+    if (it == xattrs_.end()) return cf::error(ENODATA);
+    if (out.empty()) return it->second.size();
+    if (out.size() < it->second.size()) return cf::error(ERANGE);
+    std::memcpy(out.data(), it->second.data(), it->second.size());
+    return it->second.size();
+  }
+
+  // trusted.* names are listed only to a privileged caller, as tmpfs does (root stands in for
+  // CAP_SYS_ADMIN: the request carries no capabilities).
+  cf::result<std::size_t> listxattr(cf::context& c, std::span<std::byte> out) {
+    std::lock_guard lock(xattr_lock_);
+    auto visible = [&](const std::string& k) { return c.uid() == 0 || k.rfind("trusted.", 0) != 0; };
+    std::size_t total = 0;
+    for (const auto& [k, v] : xattrs_)
+      if (visible(k)) total += k.size() + 1;
+    if (out.empty()) return total;
+    if (out.size() < total) return cf::error(ERANGE);
+    std::size_t at = 0;
+    for (const auto& [k, v] : xattrs_) {
+      if (!visible(k)) continue;
+      std::memcpy(out.data() + at, k.c_str(), k.size() + 1);
+      at += k.size() + 1;
+    }
+    return total;
+  }
+
+  cf::result<> setxattr(cf::context&, std::string_view name, std::span<const std::byte> value, int flags) {
+    if (int e = check_xattr_name(name)) return cf::error(e);
+    if (value.size() > xattr_value_max) return cf::error(E2BIG);
+    std::lock_guard lock(xattr_lock_);
+    auto it = xattrs_.find(name);
+    if ((flags & XATTR_CREATE) && it != xattrs_.end()) return cf::error(EEXIST);
+    if ((flags & XATTR_REPLACE) && it == xattrs_.end()) return cf::error(ENODATA);
+    std::string v(reinterpret_cast<const char*>(value.data()), value.size());
+    if (it == xattrs_.end()) xattrs_.emplace(std::string(name), std::move(v));
+    else it->second = std::move(v);
+    return cf::ok();
+  }
+
+  cf::result<> removexattr(cf::context&, std::string_view name) {
+    if (int e = check_xattr_name(name)) return cf::error(e);
+    std::lock_guard lock(xattr_lock_);
+    auto it = xattrs_.find(name);
+    if (it == xattrs_.end()) return cf::error(ENODATA);
+    xattrs_.erase(it);
+    return cf::ok();
+  }
+
+  // Asked of the root: the mount's limit and what is used of it.
+  cf::result<struct statvfs> statfs(cf::context&) {
+    struct statvfs v {};
+    const std::uint64_t limit = state_->space.limit(), used = state_->space.used();
+    v.f_bsize = v.f_frsize = space_budget::page_bytes;
+    v.f_blocks = limit / space_budget::page_bytes;
+    v.f_bfree = v.f_bavail = (limit - std::min(used, limit)) / space_budget::page_bytes;
+    v.f_files = std::uint64_t{1} << 32;
+    v.f_ffree = v.f_favail = v.f_files - state_->nodes.load(std::memory_order_relaxed);
+    v.f_namemax = cf::node::tree<mem_node>::name_max;
+    return v;
+  }
+
+ private:
+  static int check_xattr_name(std::string_view name) {
+    if (name.empty() || name.size() > 255) return name.empty() ? EINVAL : ERANGE;
+    for (std::string_view ns : {"user.", "trusted.", "security."})
+      if (name.substr(0, ns.size()) == ns && name.size() > ns.size()) return 0;
+    return EOPNOTSUPP;  // system.* (ACLs) and unknown namespaces
+  }
+
+  mount_state* state_;
+  mutable std::shared_mutex data_lock_;
+  file_pages data_;
+  std::mutex xattr_lock_;
+  std::map<std::string, std::string, std::less<>> xattrs_;
+};
+
+int main(int argc, char** argv) {
+  namespace session = cf::session;
+  std::uint64_t size = default_space_limit();
+  const session::own_options own = {
+      session::own_option::flag("--size", "N",
+                                "the most file data memtree holds: bytes, with K/M/G/T, or N% of RAM\n"
+                                "(default 25%); writes beyond it fail with ENOSPC",
+                                [&](std::string_view v) -> std::string {
+                                  return parse_space_limit(v, size)
+                                             ? ""
+                                             : "bytes with an optional K/M/G/T suffix, or 1-100% of RAM; at least 4096";
+                                }),
+  };
+  constexpr std::string_view about =
+      "memtree: an in-memory POSIX filesystem (files, directories, links, devices, xattrs) on corofuse's node layer";
+  session::options o;
+  if (int status = session::parse_main_options(argc, argv, about, {}, o, "MOUNTPOINT", own); status >= 0) return status;
+  mount_state state(size);
+  cf::node::tree<mem_node> fs(std::make_shared<mem_node>(cf::node::made{S_IFDIR | 0755, ::geteuid(), ::getegid(), 0, {}, {}}, state));
+  return session::serve(fs, o);
+}
