@@ -55,16 +55,15 @@
 #include "corofuse/corofuse.hpp"
 #include "examples/memfs/control_channel.hpp"
 #include "examples/memfs/file_pages.hpp"
-#include "examples/memfs/page_table.hpp"
+#include "examples/memfs/xattr_map.hpp"
 
 namespace cf = corofuse;
 
 namespace {
 
-constexpr std::size_t page_bytes = 4096;
+constexpr std::size_t page_bytes = file_pages::page_bytes;
 constexpr std::size_t name_max = 255;
-constexpr std::size_t xattr_value_max = 65536;
-constexpr std::uint64_t max_file_size = std::uint64_t{1} << 46;  // 64 TiB, far below off_t's limit
+constexpr std::uint64_t max_file_size = file_pages::max_size;
 
 timespec now() {
   timespec t{};
@@ -83,7 +82,7 @@ struct root_owner {
 
 class memfs {
  public:
-  explicit memfs(std::uint64_t size_limit, root_owner owner = {}) : limit_(size_limit) {
+  explicit memfs(std::uint64_t size_limit, root_owner owner = {}) : space_(size_limit) {
     std::shared_ptr<node> root = make_node(S_IFDIR | (owner.mode & 07777), owner.uid, owner.gid);
     root->nlink = 2;
     root->parent = cf::root_ino;
@@ -158,7 +157,7 @@ class memfs {
       if (!S_ISREG(nd->type)) return cf::error(S_ISDIR(nd->type) ? EISDIR : EINVAL);
       if (s.size < 0) return cf::error(EINVAL);
       if (static_cast<std::uint64_t>(s.size) > max_file_size) return cf::error(EFBIG);
-      resize(*nd, static_cast<std::uint64_t>(s.size));
+      nd->data.resize(static_cast<std::uint64_t>(s.size));
       nd->mtime = t;
     }
     if (s.has_mode()) nd->mode = (nd->mode & S_IFMT) | (s.mode & 07777);
@@ -390,9 +389,9 @@ class memfs {
     if (off < 0) return cf::error(EINVAL);
     std::shared_lock lock(nd->lock);
     const auto start = static_cast<std::uint64_t>(off);
-    if (start >= nd->size) return std::size_t{0};
-    const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(out.size(), nd->size - start));
-    copy_out(*nd, start, out.first(n));
+    if (start >= nd->data.size()) return std::size_t{0};
+    const std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(out.size(), nd->data.size() - start));
+    nd->data.copy_out(start, out.first(n));
     // relatime, as tmpfs: the access time moves when it is older than the last change or a day
     // old. Readers hold the node's lock shared, so the access time has a small lock of its own.
     const timespec t = now();
@@ -407,9 +406,9 @@ class memfs {
     if (!S_ISREG(nd->type)) return cf::error(EINVAL);
     if (off < 0) return cf::error(EINVAL);
     std::unique_lock lock(nd->lock);
-    const std::uint64_t start = (fi.flags & O_APPEND) ? nd->size : static_cast<std::uint64_t>(off);
+    const std::uint64_t start = (fi.flags & O_APPEND) ? nd->data.size() : static_cast<std::uint64_t>(off);
     if (start + in.size() > max_file_size) return cf::error(EFBIG);
-    std::size_t written = copy_in(*nd, start, in);
+    std::size_t written = nd->data.copy_in(start, in);
     if (written == 0 && !in.empty()) return cf::error(ENOSPC);
     if (c.kill_suidgid()) kill_suidgid(*nd, c);
     nd->mtime = nd->ctime = now();
@@ -439,13 +438,10 @@ class memfs {
     if (end > max_file_size) return cf::error(EFBIG);
     std::unique_lock lock(nd->lock);
     if (mode == (FALLOC_FL_PUNCH_HOLE | FALLOC_FL_KEEP_SIZE)) {
-      punch(*nd, start, end);
+      nd->data.punch(start, end);
     } else if (mode == 0 || mode == FALLOC_FL_KEEP_SIZE) {
-      // Reserve the pages now, so later writes in the range cannot fail for space.
-      for (std::uint64_t p = start / page_bytes; p <= (end - 1) / page_bytes; ++p) {
-        if (!nd->pages.contains(p) && !allocate_page(*nd, p)) return cf::error(ENOSPC);
-      }
-      if (mode == 0 && end > nd->size) nd->size = end;
+      // The pages are taken now, so later writes in the range cannot fail for space.
+      if (!nd->data.reserve(start, end, mode == FALLOC_FL_KEEP_SIZE)) return cf::error(ENOSPC);
     } else {
       return cf::error(EOPNOTSUPP);
     }
@@ -459,18 +455,13 @@ class memfs {
     if (off < 0) return cf::error(ENXIO);
     std::shared_lock lock(nd->lock);
     const auto pos = static_cast<std::uint64_t>(off);
-    if (pos >= nd->size) return cf::error(ENXIO);
+    if (pos >= nd->data.size()) return cf::error(ENXIO);
     if (whence == SEEK_DATA) {
-      const auto data = nd->pages.next_present(pos / page_bytes);
-      if (!data || *data * page_bytes >= nd->size) return cf::error(ENXIO);
-      return static_cast<off_t>(std::max(pos, *data * page_bytes));
+      const auto at = nd->data.next_data(pos);
+      if (!at) return cf::error(ENXIO);
+      return static_cast<off_t>(*at);
     }
-    if (whence == SEEK_HOLE) {
-      for (std::uint64_t p = pos / page_bytes;; ++p) {
-        if (p * page_bytes >= nd->size) return static_cast<off_t>(nd->size);
-        if (!nd->pages.contains(p)) return static_cast<off_t>(std::max(pos, p * page_bytes));
-      }
-    }
+    if (whence == SEEK_HOLE) return static_cast<off_t>(nd->data.next_hole(pos));
     return cf::error(EINVAL);
   }
 
@@ -495,13 +486,13 @@ class memfs {
       reading.lock();
     }
     const auto from = static_cast<std::uint64_t>(off_in);
-    if (from >= src->size) return std::size_t{0};
-    std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(len, src->size - from));
+    if (from >= src->data.size()) return std::size_t{0};
+    std::size_t n = static_cast<std::size_t>(std::min<std::uint64_t>(len, src->data.size() - from));
     n = std::min<std::size_t>(n, 16u << 20);  // a bounded chunk per request; the kernel loops
     if (static_cast<std::uint64_t>(off_out) + n > max_file_size) return cf::error(EFBIG);
     std::vector<std::byte> buf(n);  // the ranges may overlap within one file
-    copy_out(*src, from, buf);
-    std::size_t written = copy_in(*dst, static_cast<std::uint64_t>(off_out), buf);
+    src->data.copy_out(from, buf);
+    std::size_t written = dst->data.copy_in(static_cast<std::uint64_t>(off_out), buf);
     if (written == 0) return cf::error(ENOSPC);
     dst->mtime = dst->ctime = now();
     return written;
@@ -576,11 +567,11 @@ class memfs {
 
   cf::result<struct statvfs> statfs(cf::context&, cf::ino) {
     struct statvfs v {};
-    const std::uint64_t used = used_.load(std::memory_order_relaxed);
+    const std::uint64_t used = space_.used(), limit = space_.limit();
     v.f_bsize = page_bytes;
     v.f_frsize = page_bytes;
-    v.f_blocks = limit_ / page_bytes;
-    v.f_bfree = v.f_bavail = (limit_ - std::min(used, limit_)) / page_bytes;
+    v.f_blocks = limit / page_bytes;
+    v.f_bfree = v.f_bavail = (limit - std::min(used, limit)) / page_bytes;
     v.f_files = std::uint64_t{1} << 32;
     v.f_ffree = v.f_favail = v.f_files - node_count_.load(std::memory_order_relaxed);
     v.f_namemax = name_max;
@@ -615,69 +606,40 @@ class memfs {
   // ---- extended attributes -------------------------------------------------------------------
 
   cf::result<std::size_t> getxattr(cf::context&, cf::ino i, std::string_view name, std::span<std::byte> out) {
-    if (auto e = check_xattr_name(name); e) return cf::error(e);
     std::shared_ptr<node> nd = find(i);
     if (!nd) return cf::error(ENOENT);
     std::shared_lock lock(nd->lock);
-    auto it = nd->xattrs.find(name);
-    if (it == nd->xattrs.end()) return cf::error(ENODATA);
-    if (out.empty()) return it->second.size();
-    if (out.size() < it->second.size()) return cf::error(ERANGE);
-    std::memcpy(out.data(), it->second.data(), it->second.size());
-    return it->second.size();
+    return nd->xattrs.get(name, out);
   }
 
-  // trusted.* names are listed only to a privileged caller, as tmpfs does (root stands in for
-  // CAP_SYS_ADMIN: the request carries no capabilities).
+  // trusted.* names are listed only to a privileged caller, as tmpfs does.
   cf::result<std::size_t> listxattr(cf::context& c, cf::ino i, std::span<std::byte> out) {
     std::shared_ptr<node> nd = find(i);
     if (!nd) return cf::error(ENOENT);
     std::shared_lock lock(nd->lock);
-    auto visible = [&](const std::string& k) { return c.uid() == 0 || k.rfind("trusted.", 0) != 0; };
-    std::size_t total = 0;
-    for (const auto& [k, v] : nd->xattrs)
-      if (visible(k)) total += k.size() + 1;
-    if (out.empty()) return total;
-    if (out.size() < total) return cf::error(ERANGE);
-    std::size_t at = 0;
-    for (const auto& [k, v] : nd->xattrs) {
-      if (!visible(k)) continue;
-      std::memcpy(out.data() + at, k.c_str(), k.size() + 1);
-      at += k.size() + 1;
-    }
-    return total;
+    return nd->xattrs.list(c.uid() == 0, out);
   }
 
   cf::result<> setxattr(cf::context&, cf::ino i, std::string_view name, std::span<const std::byte> value, int flags) {
-    if (auto e = check_xattr_name(name); e) return cf::error(e);
-    if (value.size() > xattr_value_max) return cf::error(E2BIG);
     std::shared_ptr<node> nd = find(i);
     if (!nd) return cf::error(ENOENT);
     std::unique_lock lock(nd->lock);
-    auto it = nd->xattrs.find(name);
-    if ((flags & XATTR_CREATE) && it != nd->xattrs.end()) return cf::error(EEXIST);
-    if ((flags & XATTR_REPLACE) && it == nd->xattrs.end()) return cf::error(ENODATA);
-    std::string v(reinterpret_cast<const char*>(value.data()), value.size());
-    if (it == nd->xattrs.end()) nd->xattrs.emplace(std::string(name), std::move(v));
-    else it->second = std::move(v);
-    nd->ctime = now();
-    return cf::ok();
+    auto r = nd->xattrs.set(name, value, flags);
+    if (r) nd->ctime = now();
+    return r;
   }
 
   cf::result<> removexattr(cf::context&, cf::ino i, std::string_view name) {
-    if (auto e = check_xattr_name(name); e) return cf::error(e);
     std::shared_ptr<node> nd = find(i);
     if (!nd) return cf::error(ENOENT);
     std::unique_lock lock(nd->lock);
-    auto it = nd->xattrs.find(name);
-    if (it == nd->xattrs.end()) return cf::error(ENODATA);
-    nd->xattrs.erase(it);
-    nd->ctime = now();
-    return cf::ok();
+    auto r = nd->xattrs.remove(name);
+    if (r) nd->ctime = now();
+    return r;
   }
 
   // For tests and -d: bytes of file data held.
-  std::uint64_t used_bytes() const { return used_.load(std::memory_order_relaxed); }
+  std::uint64_t used_bytes() const { return space_.used(); }
 
  private:
   // A directory's entry: the node it names, and its cookie (its place in the listing order).
@@ -688,7 +650,7 @@ class memfs {
   using children_map = std::map<std::string, child_entry_t, std::less<>>;
 
   struct node {
-    node(cf::ino i, mode_t m) : ino(i), type(m & S_IFMT), mode(m) {}
+    node(cf::ino i, mode_t m, space_budget& space) : ino(i), type(m & S_IFMT), mode(m), data(space) {}
     const cf::ino ino;
     const mode_t type;  // S_IFMT bits: fixed for the node's life, read without a lock
 
@@ -706,10 +668,8 @@ class memfs {
     std::atomic<std::uint64_t> lookups{0};  // references the kernel holds (returned by FORGET)
     std::uint64_t opens = 0;                // open files and directories
     bool linkable = false;                  // an O_TMPFILE file not yet linked: linkat may name it
-    std::map<std::string, std::string, std::less<>> xattrs;
-    // regular files: sparse pages and the size
-    page_table<page_bytes> pages;
-    std::uint64_t size = 0;
+    xattr_map xattrs;
+    file_pages data;  // a regular file's bytes and size
     // directories, under names_ (and changed with this lock held too, so a stat of the directory
     // sees its entry count whole): name -> entry, and a stable listing order by cookie (never
     // reused), so that a READDIR offset stays valid while entries come and go
@@ -772,7 +732,7 @@ class memfs {
 
   // O_TRUNC handled in OPEN (ATOMIC_O_TRUNC); the kernel asks for the privilege drop with it.
   void truncate_on_open(node& nd, const cf::context& c) {
-    resize(nd, 0);
+    nd.data.resize(0);
     if (c.kill_suidgid()) kill_suidgid(nd, c);
     nd.mtime = nd.ctime = now();
   }
@@ -798,7 +758,7 @@ class memfs {
   template <typename Init = void (*)(node&)>
   std::shared_ptr<node> make_node(
       mode_t mode, uid_t uid, gid_t gid, Init&& init = [](node&) {}) {
-    auto nd = std::make_shared<node>(next_ino_.fetch_add(1, std::memory_order_relaxed), mode);
+    auto nd = std::make_shared<node>(next_ino_.fetch_add(1, std::memory_order_relaxed), mode, space_);
     nd->uid = uid;
     nd->gid = gid;
     nd->mtime = nd->ctime = nd->btime = now();
@@ -816,9 +776,8 @@ class memfs {
   // A node's data goes when no name and no open file is left (nothing can reach it any more: the
   // space is free at once, as on tmpfs). Under the node's exclusive lock.
   void release_data_if_unreachable(node& nd) {
-    if (nd.nlink != 0 || nd.opens != 0 || nd.linkable || nd.ino == cf::root_ino || nd.pages.empty()) return;
-    used_.fetch_sub(nd.pages.size() * page_bytes, std::memory_order_relaxed);
-    nd.pages.clear();
+    if (nd.nlink != 0 || nd.opens != 0 || nd.linkable || nd.ino == cf::root_ino) return;
+    nd.data.release();
   }
 
   // The node leaves the table once the kernel's references are gone too. Called without its lock.
@@ -829,8 +788,7 @@ class memfs {
       std::unique_lock lock(nd->lock);
       release_data_if_unreachable(*nd);
       if (nd->nlink != 0 || nd->opens != 0 || nd->lookups.load(std::memory_order_acquire) != 0 || nd->ino == cf::root_ino) return;
-      used_.fetch_sub(nd->pages.size() * page_bytes, std::memory_order_relaxed);  // a never-linked O_TMPFILE's
-      nd->pages.clear();
+      nd->data.release();  // a never-linked O_TMPFILE's
     }
     shard& s = shard_of(nd->ino);
     std::lock_guard lock(s.mutex);
@@ -843,7 +801,7 @@ class memfs {
   static void label(node& nd, const cf::context& c) {
     if (c.security_context_name().empty()) return;
     const auto v = c.security_context_value();
-    nd.xattrs[std::string(c.security_context_name())] = std::string(reinterpret_cast<const char*>(v.data()), v.size());
+    nd.xattrs.put(c.security_context_name(), std::string(reinterpret_cast<const char*>(v.data()), v.size()));
   }
 
   // New files take the directory's group when it is setgid (and new directories stay setgid).
@@ -944,8 +902,8 @@ class memfs {
     st.st_rdev = nd.rdev;
     st.st_blksize = page_bytes;
     if (S_ISREG(nd.type)) {
-      st.st_size = static_cast<off_t>(nd.size);
-      st.st_blocks = static_cast<blkcnt_t>(nd.pages.size() * (page_bytes / 512));
+      st.st_size = static_cast<off_t>(nd.data.size());
+      st.st_blocks = static_cast<blkcnt_t>(nd.data.blocks());
     } else if (S_ISLNK(nd.type)) {
       st.st_size = static_cast<off_t>(nd.target.size());
     } else if (S_ISDIR(nd.type)) {
@@ -957,95 +915,6 @@ class memfs {
     return st;
   }
 
-  static int check_xattr_name(std::string_view name) {
-    if (name.empty() || name.size() > 255) return name.empty() ? EINVAL : ERANGE;
-    for (std::string_view ns : {"user.", "trusted.", "security."})
-      if (name.substr(0, ns.size()) == ns && name.size() > ns.size()) return 0;
-    return EOPNOTSUPP;  // system.* (ACLs) and unknown namespaces
-  }
-
-  // ---- data (under the node's exclusive lock, but copy_out: shared) ----------------------------
-
-  // One more page against the limit: a compare-and-swap, so two writers never both take the last
-  // page.
-  bool reserve_page() {
-    std::uint64_t used = used_.load(std::memory_order_relaxed);
-    do {
-      if (used + page_bytes > limit_) return false;
-    } while (!used_.compare_exchange_weak(used, used + page_bytes, std::memory_order_relaxed));
-    return true;
-  }
-
-  bool allocate_page(node& nd, std::uint64_t index) {
-    if (!reserve_page()) return false;
-    nd.pages.add(index);  // zero-filled: holes read as zeros
-    return true;
-  }
-
-  // Walks [start, start + len) page by page: `piece(page index, offset in page, bytes done,
-  // length)` for each piece, stopping early when it returns false. Returns the bytes walked.
-  template <typename Piece>
-  static std::size_t walk_pages(std::uint64_t start, std::size_t len, Piece&& piece) {
-    std::size_t done = 0;
-    while (done < len) {
-      const std::uint64_t pos = start + done;
-      const std::size_t in_page = static_cast<std::size_t>(pos % page_bytes);
-      const std::size_t n = std::min(len - done, page_bytes - in_page);
-      if (!piece(pos / page_bytes, in_page, done, n)) break;
-      done += n;
-    }
-    return done;
-  }
-
-  static void copy_out(const node& nd, std::uint64_t start, std::span<std::byte> out) {
-    walk_pages(start, out.size(), [&](std::uint64_t index, std::size_t in_page, std::size_t done, std::size_t n) {
-      const auto* p = nd.pages.find(index);
-      if (!p) std::memset(out.data() + done, 0, n);  // a hole reads as zeros
-      else std::memcpy(out.data() + done, p->bytes + in_page, n);
-      return true;
-    });
-  }
-
-  // Copies in page by page; stops where space runs out. Returns the bytes written.
-  std::size_t copy_in(node& nd, std::uint64_t start, std::span<const std::byte> in) {
-    const std::size_t done = walk_pages(start, in.size(), [&](std::uint64_t index, std::size_t in_page, std::size_t at, std::size_t n) {
-      auto* p = nd.pages.find(index);
-      if (!p) {
-        if (!allocate_page(nd, index)) return false;
-        p = nd.pages.find(index);
-      }
-      std::memcpy(p->bytes + in_page, in.data() + at, n);
-      return true;
-    });
-    if (start + done > nd.size && done) nd.size = start + done;
-    return done;
-  }
-
-  void resize(node& nd, std::uint64_t size) {
-    if (size < nd.size) {
-      punch(nd, size, nd.size);
-      // Pages wholly past the end go; the last partial page was zeroed past `size`.
-      for (auto p = nd.pages.next_present((size + page_bytes - 1) / page_bytes); p; p = nd.pages.next_present(*p + 1)) {
-        nd.pages.erase(*p);
-        used_.fetch_sub(page_bytes, std::memory_order_relaxed);
-      }
-    }
-    nd.size = size;
-  }
-
-  // Zeroes [start, end): whole pages are released, partial pages cleared.
-  void punch(node& nd, std::uint64_t start, std::uint64_t end) {
-    for (auto p = nd.pages.next_present(start / page_bytes); p && *p * page_bytes < end; p = nd.pages.next_present(*p + 1)) {
-      const std::uint64_t pstart = *p * page_bytes, pend = pstart + page_bytes;
-      if (start <= pstart && pend <= end) {
-        nd.pages.erase(*p);
-        used_.fetch_sub(page_bytes, std::memory_order_relaxed);
-        continue;
-      }
-      const std::uint64_t a = std::max(start, pstart), b = std::min(end, pend);
-      std::memset(nd.pages.find(*p)->bytes + (a - pstart), 0, static_cast<std::size_t>(b - a));
-    }
-  }
 
   // ---- the control FIFO's commands (on its own thread) ----------------------------------------
 
@@ -1107,8 +976,8 @@ class memfs {
         node* nd = resolve(path);
         if (nd && S_ISREG(nd->type)) {
           std::unique_lock lock(nd->lock);
-          resize(*nd, 0);
-          copy_in(*nd, 0, std::as_bytes(std::span(text.data(), text.size())));
+          nd->data.resize(0);
+          nd->data.copy_in(0, std::as_bytes(std::span(text.data(), text.size())));
           nd->mtime = nd->ctime = now();
           ino = nd->ino;
         }
@@ -1159,8 +1028,8 @@ class memfs {
         if (nd && S_ISREG(nd->type)) {
           std::shared_lock lock(nd->lock);
           ino = nd->ino;
-          mine.resize(std::min<std::uint64_t>(nd->size, 1 << 20));
-          copy_out(*nd, 0, mine);
+          mine.resize(std::min<std::uint64_t>(nd->data.size(), 1 << 20));
+          nd->data.copy_out(0, mine);
         }
       }
       if (!ino) {
@@ -1189,8 +1058,7 @@ class memfs {
   std::array<shard, shard_count> shards_;
   std::atomic<cf::ino> next_ino_{cf::root_ino};
   std::atomic<std::uint64_t> node_count_{0};
-  const std::uint64_t limit_;
-  std::atomic<std::uint64_t> used_{0};
+  space_budget space_;  // the bytes all files hold, against --size
   cf::connection conn_;
   cf::cache_defaults cache_;
   std::string control_path_;

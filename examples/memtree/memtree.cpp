@@ -4,8 +4,8 @@
 // The tree does what memfs writes out by hand: node ids, lookup counts and FORGET, names, hard
 // links, link counts, modes and owners of new files, setgid directories, times, rename's rules,
 // listings, O_TMPFILE. What is left here is what only this filesystem knows: where a file's bytes
-// live (sparse pages against a size limit, file_pages.hpp), its extended attributes, and the space
-// statfs reports. The same behaviour suite runs on both (tests/mount/fs_suite_test.cpp), and
+// live (sparse pages against a size limit, file_pages.hpp, shared with memfs), its extended
+// attributes (xattr_map.hpp, likewise), and the space statfs reports. The same behaviour suite runs on both (tests/mount/fs_suite_test.cpp), and
 // bench/run measures both, so the layer's cost is a number.
 //
 // Every CPU's queue serves at once: a node's data has a reader-writer lock of its own (READ
@@ -26,6 +26,7 @@
 
 #include "corofuse/corofuse.hpp"
 #include "examples/memfs/file_pages.hpp"
+#include "examples/memfs/xattr_map.hpp"
 
 namespace cf = corofuse;
 
@@ -38,8 +39,6 @@ struct mount_state {
 
 class mem_node : public cf::node::inode<mem_node> {
  public:
-  static constexpr std::size_t xattr_value_max = 65536;
-
   mem_node(const cf::node::made& m, mount_state& state) : inode(m), state_(&state), data_(state.space) {
     state_->nodes.fetch_add(1, std::memory_order_relaxed);
   }
@@ -123,56 +122,22 @@ class mem_node : public cf::node::inode<mem_node> {
     data_.release();
   }
 
+  // Extended attributes: tmpfs's rules (xattr_map.hpp), under a lock of their own.
   cf::result<std::size_t> getxattr(cf::context&, std::string_view name, std::span<std::byte> out) {
-    if (int e = check_xattr_name(name)) return cf::error(e);
     std::lock_guard lock(xattr_lock_);
-    auto it = xattrs_.find(name);
-    if (it == xattrs_.end()) return cf::error(ENODATA);
-    if (out.empty()) return it->second.size();
-    if (out.size() < it->second.size()) return cf::error(ERANGE);
-    std::memcpy(out.data(), it->second.data(), it->second.size());
-    return it->second.size();
+    return xattrs_.get(name, out);
   }
-
-  // trusted.* names are listed only to a privileged caller, as tmpfs does (root stands in for
-  // CAP_SYS_ADMIN: the request carries no capabilities).
   cf::result<std::size_t> listxattr(cf::context& c, std::span<std::byte> out) {
     std::lock_guard lock(xattr_lock_);
-    auto visible = [&](const std::string& k) { return c.uid() == 0 || k.rfind("trusted.", 0) != 0; };
-    std::size_t total = 0;
-    for (const auto& [k, v] : xattrs_)
-      if (visible(k)) total += k.size() + 1;
-    if (out.empty()) return total;
-    if (out.size() < total) return cf::error(ERANGE);
-    std::size_t at = 0;
-    for (const auto& [k, v] : xattrs_) {
-      if (!visible(k)) continue;
-      std::memcpy(out.data() + at, k.c_str(), k.size() + 1);
-      at += k.size() + 1;
-    }
-    return total;
+    return xattrs_.list(c.uid() == 0, out);
   }
-
   cf::result<> setxattr(cf::context&, std::string_view name, std::span<const std::byte> value, int flags) {
-    if (int e = check_xattr_name(name)) return cf::error(e);
-    if (value.size() > xattr_value_max) return cf::error(E2BIG);
     std::lock_guard lock(xattr_lock_);
-    auto it = xattrs_.find(name);
-    if ((flags & XATTR_CREATE) && it != xattrs_.end()) return cf::error(EEXIST);
-    if ((flags & XATTR_REPLACE) && it == xattrs_.end()) return cf::error(ENODATA);
-    std::string v(reinterpret_cast<const char*>(value.data()), value.size());
-    if (it == xattrs_.end()) xattrs_.emplace(std::string(name), std::move(v));
-    else it->second = std::move(v);
-    return cf::ok();
+    return xattrs_.set(name, value, flags);
   }
-
   cf::result<> removexattr(cf::context&, std::string_view name) {
-    if (int e = check_xattr_name(name)) return cf::error(e);
     std::lock_guard lock(xattr_lock_);
-    auto it = xattrs_.find(name);
-    if (it == xattrs_.end()) return cf::error(ENODATA);
-    xattrs_.erase(it);
-    return cf::ok();
+    return xattrs_.remove(name);
   }
 
   // Asked of the root: the mount's limit and what is used of it.
@@ -189,18 +154,11 @@ class mem_node : public cf::node::inode<mem_node> {
   }
 
  private:
-  static int check_xattr_name(std::string_view name) {
-    if (name.empty() || name.size() > 255) return name.empty() ? EINVAL : ERANGE;
-    for (std::string_view ns : {"user.", "trusted.", "security."})
-      if (name.substr(0, ns.size()) == ns && name.size() > ns.size()) return 0;
-    return EOPNOTSUPP;  // system.* (ACLs) and unknown namespaces
-  }
-
   mount_state* state_;
   mutable std::shared_mutex data_lock_;
   file_pages data_;
   std::mutex xattr_lock_;
-  std::map<std::string, std::string, std::less<>> xattrs_;
+  xattr_map xattrs_;
 };
 
 int main(int argc, char** argv) {

@@ -1,4 +1,4 @@
-// The command line of every example (hello, memfs, passthrough SOURCE MOUNTPOINT): what a user
+// The command line of every example (hello, memfs, memtree, passthrough SOURCE MOUNTPOINT): what a user
 // gets wrong must end in exactly one line that says what, a non-zero exit (2 for a bad command
 // line, 1 when the mount point or the mount fails), and nothing mounted. Covered: unknown options,
 // bad numbers, a missing mount point argument, a mount point that is not a directory or does not
@@ -45,6 +45,7 @@ const std::vector<example>& examples() {
   static const std::vector<example> all = {
       {"hello", runfile("examples/hello/hello"), false},
       {"memfs", runfile("examples/memfs/memfs"), false},
+      {"memtree", runfile("examples/memtree/memtree"), false},
       {"passthrough", runfile("examples/passthrough/passthrough"), true},
   };
   return all;
@@ -220,7 +221,7 @@ TEST_CASE("Every example: a mount point already served is refused in one line; t
   CHECK_FALSE(first.exited());
   if (e.name == "hello") {
     CHECK(in_client([&] { return read_file(first.path("hello")) == "Hello, World!\n" ? 0 : 1; }) == 0);
-  } else if (e.name == "memfs") {
+  } else if (e.name == "memfs" || e.name == "memtree") {
     CHECK(sh("printf still > " + first.path("f") + " && test \"$(cat " + first.path("f") + ")\" = still") == 0);
   } else {
     CHECK(in_client([&] { return read_file(first.path("file")) == "from the source\n" ? 0 : 1; }) == 0);
