@@ -1,4 +1,5 @@
-// libFuzzer target: sequences of requests dispatched into memfs over the in-memory transport.
+// libFuzzer target: sequences of requests dispatched into memfs over the in-memory transport; built
+// with FUZZ_MEMTREE, into memtree (the same behaviour on the node layer, corofuse/node.hpp).
 //
 // The input is a sequence of records (fuzz_input.hpp: dispatch_record): an opcode, a delivery
 // mode, a nodeid selector and the request body (per-op struct and arguments, as the kernel lays
@@ -19,9 +20,13 @@
 #include <memory>
 #include <vector>
 
-// memfs itself, its main renamed (examples/memfs/memfs.cpp is not changed).
-#define main memfs_main
+// The filesystem itself, its main renamed (the example's source is not changed).
+#define main example_main
+#ifdef FUZZ_MEMTREE
+#include "examples/memtree/memtree.cpp"
+#else
 #include "examples/memfs/memfs.cpp"
+#endif
 #undef main
 
 #include "corofuse/fs/dispatch.hpp"
@@ -238,7 +243,12 @@ void check_reply(abi::opcode op, const proto::request& req, const cf::reply_stat
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
   io::ring& ring = shared_ring();
   static const bool verbose = std::getenv("FUZZ_VERBOSE") != nullptr;  // each request and its answer
+#ifdef FUZZ_MEMTREE
+  mount_state state(size_limit);
+  cf::node::tree<mem_node> fs(std::make_shared<mem_node>(cf::node::made{S_IFDIR | 0755, 0, 0, 0, {}, {}}, state));
+#else
   memfs fs(size_limit);
+#endif
   cf::cache_defaults defaults;
   cf::context ctx{&ring, defaults};
   known_nodes known;

@@ -1,6 +1,6 @@
 // Writes the fuzz targets' seed corpora: one valid request per opcode (and a few variants) for
-// request_parser_fuzz, and for dispatch_memfs_fuzz one record per opcode plus request sequences
-// that build a small tree in memfs and use it (both arrival forms). The files are checked in under
+// request_parser_fuzz, and for dispatch_memfs_fuzz (and dispatch_memtree_fuzz) one record per
+// opcode plus request sequences that build a small tree in memfs and use it (both arrival forms). The files are checked in under
 // tests/fuzz/corpus/; rerun after changing the input formats:
 //   bazel run //tests/fuzz:make_corpus -- "$PWD/tests/fuzz/corpus"
 #include <fcntl.h>
@@ -126,15 +126,23 @@ std::vector<std::byte> body_for(opcode op, const std::string& a = "a", const std
 }
 
 const opcode all_opcodes[] = {
-    opcode::lookup, opcode::forget, opcode::getattr, opcode::setattr, opcode::readlink, opcode::symlink, opcode::mknod,
-    opcode::mkdir, opcode::unlink, opcode::rmdir, opcode::rename, opcode::link, opcode::open, opcode::read, opcode::write,
-    opcode::statfs, opcode::release, opcode::fsync, opcode::setxattr, opcode::getxattr, opcode::listxattr,
-    opcode::removexattr, opcode::flush, opcode::init, opcode::opendir, opcode::readdir, opcode::releasedir,
-    opcode::fsyncdir, opcode::getlk, opcode::setlk, opcode::setlkw, opcode::access, opcode::create, opcode::interrupt,
-    opcode::bmap, opcode::destroy, opcode::ioctl, opcode::poll, opcode::notify_reply, opcode::batch_forget,
-    opcode::fallocate, opcode::readdirplus, opcode::rename2, opcode::lseek, opcode::copy_file_range,
-    opcode::setupmapping, opcode::removemapping, opcode::syncfs, opcode::tmpfile, opcode::statx,
-    opcode::copy_file_range_64,
+    opcode::lookup,       opcode::forget,        opcode::getattr,
+    opcode::setattr,      opcode::readlink,      opcode::symlink,
+    opcode::mknod,        opcode::mkdir,         opcode::unlink,
+    opcode::rmdir,        opcode::rename,        opcode::link,
+    opcode::open,         opcode::read,          opcode::write,
+    opcode::statfs,       opcode::release,       opcode::fsync,
+    opcode::setxattr,     opcode::getxattr,      opcode::listxattr,
+    opcode::removexattr,  opcode::flush,         opcode::init,
+    opcode::opendir,      opcode::readdir,       opcode::releasedir,
+    opcode::fsyncdir,     opcode::getlk,         opcode::setlk,
+    opcode::setlkw,       opcode::access,        opcode::create,
+    opcode::interrupt,    opcode::bmap,          opcode::destroy,
+    opcode::ioctl,        opcode::poll,          opcode::notify_reply,
+    opcode::batch_forget, opcode::fallocate,     opcode::readdirplus,
+    opcode::rename2,      opcode::lseek,         opcode::copy_file_range,
+    opcode::setupmapping, opcode::removemapping, opcode::syncfs,
+    opcode::tmpfile,      opcode::statx,         opcode::copy_file_range_64,
 };
 
 void write_file(const std::filesystem::path& p, const std::vector<std::uint8_t>& bytes) {
@@ -164,7 +172,9 @@ std::string name_of(opcode op) { return std::string(abi::opcode_name(op)); }
 
 int main(int argc, char** argv) {
   if (argc != 2) {
-    std::fprintf(stderr, "usage: make_corpus OUTPUT_DIR (writes OUTPUT_DIR/request_parser and OUTPUT_DIR/dispatch_memfs)\n");
+    std::fprintf(stderr,
+                 "usage: make_corpus OUTPUT_DIR (writes OUTPUT_DIR/request_parser, OUTPUT_DIR/dispatch_memfs and "
+                 "OUTPUT_DIR/dispatch_memtree)\n");
     return 2;
   }
   namespace fs = std::filesystem;
@@ -233,7 +243,7 @@ int main(int argc, char** argv) {
     rec(opcode::opendir, 1, body_for(opcode::opendir));
     rec(opcode::readdir, 1, body_for(opcode::readdir));
     rec(opcode::readdirplus, 1, body_for(opcode::readdirplus));
-    rec(opcode::rename, 1, body_for(opcode::rename, "f", "moved"));  // newdir 1: "d" (small nodeids name known nodes)
+    rec(opcode::rename, 1, body_for(opcode::rename, "f", "moved"));        // newdir 1: "d" (small nodeids name known nodes)
     rec(opcode::rename2, 1, body_for(opcode::rename2, "moved", "again"));  // newdir 1: "d"
     rec(opcode::lookup, 1, body_for(opcode::lookup, "again"));
     rec(opcode::tmpfile, 1, body_for(opcode::tmpfile));
@@ -254,6 +264,11 @@ int main(int argc, char** argv) {
   write_file(dispatch / "session-ring", session(1));
   write_file(dispatch / "session-ring-root-ext", session(1 | 2 | 8));
   files += 3;
-  std::printf("make_corpus: %d files in %s\n", files, root.c_str());
+  // dispatch_memtree takes the same records (the same requests, into memtree).
+  const fs::path memtree = root / "dispatch_memtree";
+  fs::create_directories(memtree);
+  for (const auto& f : fs::directory_iterator(dispatch))
+    fs::copy_file(f.path(), memtree / f.path().filename(), fs::copy_options::overwrite_existing);
+  std::printf("make_corpus: %d files in %s (and the dispatch files again for memtree)\n", files, root.c_str());
   return 0;
 }

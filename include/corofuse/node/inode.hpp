@@ -47,7 +47,8 @@ struct made {
   gid_t gid = ::getgid();
   dev_t rdev = 0;           // a device node's number
   std::string_view target;  // a symlink's target
-  timespec mtime{};         // its modification time (and access and change times); 0: now
+  timespec mtime{};         // its modification, access and change times; 0: now (the epoch itself:
+                            // tree::edit_attributes)
 };
 
 // A node's attributes as the tree keeps them (a copy, taken under the node's lock).

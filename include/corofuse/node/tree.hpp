@@ -14,7 +14,8 @@
 //   return cf::session::main(fs, argc, argv, "...");
 //
 // A node's operations, each optional; the tree offers the kernel exactly those its node type has
-// (a tree whose nodes cannot be written announces no WRITE), and calls them directly: the compiler
+// (a tree whose nodes cannot be written announces no WRITE; SETATTR is always answered, from the
+// attributes the tree keeps: a read-only filesystem mounts with -o ro), and calls them directly: the compiler
 // inlines them into the dispatch. Those marked (async) may also return io::task<...> and co_await
 // I/O, like raw handlers (README: Writing a filesystem):
 //   read(context&, file_info&, std::span<std::byte>, off_t)        -> result<size_t | read_reply> (async)
@@ -149,8 +150,9 @@ class tree {
   // ---- building and changing the tree from the filesystem's side ------------------------------
 
   // Names `child` `name` in the directory `dir`: a new node (it gets its id here) or another name
-  // for a file (a hard link). While mounted, the kernel forgets a cached "no such name". Not from
-  // a handler serving a request on `dir` itself (node/tree.hpp: notifications).
+  // for a file (a hard link). A node belongs to one tree; a directory has one name (EMLINK for a
+  // second) and never goes inside itself (EINVAL). While mounted, the kernel forgets a cached "no
+  // such name". Not from a handler serving a request on `dir` itself (see notifications below).
   result<> add(Node& dir, std::string_view name, std::shared_ptr<Node> child) {
     if (!child) return error(EINVAL);
     if (int e = check_name(name)) return error(e);
@@ -158,7 +160,8 @@ class tree {
       std::unique_lock names(names_);
       if (!dir.is_dir()) return error(ENOTDIR);
       if (dir.children_.count(name)) return error(EEXIST);
-      if (child->is_dir() && !child->links_.empty()) return error(EMLINK);  // a directory has one name
+      if (child->is_dir() && !child->links_.empty()) return error(EMLINK);                                    // a directory has one name
+      if (child.get() == root_.get() || (child->is_dir() && is_ancestor(*child, dir))) return error(EINVAL);  // no loops
       if (child->id_ == 0) adopt(*child);
       link_child(dir, name, std::move(child));
     }
@@ -181,6 +184,20 @@ class tree {
     if (connected()) (void)conn_.delete_entry(dir.id_, gone->id_, name);
     notice_orphan(*gone);
     return ok();
+  }
+
+  // Changes a node's stored attributes from the filesystem's side: `f(node::attributes&)` runs
+  // under the node's lock. For a tree built from existing data (naming a child stamps "now" on the
+  // directory's mtime, as any name change does), or a change made behind the kernel's back (then
+  // also invalidate_data). The file type and the link count stay the tree's.
+  template <typename F>
+  void edit_attributes(Node& n, F&& f) {
+    std::unique_lock lock(n.attr_lock_);
+    attributes a = n.attrs_;
+    f(a);
+    a.mode = (a.mode & 07777) | n.type();
+    a.nlink = n.attrs_.nlink;
+    n.attrs_ = a;
   }
 
   // The node at `path` ("a/b/c", from the root), or null.
