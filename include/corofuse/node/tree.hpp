@@ -15,8 +15,8 @@
 //
 // A node's operations, each optional; the tree offers the kernel exactly those its node type has
 // (a tree whose nodes cannot be written announces no WRITE; SETATTR is always answered, from the
-// attributes the tree keeps: a read-only filesystem mounts with -o ro), and calls them directly: the compiler
-// inlines them into the dispatch. Those marked (async) may also return io::task<...> and co_await
+// attributes the tree keeps: a read-only filesystem mounts with -o ro), and calls them directly:
+// the compiler inlines them into the dispatch. Those marked (async) may also return io::task<...> and co_await
 // I/O, like raw handlers (README: Writing a filesystem):
 //   read(context&, file_info&, std::span<std::byte>, off_t)        -> result<size_t | read_reply> (async)
 //   write(context&, file_info&, std::span<const std::byte>, off_t) -> result<size_t>             (async)
@@ -30,16 +30,18 @@
 //   readlink(context&) -> result<std::string>     a computed target (otherwise made::target)
 //   statfs(context&) -> result<struct statvfs>     asked of the root
 //   orphaned()                                     no name and no open file left: data may go
+//                                                  (again after the filesystem names it anew)
 // A node type constructible from `made` makes the tree writable by clients: CREATE, MKNOD, MKDIR,
 // SYMLINK, LINK, UNLINK, RMDIR, RENAME and O_TMPFILE are answered by the tree (new nodes are
-// std::make_shared<Node>(made{...}, directory) or (made{...})), with tmpfs's rules for modes, owners, setgid directories,
-// link counts and times.
+// std::make_shared<Node>(made{...}, directory), or (made{...})), with tmpfs's rules for modes,
+// owners, setgid directories, link counts and times.
 //
 // Threads: every queue serves at once. Node ids resolve through 64 sharded tables (a short mutex
 // per shard, no lock shared by all CPUs); attributes have a reader-writer lock per node; names
 // have one reader-writer lock per tree (LOOKUP and READDIR share it, name changes take it
-// exclusively). A node's own operations run without any of the tree's locks held: a node guards
-// its own data.
+// exclusively). A node's own operations run without any of the tree's locks held, so a node
+// guards its own data and may call the tree; size() and blocks() alone may be asked while a
+// READDIRPLUS walks a directory with the names lock held shared: they must not call the tree.
 #pragma once
 
 #include <dirent.h>
@@ -278,17 +280,23 @@ class tree {
     if (!dir->is_dir()) return error(ENOTDIR);
     auto it = dir->children_.find(name);
     if (it == dir->children_.end()) return error(ENOENT);
-    return entry_of(*it->second.node, true);
+    std::shared_ptr<Node> n = it->second.node;
+    names.unlock();  // the attributes (size() is the node's) without the names lock
+    return entry_of(*n, true);
   }
 
   void forget(context&, ino i, std::uint64_t n) {
+    std::shared_ptr<Node> last;  // a node nothing else holds ends here, after the shard's lock
     shard& s = shard_of(i);
     std::lock_guard lock(s.mutex);
     auto it = s.nodes.find(i);
     if (it == s.nodes.end()) return;
     Node& nd = *it->second;
     nd.lookups_ = nd.lookups_ > n ? nd.lookups_ - n : 0;  // saturating: a FORGET of more than given
-    if (nd.lookups_ == 0 && i != root_ino) s.nodes.erase(it);
+    if (nd.lookups_ == 0 && i != root_ino) {
+      last = std::move(it->second);
+      s.nodes.erase(it);
+    }
   }
 
   result<attr> getattr(context&, ino i, const file_info*) {
@@ -348,18 +356,7 @@ class tree {
     auto n = find(i);
     if (!n) return error(ESTALE);
     if (n->is_dir() && (flags & O_ACCMODE) != O_RDONLY) return error(EISDIR);
-    open_reply r{};
-    if constexpr (ops::opens<Node>) {
-      auto o = n->open(c, flags);
-      if (!o) return error(o.error_code());
-      r = *o;
-    }
-    // Linux truncates on O_TRUNC even with O_RDONLY (the kernel checked write permission).
-    if ((flags & O_TRUNC) && n->is_file()) {
-      if (auto t = truncate_on_open(*n, c); !t) return error(t.error_code());
-    }
-    n->opens_.fetch_add(1, std::memory_order_relaxed);
-    return r;
+    return open_node(c, *n, flags);
   }
 
   result<> release(context& c, ino i, file_info& fi) {
@@ -505,35 +502,34 @@ class tree {
     return entry_of(**made_node, true);
   }
 
+  // The name is found or made under the names lock; the node is opened after it (its open() and
+  // truncate() run without the tree's locks), and counted as the kernel's only once it is open.
   result<created> create(context& c, ino parent, std::string_view name, mode_t mode, mode_t, int flags) requires ops::makeable<Node> {
-    std::unique_lock names(names_);
-    auto dir = find(parent);
-    if (!dir) return error(ESTALE);
-    if (!dir->is_dir()) return error(ENOTDIR);
-    Node* n = nullptr;
-    if (auto it = dir->children_.find(name); it != dir->children_.end()) {  // made meanwhile: open it
-      if (flags & O_EXCL) return error(EEXIST);
-      n = it->second.node.get();
-      if (n->is_dir()) return error(EISDIR);
-      // The kernel takes nothing but a regular file from CREATE (anything else fails the open
-      // with EIO): a fifo, device, socket or symlink made meanwhile under the name is EEXIST.
-      if (!n->is_file()) return error(EEXIST);
-      if (flags & O_TRUNC) {
-        if (auto t = truncate_on_open(*n, c); !t) return error(t.error_code());
+    std::shared_ptr<Node> n;
+    bool made_now = false;
+    {
+      std::unique_lock names(names_);
+      auto dir = find(parent);
+      if (!dir) return error(ESTALE);
+      if (!dir->is_dir()) return error(ENOTDIR);
+      if (auto it = dir->children_.find(name); it != dir->children_.end()) {  // made meanwhile: open it
+        if (flags & O_EXCL) return error(EEXIST);
+        n = it->second.node;
+        if (n->is_dir()) return error(EISDIR);
+        // The kernel takes nothing but a regular file from CREATE (anything else fails the open
+        // with EIO): a fifo, device, socket or symlink made meanwhile under the name is EEXIST.
+        if (!n->is_file()) return error(EEXIST);
+      } else {
+        auto made_node = make_child(c, parent, name, made{static_cast<mode_t>(S_IFREG | (mode & 07777)), c.uid(), 0, 0, {}, {}});
+        if (!made_node) return error(made_node.error_code());
+        n = (*made_node)->shared_from_this();
+        made_now = true;
       }
-    } else {
-      auto made_node = make_child(c, parent, name, made{static_cast<mode_t>(S_IFREG | (mode & 07777)), c.uid(), 0, 0, {}, {}});
-      if (!made_node) return error(made_node.error_code());
-      n = *made_node;
     }
-    open_reply r{};
-    if constexpr (ops::opens<Node>) {
-      auto o = n->open(c, flags);
-      if (!o) return error(o.error_code());
-      r = *o;
-    }
-    n->opens_.fetch_add(1, std::memory_order_relaxed);
-    return created{entry_of(*n, true), r};
+    // A new file is empty: O_TRUNC has nothing to do (and its mtime is its birth).
+    auto r = open_node(c, *n, made_now ? flags & ~O_TRUNC : flags);
+    if (!r) return error(r.error_code());
+    return created{entry_of(*n, true), *r};
   }
 
   result<created> tmpfile(context& c, ino parent, mode_t mode, mode_t, int flags) requires ops::makeable<Node> {
@@ -563,6 +559,7 @@ class tree {
     if (!dir) return error(ESTALE);
     if (!dir->is_dir()) return error(ENOTDIR);
     if (dir->children_.count(newname)) return error(EEXIST);
+    if (dir->attributes().nlink == 0) return error(ENOENT);  // a removed directory takes no new names
     {
       std::shared_lock lock(n->attr_lock_);
       if (n->attrs_.nlink == 0 && !n->linkable_) return error(ENOENT);  // only O_TMPFILE files get a name back
@@ -597,10 +594,12 @@ class tree {
     if (!dir) return error(ESTALE);
     auto it = dir->children_.find(name);
     if (it == dir->children_.end()) return error(ENOENT);
-    Node& gone = *it->second.node;
-    if (!gone.is_dir()) return error(ENOTDIR);
-    if (!gone.children_.empty()) return error(ENOTEMPTY);
+    std::shared_ptr<Node> gone = it->second.node;
+    if (!gone->is_dir()) return error(ENOTDIR);
+    if (!gone->children_.empty()) return error(ENOTEMPTY);
     unlink_child(*dir, it);
+    names.unlock();
+    notice_orphan(*gone);
     return ok();
   }
 
@@ -621,6 +620,7 @@ class tree {
       std::shared_ptr<Node> moving = src->second.node;
       auto dst = to->children_.find(newname);
       Node* target = dst == to->children_.end() ? nullptr : dst->second.node.get();
+      if (target && (flags & RENAME_NOREPLACE)) return error(EEXIST);
       if (target == moving.get()) return ok();  // the same inode under both names: nothing to do
       // A directory may not move into its own subtree.
       if (moving->is_dir() && is_ancestor(*moving, *to)) return error(EINVAL);
@@ -797,6 +797,33 @@ class tree {
     if (ctime) n.attrs_.ctime = t;
   }
 
+  // Opens `n`: the node's own open(), then O_TRUNC (Linux truncates even with O_RDONLY: the
+  // kernel checked write permission), undone with the node's release() when the truncation fails,
+  // for the kernel sends no RELEASE after a failed OPEN. Counts the open file.
+  result<open_reply> open_node(context& c, Node& n, int flags) {
+    const bool truncating = (flags & O_TRUNC) && n.is_file();
+    if constexpr (!ops::truncates<Node>) {
+      if (truncating) return error(EPERM);  // refused before the node opens anything
+    }
+    open_reply r{};
+    if constexpr (ops::opens<Node>) {
+      auto o = n.open(c, flags);
+      if (!o) return error(o.error_code());
+      r = *o;
+    }
+    if (truncating) {
+      if (auto t = truncate_on_open(n, c); !t) {
+        if constexpr (ops::releases<Node>) {
+          file_info fi{r.fh, static_cast<std::uint32_t>(flags), 0};
+          (void)n.release(c, fi);
+        }
+        return error(t.error_code());
+      }
+    }
+    n.opens_.fetch_add(1, std::memory_order_relaxed);
+    return r;
+  }
+
   // The kernel's rule (setattr_should_drop_sgid): setuid always goes; setgid goes when the file is
   // group-executable, or when the caller is not in the file's group.
   static void drop_suidgid(attributes& a, const context& c) {
@@ -860,6 +887,7 @@ class tree {
   // `n` gets the name `name` in `dir`: link counts and times follow.
   static void link_child(Node& dir, std::string_view name, std::shared_ptr<Node> n) {
     const timespec t = now();
+    n->orphaned_.store(false, std::memory_order_relaxed);  // named again: it may be orphaned again
     n->links_.push_back({&dir, std::string(name)});
     {
       std::unique_lock lock(n->attr_lock_);
@@ -957,7 +985,10 @@ class tree {
   mutable std::shared_mutex names_;
   std::atomic<corofuse::ino> next_id_{root_ino + 1};
   // Tells this tree's nodes from those of an earlier server (an NFS file handle outlives us).
-  const std::uint64_t generation_ = static_cast<std::uint64_t>(now().tv_sec);
+  const std::uint64_t generation_ = [] {
+    const timespec t = now();  // nanoseconds: two trees made in one second differ too
+    return static_cast<std::uint64_t>(t.tv_sec) * 1000000000u + static_cast<std::uint64_t>(t.tv_nsec);
+  }();
   connection conn_;
   std::atomic<bool> connected_{false};
 };
