@@ -929,7 +929,8 @@ class memfs {
   }
 
   // PATH (relative to the root, '/'-separated) to its parent directory and last name; under
-  // names_ (shared is enough).
+  // names_ (shared is enough). A last name no directory may hold ("." or "..", a NUL in it, none
+  // at all) gives nullptr: mv would otherwise make an entry of it.
   node* parent_of(std::string_view path, std::string& name) {
     std::shared_ptr<node> root = find(cf::root_ino);
     node* dir = root.get();  // the root is never dropped
@@ -938,7 +939,7 @@ class memfs {
       std::size_t slash = path.find('/');
       if (slash == std::string_view::npos) {
         name = std::string(path);
-        return name.empty() ? nullptr : dir;
+        return name.empty() || name == "." || name == ".." || name.find('\0') != std::string::npos ? nullptr : dir;
       }
       auto it = dir->children.find(path.substr(0, slash));
       if (it == dir->children.end()) return nullptr;
@@ -959,8 +960,10 @@ class memfs {
   static std::string describe(const cf::result<>& r) {
     if (r) return "ok";
     if (r.error_code() == ENOENT) return "ok (not cached)";
-    return std::string("error ") + std::strerror(r.error_code());
+    return failed(r);
   }
+  // A command's own failure (ENOENT included: no such file).
+  static std::string failed(const cf::result<>& r) { return std::string("error ") + std::strerror(r.error_code()); }
 
   void control(std::string_view line) {
     std::string_view rest = line;
@@ -1003,7 +1006,7 @@ class memfs {
         if (nd) parent = dir->ino, child = nd->ino;
       }
       auto r = parent ? unlink(none, parent, name) : cf::result<>(cf::error(ENOENT));
-      result = r ? "unlinked, notify delete " + describe(conn_.delete_entry(parent, child, name)) : describe(r);
+      result = r ? "unlinked, notify delete " + describe(conn_.delete_entry(parent, child, name)) : failed(r);
     } else if (cmd == "mv") {
       const std::string from(next_word(rest)), to(next_word(rest));
       std::string from_name, to_name;
@@ -1017,7 +1020,7 @@ class memfs {
       auto r = from_dir ? rename(none, from_dir, from_name, to_dir, to_name, 0) : cf::result<>(cf::error(ENOENT));
       result = r ? "renamed, inval_entry " + describe(conn_.inval_entry(from_dir, from_name)) + " and " +
                        describe(conn_.inval_entry(to_dir, to_name))
-                 : describe(r);
+                 : failed(r);
     } else if (cmd == "retrieve") {
       const std::string path(next_word(rest));
       cf::ino ino = 0;
@@ -1041,7 +1044,8 @@ class memfs {
         if (!got) {
           result = describe(cf::error(got.error_code()));
         } else {
-          const bool same = std::memcmp(cached.data(), mine.data(), *got) == 0;
+          // (An empty file's buffers have no data() to compare: memcmp must not see null.)
+          const bool same = *got == 0 || std::memcmp(cached.data(), mine.data(), *got) == 0;
           result = std::to_string(*got) + " bytes cached, " + (same ? "same as memfs" : "DIFFERENT from memfs");
           if (!same && *got <= 64) result += ": \"" + std::string(reinterpret_cast<const char*>(cached.data()), *got) + "\"";
         }
@@ -1097,12 +1101,13 @@ int main(int argc, char** argv) {
   root_owner root{static_cast<std::uint32_t>(::geteuid()), static_cast<std::uint32_t>(::getegid()), 0755};
   const session::own_options own = {
       session::own_option::flag("--size", "N",
-                                "the most file data memfs holds: bytes, with K/M/G/T, or N% of RAM\n"
-                                "(default 25%); writes beyond it fail with ENOSPC",
+                                "the most file data memfs holds: bytes, with K/M/G/T, or N% of the memory\n"
+                                "it may use (RAM, or its cgroup's limit; default 25%); writes beyond it\n"
+                                "fail with ENOSPC; at most what a cgroup's memory limit leaves",
                                 [&](std::string_view v) -> std::string {
                                   return parse_space_limit(v, size)
                                              ? ""
-                                             : "bytes with an optional K/M/G/T suffix, or 1-100% of RAM; at least 4096";
+                                             : "bytes with an optional K/M/G/T suffix, or 1-100% of memory; at least 4096";
                                 }),
       session::own_option::flag("--control", "FIFO",
                                 "take commands from FIFO (created if missing) that change the tree\n"
@@ -1123,6 +1128,9 @@ int main(int argc, char** argv) {
   constexpr std::string_view about = "memfs: an in-memory POSIX filesystem (files, directories, links, devices, xattrs)";
   session::options o;
   if (int status = session::parse_main_options(argc, argv, about, {}, o, "MOUNTPOINT", own); status >= 0) return status;
+  std::string note;
+  size = held_to_cgroup(size, note);
+  if (!note.empty()) std::fprintf(stderr, "%s: %s\n", argv[0], note.c_str());
   memfs fs(size, root);
   if (!control.empty()) {
     // Before mounting: a bad FIFO path is one line and nothing mounted.

@@ -222,15 +222,16 @@ inline handoff_reader receive_blob(int sock) {
     std::memcpy(&head, first, sizeof head);
     if (head.bytes > handoff_wire::max_blob || head.fds > handoff_wire::max_fds)
       throw handoff_error("handoff: an implausibly large message");
-    std::vector<std::byte> bytes(head.bytes);
-    std::size_t got = 0;
+    // Grown as the bytes arrive: what the other side announces is not taken (up to max_blob) before
+    // it has sent anything.
+    std::vector<std::byte> bytes;
+    bytes.reserve(std::min<std::size_t>(head.bytes, handoff_wire::piece_bytes));
     std::vector<std::byte> piece(handoff_wire::piece_bytes);
-    while (got < head.bytes || fds.size() < head.fds) {
+    while (bytes.size() < head.bytes || fds.size() < head.fds) {
       const std::size_t n = handoff_wire::receive_piece(sock, piece, fds);
-      if (got < head.bytes) {
-        if (n > head.bytes - got) throw handoff_error("handoff: more bytes than announced");
-        std::memcpy(bytes.data() + got, piece.data(), n);
-        got += n;
+      if (bytes.size() < head.bytes) {
+        if (n > head.bytes - bytes.size()) throw handoff_error("handoff: more bytes than announced");
+        bytes.insert(bytes.end(), piece.begin(), piece.begin() + static_cast<std::ptrdiff_t>(n));
       }
       if (fds.size() > head.fds) throw handoff_error("handoff: more descriptors than announced");
     }

@@ -43,6 +43,7 @@
 #include "corofuse/base/log.hpp"
 #include "corofuse/transport/pause_gate.hpp"
 #include "corofuse/transport/serving_threads.hpp"
+#include "corofuse/session/fault_points.hpp"
 #include "corofuse/session/handoff.hpp"
 #include "corofuse/session/init.hpp"
 #include "corofuse/transport/uring.hpp"
@@ -223,6 +224,7 @@ inline void hand_over(int sock, handoff_site& site) {
   for (unsigned q = 0; q < queues; ++q)
     if (!handoff_detail::on_cpu(q, [] {})) refuse("cannot run on CPU " + std::to_string(q) + " to quiesce its ring queue");
 
+  if (fault_at("predecessor.offer")) refuse("injected fault (predecessor.offer)");
   // The ring memory first: if the successor cannot map it where it is, nothing has changed here.
   {
     handoff_writer w;
@@ -260,6 +262,15 @@ inline void hand_over(int sock, handoff_site& site) {
   auto resume = [&](const std::string& why) {
     log_message("handoff to pid %d failed (%s): serving on", successor_pid, why.c_str());
     if (state_sent) {
+      // "No" first, before anything is served again: a successor that hears nothing and finds
+      // this process gone takes the mount (successor.hpp), which is right only while nothing was.
+      try {
+        handoff_writer no;
+        no.put<std::uint64_t>(0);
+        no.put_string(why);
+        send_blob(sock, no);
+      } catch (...) {  // the successor is gone: nobody to tell
+      }
       // The successor may have read requests from /dev/fuse and died with them: the kernel sends
       // them again (FUSE_NOTIFY_RESEND, 7.40).
       abi::out_header h{};
@@ -276,6 +287,10 @@ inline void hand_over(int sock, handoff_site& site) {
     site.gate->close_gate();
     if (site.rs) site.rs->pause.freezing.store(true, std::memory_order_seq_cst);
     site.threads->pause_reading_all();
+    if (fault_at("predecessor.freeze")) {
+      resume("injected fault (predecessor.freeze)");
+      return;
+    }
     // Handlers finish: every reader at the gate, no entry serving. (An entry counts as held a
     // moment before it arrives at the gate: arrivals are read first, so readers are never
     // over-counted.)
@@ -303,8 +318,10 @@ inline void hand_over(int sock, handoff_site& site) {
     const int held_replies = count([](auto s) { return s == transport::entry_state::held_reply; });
     const int held_requests = count([](auto s) { return s == transport::entry_state::held_request; });
 
+    if (fault_at("predecessor.state")) throw handoff_error("injected fault (predecessor.state)");
     send_blob(sock, handoff_detail::state_of(site));  // taken while nothing is served
     state_sent = true;
+    if (fault_at("predecessor.ready")) throw handoff_error("injected fault (predecessor.ready)");
     // The successor has set everything up but touched nothing of the connection: until it is
     // told to go, this server can still take everything back.
     handoff_reader ready = receive_blob(sock);
@@ -312,6 +329,7 @@ inline void hand_over(int sock, handoff_site& site) {
       resume("the successor could not start: " + ready.get_string());
       return;
     }
+    if (fault_at("predecessor.go")) throw handoff_error("injected fault (predecessor.go)");
     handoff_writer go;
     go.put(handoff_magic);
     send_blob(sock, go);  // past this point there is no way back

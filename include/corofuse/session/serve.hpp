@@ -39,6 +39,7 @@
 #include "corofuse/io/ring.hpp"
 #include "corofuse/io/sync_wait.hpp"
 #include "corofuse/proto/request.hpp"
+#include "corofuse/session/fault_points.hpp"
 #include "corofuse/session/handoff.hpp"
 #include "corofuse/session/handoff_server.hpp"
 #include "corofuse/session/init.hpp"
@@ -422,6 +423,16 @@ class server {
         log_message("--take-over: the predecessor served %u ring queues, this machine has %u CPUs", queues_, transport::possible_cpus());
         return false;
       }
+      // The geometry comes from another process: bounded before anything is sized from it (an
+      // entry table of queues x depth, an arena of depth x payload per queue, in 64 bits).
+      constexpr std::uint64_t max_payload = std::uint64_t{64} << 20;  // far above 256 pages of 4 KiB
+      if (queues_ && (depth_ == 0 || depth_ > 1024 || payload_size_ < 4096 || payload_size_ > max_payload)) {
+        log_message("--take-over: the predecessor's ring geometry makes no sense (%u entries a queue, %llu-byte payloads)", depth_,
+                    static_cast<unsigned long long>(payload_size_));
+        pred_.refuse("a ring geometry that makes no sense");
+        mount_->hand_over();
+        return false;
+      }
     }
     qlayout_ = transport::layout_of_queue(depth_, payload_size_);
     if (queues_ && !successor()) {
@@ -440,6 +451,7 @@ class server {
     modes_.resize(queues_);
     if (successor()) {
       try {
+        if (fault_at("successor.restore")) throw handoff_error("injected fault (successor.restore)");
         restore_held_state(fs_, *pred_.state, terms_, queues_, depth_, slots_.get(), modes_);
       } catch (const std::exception& e) {
         pred_.refuse(e.what());  // nothing is served yet: the predecessor serves on
@@ -481,6 +493,7 @@ class server {
     for (unsigned q = 0; q < queues_; ++q)
       queue_threads_.emplace_back([this, q] { transport::run_ring_queue(fs_, ring_setup_, static_cast<std::uint16_t>(q), *started_); });
     started_->wait();
+    if (successor() && fault_at("successor.queues")) rs.queues_failed.fetch_add(1);
     if (rs.queues_failed.load() > 0) {
       // A queue without entries blocks every client of its CPU: end the connection instead. (A
       // successor's entries wait for the predecessor's go, which never comes: the mount stays the
@@ -525,14 +538,17 @@ class server {
   // The successor, set up without touching the connection: READY; then, on the predecessor's GO,
   // the held entries are served and committed from here.
   bool wait_for_go() {
-    if (!pred_.ready_and_wait_for_go()) {
-      gate_.decide(true);  // the held entries are left as they are, for the predecessor
-      join_all();
-      return false;
-    }
+    if (fault_at("successor.ready")) pred_.refuse("injected fault (successor.ready)");
+    else if (pred_.ready_and_wait_for_go()) return took_over();
+    gate_.decide(true);  // the held entries are left as they are, for the predecessor
+    join_all();
+    return false;
+  }
+  bool took_over() {
     mount_->claim();
     gate_.decide(false);
     log_message("took the mount %s over", mount_->mountpoint().c_str());
+    (void)fault_at("successor.go");  // only :die means anything here: past GO there is no way back
     return true;
   }
 

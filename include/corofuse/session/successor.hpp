@@ -6,7 +6,10 @@
 #pragma once
 
 #include <limits.h>
+#include <poll.h>
 #include <stdlib.h>
+#include <sys/socket.h>
+#include <sys/syscall.h>
 #include <unistd.h>
 
 #include <cstdint>
@@ -17,6 +20,7 @@
 
 #include "corofuse/abi/flags.hpp"
 #include "corofuse/base/log.hpp"
+#include "corofuse/session/fault_points.hpp"
 #include "corofuse/session/handoff.hpp"
 #include "corofuse/session/handoff_server.hpp"
 #include "corofuse/session/init.hpp"
@@ -40,8 +44,12 @@ struct taken_over_mount {
   handoff_geometry geometry;
   std::optional<handoff_reader> state;  // positioned at the held entries
   int sock = -1;
+  // The predecessor process, held from the moment it accepted us (a pidfd names that process and
+  // no later one with its pid): how a successor tells "it died" from "it said no".
+  int predecessor = -1;
   ~taken_over_mount() {
     if (sock >= 0) ::close(sock);
+    if (predecessor >= 0) ::close(predecessor);
   }
 
   // Tells the predecessor that this successor gives up (`why`): it serves on.
@@ -56,6 +64,9 @@ struct taken_over_mount {
   }
 
   // READY, then the predecessor's answer: true on its GO (the mount is this process's now).
+  // A predecessor that died after it sent its state, before GO or its "no", can serve no more:
+  // everything was frozen and handed over, so the mount is taken as on GO (otherwise it would be
+  // left without a server). One that said no, or lives on, keeps the mount.
   bool ready_and_wait_for_go() const {
     try {
       handoff_writer ready;
@@ -63,16 +74,35 @@ struct taken_over_mount {
       ready.put_string("");
       send_blob(sock, ready);
       handoff_reader answer = receive_blob(sock);
-      return answer.get<std::uint64_t>() == handoff_magic;
+      if (answer.get<std::uint64_t>() == handoff_magic) return true;
+      log_message("--take-over: the predecessor keeps the mount: %s", answer.get_string().c_str());
+      return false;
     } catch (const std::exception& e) {
+      if (predecessor_died()) {
+        log_message("--take-over: the predecessor died after handing over its state, before GO (%s): taking the mount", e.what());
+        return true;
+      }
       log_message("--take-over: %s: the predecessor keeps the mount", e.what());
       return false;
     }
   }
+
+  // Whether the predecessor process has ended (within a moment: its socket closes as it dies).
+  bool predecessor_died() const noexcept {
+    if (predecessor < 0) return false;
+    pollfd p{predecessor, POLLIN, 0};
+    return ::poll(&p, 1, 2000) == 1 && (p.revents & POLLIN);
+  }
 };
 
+// Connects to `path`, unless `t` holds a connected socket already (tests/fuzz hands one end of a
+// socketpair in; the server's own taken_over_mount never does).
 inline void take_over_from(const std::string& path, taken_over_mount& t) {
-  t.sock = connect_to_predecessor(path, 30);
+  if (t.sock < 0) t.sock = connect_to_predecessor(path, 30);
+  ucred peer{};
+  socklen_t len = sizeof peer;
+  if (::getsockopt(t.sock, SOL_SOCKET, SO_PEERCRED, &peer, &len) == 0 && peer.pid > 0)
+    t.predecessor = static_cast<int>(::syscall(SYS_pidfd_open, peer.pid, 0));  // -1 on a kernel without pidfds: never taken
   handoff_writer hello;
   hello.put(handoff_magic);
   hello.put(handoff_version);
@@ -93,6 +123,7 @@ inline void take_over_from(const std::string& path, taken_over_mount& t) {
       map_error = e.what();
     }
   }
+  if (map_error.empty() && fault_at("successor.map")) map_error = "injected fault (successor.map)";
   handoff_writer mapped;
   mapped.put<std::uint8_t>(map_error.empty());
   mapped.put_string(map_error);
@@ -124,7 +155,7 @@ template <typename Fs>
 void restore_held_state(Fs& fs, handoff_reader& in, const init_terms& terms, unsigned queues, unsigned depth, transport::entry_slot* slots,
                         std::vector<transport::queue_mode>& modes) {
   const auto n = in.get<std::uint32_t>();
-  if (n != queues * depth) throw handoff_error("--take-over: the held entries do not match the ring geometry");
+  if (n != std::uint64_t{queues} * depth) throw handoff_error("--take-over: the held entries do not match the ring geometry");
   for (std::uint32_t i = 0; i < n; ++i) {
     const auto state = static_cast<transport::entry_state>(in.get<std::uint8_t>());
     slots[i].commit_id = in.get<std::uint64_t>();
