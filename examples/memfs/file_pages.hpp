@@ -9,6 +9,7 @@
 #include <atomic>
 #include <cstddef>
 #include <cstdint>
+#include <cstdio>
 #include <cstring>
 #include <optional>
 #include <span>
@@ -158,15 +159,116 @@ class file_pages {
   std::uint64_t size_ = 0;
 };
 
-// The default limit: a quarter of physical memory, as tmpfs.
-inline std::uint64_t default_space_limit() {
-  return static_cast<std::uint64_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<std::uint64_t>(sysconf(_SC_PAGESIZE)) / 4;
+// The lowest memory limit of this process's cgroup and its ancestors (memory.limit_in_bytes,
+// cgroup v1; memory.max, v2), found through /proc/self/cgroup and the cgroup mounts in
+// /proc/self/mountinfo; UINT64_MAX when there is none (or none can be read). In a container or a
+// systemd unit with MemoryMax= it is what the cgroup's OOM killer enforces.
+inline std::uint64_t cgroup_memory_limit() {
+  std::uint64_t limit = UINT64_MAX;
+  const auto slurp = [](const std::string& path) {
+    std::string s;
+    if (std::FILE* f = std::fopen(path.c_str(), "re")) {
+      char buf[4096];
+      for (std::size_t n; (n = std::fread(buf, 1, sizeof buf, f)) > 0;) s.append(buf, n);
+      std::fclose(f);
+    }
+    return s;
+  };
+  // The i-th field of `line` split at `sep` (empty past the last).
+  const auto field = [](std::string_view line, char sep, std::size_t i) {
+    for (; i > 0; --i) {
+      const auto at = line.find(sep);
+      if (at == std::string_view::npos) return std::string_view{};
+      line.remove_prefix(at + 1);
+    }
+    return line.substr(0, line.find(sep));
+  };
+  const auto has_word = [](std::string_view list, std::string_view word) {
+    for (;;) {
+      const auto comma = list.find(',');
+      if (list.substr(0, comma) == word) return true;
+      if (comma == std::string_view::npos) return false;
+      list.remove_prefix(comma + 1);
+    }
+  };
+  // The memory cgroup's path in the v1 hierarchy ("ID:memory,...:PATH") and in v2 ("0::PATH").
+  std::string v1_path, v2_path;
+  const std::string cgroups = slurp("/proc/self/cgroup");
+  for (std::size_t at = 0; at < cgroups.size();) {
+    const std::size_t end = std::min(cgroups.find('\n', at), cgroups.size());
+    const std::string_view line = std::string_view(cgroups).substr(at, end - at);
+    at = end + 1;
+    const std::size_t c1 = line.find(':'), c2 = c1 == std::string_view::npos ? c1 : line.find(':', c1 + 1);
+    if (c2 == std::string_view::npos) continue;
+    const std::string_view controllers = line.substr(c1 + 1, c2 - c1 - 1), path = line.substr(c2 + 1);
+    if (line.substr(0, c1) == "0" && controllers.empty()) v2_path = path;
+    else if (has_word(controllers, "memory")) v1_path = path;
+  }
+  // Each mount of those hierarchies: the cgroup's directory under it, then every ancestor's up to
+  // the mount.
+  const std::string mounts = slurp("/proc/self/mountinfo");
+  for (std::size_t at = 0; at < mounts.size();) {
+    const std::size_t end = std::min(mounts.find('\n', at), mounts.size());
+    const std::string_view line = std::string_view(mounts).substr(at, end - at);
+    at = end + 1;
+    const std::size_t dash = line.find(" - ");
+    if (dash == std::string_view::npos) continue;
+    const std::string_view type = field(line.substr(dash + 3), ' ', 0), super = field(line.substr(dash + 3), ' ', 2);
+    const bool v1 = type == "cgroup" && has_word(super, "memory") && !v1_path.empty();
+    const bool v2 = type == "cgroup2" && !v2_path.empty();
+    if (!v1 && !v2) continue;
+    std::string_view root = field(line, ' ', 3), path = v1 ? v1_path : v2_path;
+    if (root == "/") root = {};
+    if (path.substr(0, root.size()) != root || (path.size() > root.size() && path[root.size()] != '/')) continue;
+    const std::string top(field(line, ' ', 4));
+    std::string dir = top + std::string(path.substr(root.size()));
+    while (dir.size() > top.size() && dir.back() == '/') dir.pop_back();
+    for (;;) {
+      const std::string value = slurp(dir + (v1 ? "/memory.limit_in_bytes" : "/memory.max"));
+      std::uint64_t n = 0;
+      std::size_t digits = 0;
+      for (; digits < value.size() && digits < 19 && value[digits] >= '0' && value[digits] <= '9'; ++digits)
+        n = n * 10 + static_cast<std::uint64_t>(value[digits] - '0');
+      if (digits > 0 && n > 0) limit = std::min(limit, n);  // "max" (v2) is no limit
+      if (dir.size() <= top.size()) break;
+      dir.resize(std::max(dir.rfind('/'), top.size()));
+    }
+  }
+  return limit;
 }
 
-// --size N[K|M|G|T] or a percentage of RAM ("25%"), at least a page.
+// The memory this process may use: physical memory, or less under a lower cgroup limit.
+inline std::uint64_t usable_memory() {
+  const std::uint64_t ram = static_cast<std::uint64_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<std::uint64_t>(sysconf(_SC_PAGESIZE));
+  return std::min(ram, cgroup_memory_limit());
+}
+
+// The default limit: a quarter of the memory this process may use, as tmpfs takes a quarter of
+// RAM (a default above a cgroup's limit would have its OOM killer end the server where a write
+// should fail with ENOSPC).
+inline std::uint64_t default_space_limit() { return usable_memory() / 4; }
+
+// A limit asked for (--size) held against the cgroup's: the server itself needs some of it (its
+// ring and reader buffers, its tables: about 32 MiB on a small machine), and data beyond the rest
+// could never all be held: the OOM killer would end the server mid-write where a write should
+// fail with ENOSPC. So the limit is at most the cgroup's less 32 MiB (and at most three quarters
+// of it), and `note` says so; physical memory alone caps nothing (swap may hold the rest, as for
+// tmpfs).
+inline std::uint64_t held_to_cgroup(std::uint64_t asked, std::string& note) {
+  const std::uint64_t cgroup = cgroup_memory_limit();
+  if (cgroup == UINT64_MAX) return asked;
+  const std::uint64_t room = std::min(cgroup / 4 * 3, cgroup > (64u << 20) ? cgroup - (32u << 20) : cgroup / 2);
+  if (asked <= room) return asked;
+  const std::uint64_t held = std::max<std::uint64_t>(room / space_budget::page_bytes * space_budget::page_bytes, space_budget::page_bytes);
+  note = "--size " + std::to_string(asked >> 20) + " MiB is more than this process's memory cgroup allows (its limit is " +
+         std::to_string(cgroup >> 20) + " MiB): holding at most " + std::to_string(held >> 20) + " MiB of file data";
+  return held;
+}
+
+// --size N[K|M|G|T] or a percentage of the memory this process may use ("25%"), at least a page.
 inline bool parse_space_limit(std::string_view s, std::uint64_t& out) {
   if (s.empty()) return false;
-  const std::uint64_t ram = static_cast<std::uint64_t>(sysconf(_SC_PHYS_PAGES)) * static_cast<std::uint64_t>(sysconf(_SC_PAGESIZE));
+  const std::uint64_t ram = usable_memory();
   std::uint64_t mult = 1;
   bool percent = false;
   switch (s.back()) {

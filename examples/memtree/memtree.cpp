@@ -17,6 +17,7 @@
 
 #include <atomic>
 #include <cerrno>
+#include <cstdio>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -166,18 +167,22 @@ int main(int argc, char** argv) {
   std::uint64_t size = default_space_limit();
   const session::own_options own = {
       session::own_option::flag("--size", "N",
-                                "the most file data memtree holds: bytes, with K/M/G/T, or N% of RAM\n"
-                                "(default 25%); writes beyond it fail with ENOSPC",
+                                "the most file data memtree holds: bytes, with K/M/G/T, or N% of the memory\n"
+                                "it may use (RAM, or its cgroup's limit; default 25%); writes beyond it\n"
+                                "fail with ENOSPC; at most what a cgroup's memory limit leaves",
                                 [&](std::string_view v) -> std::string {
                                   return parse_space_limit(v, size)
                                              ? ""
-                                             : "bytes with an optional K/M/G/T suffix, or 1-100% of RAM; at least 4096";
+                                             : "bytes with an optional K/M/G/T suffix, or 1-100% of memory; at least 4096";
                                 }),
   };
   constexpr std::string_view about =
       "memtree: an in-memory POSIX filesystem (files, directories, links, devices, xattrs) on corofuse's node layer";
   session::options o;
   if (int status = session::parse_main_options(argc, argv, about, {}, o, "MOUNTPOINT", own); status >= 0) return status;
+  std::string note;
+  size = held_to_cgroup(size, note);
+  if (!note.empty()) std::fprintf(stderr, "%s: %s\n", argv[0], note.c_str());
   mount_state state(size);
   cf::node::tree<mem_node> fs(std::make_shared<mem_node>(cf::node::made{S_IFDIR | 0755, ::geteuid(), ::getegid(), 0, {}, {}}, state));
   return session::serve(fs, o);

@@ -2,7 +2,7 @@
 // passthrough over the ring and /dev/fuse, then every file and directory verified against the
 // models (tests/soak/soak.hpp says how). Root only: it mounts.
 //
-//   bazel run //tests/soak:soak -- [--fs memfs|passthrough|both] [--transport ring|dev|both]
+//   bazel run //tests/soak:soak -- [--fs memfs|passthrough|both] [--transport ring|dev|both|pool|pool-copy]
 //                                   [--seconds N] [--workers N] [--seed N]
 //
 // One line per example and transport, then a closing line; exit status 0 only when every run had
@@ -22,7 +22,7 @@ namespace {
 int usage(const char* argv0, const std::string& why) {
   if (!why.empty()) std::fprintf(stderr, "%s: %s\n", argv0, why.c_str());
   std::fprintf(stderr,
-               "usage: %s [--fs memfs|passthrough|both] [--transport ring|dev|both] [--seconds N] [--workers N] [--seed N]\n"
+               "usage: %s [--fs memfs|passthrough|both] [--transport ring|dev|both|pool|pool-copy] [--seconds N] [--workers N] [--seed N]\n"
                "  defaults: both, both, 30 s per example and transport, 4 workers of each kind, a random seed\n",
                argv0);
   return 2;
@@ -52,8 +52,8 @@ int main(int argc, char** argv) {
       else return usage(argv[0], "--fs takes memfs, passthrough or both, not '" + v + "'");
     } else if (a == "--transport") {
       if (v == "both") transports = {"ring", "dev"};
-      else if (v == "ring" || v == "dev") transports = {v};
-      else return usage(argv[0], "--transport takes ring, dev or both, not '" + v + "'");
+      else if (v == "ring" || v == "dev" || v == "pool" || v == "pool-copy") transports = {v};
+      else return usage(argv[0], "--transport takes ring, dev, both, pool or pool-copy, not '" + v + "'");
     } else if (a == "--seconds") {
       seconds = std::strtod(v.c_str(), &end);
       if (*end || !(seconds > 0 && seconds <= 86400)) return usage(argv[0], "--seconds takes a number from 0 to 86400, not '" + v + "'");
@@ -88,7 +88,7 @@ int main(int argc, char** argv) {
         r.transport = transport;
         r.errors = 1;
         r.messages.push_back("examples/" + fs + "/" + fs + " is not in this binary's runfiles (run it with bazel run)");
-      } else if (transport == "ring" && !soak::uring_enabled()) {
+      } else if (transport != "dev" && !soak::uring_enabled()) {
         r.fs = fs;
         r.transport = transport;
         r.errors = 1;

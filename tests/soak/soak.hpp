@@ -1213,7 +1213,8 @@ class client_load {
 
 struct run_options {
   std::string fs;         // "memfs" or "passthrough"
-  std::string transport;  // "ring" or "dev"
+  std::string transport;  // "ring", "dev", "pool" (Linux 7.3: buffer pools, zero-copy where the
+                          // example opens files for it) or "pool-copy" (pools, --zero-copy off)
   std::string binary;     // the example's executable
   double seconds = 30;
   int workers = 4;
@@ -1343,7 +1344,9 @@ inline run_result run_one(const run_options& o) {
     std::vector<std::string> leading;
     if (backing) leading.push_back(backing->dir());
     // --stats: the server prints its per-opcode counters at exit, and says which transport served.
-    server srv(o.binary, {"--stats", "--transport", o.transport}, -1, -1, leading);
+    std::vector<std::string> args{"--stats", "--transport", o.transport == "pool-copy" ? "pool" : o.transport};
+    if (o.transport == "pool-copy") args.insert(args.end(), {"--zero-copy", "off"});
+    server srv(o.binary, args, -1, -1, leading);
     const std::string mountpoint = srv.dir();
     if (!srv.mounted()) {
       fail(o.fs + " did not mount (" + (srv.exited() ? "exited with status " + std::to_string(srv.exit_status()) : "still running") +
@@ -1435,6 +1438,14 @@ inline run_result run_one(const run_options& o) {
     else if (srv.exit_status() != 0) fail(o.fs + " exited with status " + std::to_string(srv.exit_status()));
     if (o.transport == "ring" && log.find("serving over FUSE-over-io_uring") == std::string::npos)
       fail(o.fs + " did not serve over the ring");
+    if ((o.transport == "pool" || o.transport == "pool-copy") && log.find("with buffer pools") == std::string::npos)
+      fail(o.fs + " did not serve over buffer pools");
+    // passthrough opens regular files for zero-copy: over "pool" its READs and WRITEs must have
+    // been zero-copy (a soak of the zero-copy path with none would prove nothing); never over
+    // "pool-copy", nor for memfs, which never opens for it.
+    const bool zero_copied = log.find("counter ZERO_COPY") != std::string::npos;
+    if (o.transport == "pool" && o.fs == "passthrough" && !zero_copied) fail("passthrough served no request zero-copy over pools");
+    if ((o.transport == "pool-copy" || o.fs != "passthrough") && zero_copied) fail(o.fs + " served requests zero-copy over " + o.transport);
     if (srv.mounted() || listed_in_proc_mounts(mountpoint)) fail(o.fs + " left its mount behind at " + mountpoint);
 
     if (loaded) {
@@ -1486,6 +1497,15 @@ inline std::string find_example(const std::string& name) {
     candidates.push_back(std::string(self) + ".runfiles/corofuse/" + rel);
   }
   candidates.push_back(rel);  // `bazel run` starts in the runfiles' workspace directory
+  // Installed beside it (the VM suite puts every binary in /usr/local/bin), or on PATH.
+  if (const char* path = std::getenv("PATH")) {
+    std::string_view rest(path);
+    while (!rest.empty()) {
+      const auto colon = rest.find(':');
+      candidates.push_back(std::string(rest.substr(0, colon)) + "/" + name);
+      rest = colon == std::string_view::npos ? std::string_view{} : rest.substr(colon + 1);
+    }
+  }
   for (const auto& c : candidates)
     if (::access(c.c_str(), X_OK) == 0) return c;
   return {};
