@@ -42,6 +42,7 @@
 #include "tests/mount/server_harness.hpp"
 
 namespace cf = corofuse;
+using corofuse::testing::clients;
 using corofuse::testing::existing_dir;
 using corofuse::testing::in_client;
 using corofuse::testing::in_process_mount;
@@ -99,32 +100,6 @@ class temp_dir {
 
  private:
   std::string path_;
-};
-
-// The client children a test started: each is reaped once; any still running at the end (a
-// failed test) is killed by its own pid.
-class clients {
- public:
-  ~clients() {
-    for (pid_t p : running_) {
-      ::kill(p, SIGKILL);
-      ::waitpid(p, nullptr, 0);
-    }
-  }
-  void add(pid_t p) {
-    if (p > 0) running_.push_back(p);
-  }
-  const std::vector<pid_t>& running() const { return running_; }
-  // Waits for the client (its alarm bounds the wait); its exit status, or 128 + signal.
-  int wait(pid_t p) {
-    int status = 0;
-    ::waitpid(p, &status, 0);
-    running_.erase(std::remove(running_.begin(), running_.end(), p), running_.end());
-    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
-  }
-
- private:
-  std::vector<pid_t> running_;
 };
 
 // A pipe on which clients report progress, one byte each time; the parent waits for a count.

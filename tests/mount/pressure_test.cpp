@@ -53,6 +53,7 @@
 
 #include "tests/mount/server_harness.hpp"
 
+using corofuse::testing::clients;
 using corofuse::testing::in_client;
 using corofuse::testing::read_file;
 using corofuse::testing::runfile;
@@ -254,35 +255,6 @@ class scratch_tmpfs {
 
  private:
   std::string path_;
-};
-
-// The client children a test started: each reaped once; any still running at the end (a failed
-// test) is killed by its own pid.
-class clients {
- public:
-  ~clients() {
-    for (pid_t p : running_) {
-      ::kill(p, SIGKILL);
-      ::waitpid(p, nullptr, 0);
-    }
-  }
-  void add(pid_t p) {
-    if (p > 0) running_.push_back(p);
-  }
-  // Waits for every client (their alarms bound the wait): their exit statuses (128 + signal).
-  std::vector<int> wait_all() {
-    std::vector<int> out;
-    for (pid_t p : running_) {
-      int status = 0;
-      ::waitpid(p, &status, 0);
-      out.push_back(WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status));
-    }
-    running_.clear();
-    return out;
-  }
-
- private:
-  std::vector<pid_t> running_;
 };
 
 // `n` objects of a plain type in memory shared with the client children (zeroed).

@@ -22,6 +22,7 @@
 #include <stdexcept>
 #include <string>
 #include <thread>
+#include <algorithm>
 #include <vector>
 
 #include "corofuse/session/mount.hpp"
@@ -97,6 +98,41 @@ inline int in_client(const std::function<int()>& fn, int seconds = 20) {
   ::waitpid(pid, &status, 0);
   return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
 }
+
+// The client children a test started: each reaped once; any still running at the end (a failed
+// test) is killed by its own pid.
+class clients {
+ public:
+  clients() = default;
+  clients(const clients&) = delete;
+  clients& operator=(const clients&) = delete;
+  ~clients() {
+    for (pid_t p : running_) {
+      ::kill(p, SIGKILL);
+      ::waitpid(p, nullptr, 0);
+    }
+  }
+  void add(pid_t p) {
+    if (p > 0) running_.push_back(p);
+  }
+  const std::vector<pid_t>& running() const { return running_; }
+  // Waits for the client (its alarm bounds the wait): its exit status, or 128 + signal.
+  int wait(pid_t p) {
+    int status = 0;
+    ::waitpid(p, &status, 0);
+    running_.erase(std::remove(running_.begin(), running_.end(), p), running_.end());
+    return WIFEXITED(status) ? WEXITSTATUS(status) : 128 + WTERMSIG(status);
+  }
+  // Waits for every client: their exit statuses, in the order they were added.
+  std::vector<int> wait_all() {
+    std::vector<int> out;
+    while (!running_.empty()) out.push_back(wait(running_.front()));
+    return out;
+  }
+
+ private:
+  std::vector<pid_t> running_;
+};
 
 // Runs a shell command as a client (with a timeout); returns its exit status.
 inline int sh(const std::string& cmd, int seconds = 60) {
