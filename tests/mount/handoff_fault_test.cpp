@@ -104,7 +104,7 @@ void run_case(const std::string& transport, const fault_case& c) {
       CHECK_LOGGED(second.wait_exit(30), l);
       CHECK_LOGGED(second.exit_status() != 0, l);
       CHECK_LOGGED(!first.exited(), l);
-      CHECK_LOGGED(first.log().find("handoff") != std::string::npos, l);  // why it failed, in the predecessor's log
+      CHECK_LOGGED(first.logged("handoff"), l);  // why it failed, in the predecessor's log
       // The predecessor is whole again: a successor without the fault takes the mount over.
       server_process third(d.log("third"), server_args(d, transport, "", {"--take-over", d.sock()}));
       l.of.push_back({"third", &third});
@@ -112,7 +112,7 @@ void run_case(const std::string& transport, const fault_case& c) {
       CHECK_LOGGED(first.exit_status() == 0, l);
       for (pid_t p : clients) CHECK_LOGGED(exit_status(p) == 0, l);
       CHECK(corofuse::session::mounted_device(d.mnt()) == dev);
-      CHECK_LOGGED(third.log().find("took the mount") != std::string::npos, l);
+      CHECK_LOGGED(third.logged("took the mount"), l);
       CHECK_LOGGED(same_data(), l);
       third.signal(SIGTERM);
       CHECK_LOGGED(third.wait_exit(20), l);
@@ -125,7 +125,7 @@ void run_case(const std::string& transport, const fault_case& c) {
       CHECK_LOGGED(first.exit_status() == 128 + SIGKILL, l);
       for (pid_t p : clients) CHECK_LOGGED(exit_status(p) == 0, l);
       CHECK_LOGGED(!second.exited(), l);
-      CHECK_LOGGED(second.log().find("the predecessor died after handing over its state") != std::string::npos, l);
+      CHECK_LOGGED(second.logged("the predecessor died after handing over its state"), l);
       CHECK(corofuse::session::mounted_device(d.mnt()) == dev);
       CHECK_LOGGED(same_data(), l);
       second.signal(SIGTERM);
@@ -151,7 +151,7 @@ void run_case(const std::string& transport, const fault_case& c) {
       break;
     }
   }
-  CHECK_LOGGED(injected.log().find("fault injection") != std::string::npos, l);  // the step was reached
+  CHECK_LOGGED(injected.logged("fault injection"), l);  // the step was reached
 }
 
 }  // namespace

@@ -52,6 +52,16 @@ class server_process : public child_process {
     ::unlink(log_.c_str());
   }
   std::string log() const { return read_file(log_); }
+  // Whether the log says `text` within `seconds`. A process writes what it noticed (a peer's death,
+  // a finished handoff) a moment after the event the test waited for, later still under a
+  // sanitizer: a log is polled, never read once.
+  bool logged(const std::string& text, double seconds = 20) const {
+    for (int i = 0; i < static_cast<int>(seconds * 20); ++i) {
+      if (log().find(text) != std::string::npos) return true;
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    return log().find(text) != std::string::npos;
+  }
 
  private:
   std::string log_;

@@ -72,10 +72,10 @@ TEST_CASE("passthrough handed over twice while two clients stream: no client err
     if (at != std::string::npos) WARN(transport << ": " << log.substr(at, log.find('\n', at) - at));
   }
   CHECK(corofuse::session::mounted_device(d.mnt()) == dev);  // the same mount, never remounted
-  CHECK(first.log().find("handed the mount over") != std::string::npos);
-  CHECK(second.log().find("took the mount") != std::string::npos);
-  CHECK(second.log().find("handed the mount over") != std::string::npos);
-  CHECK(third.log().find("took the mount") != std::string::npos);
+  CHECK(first.logged("handed the mount over"));
+  CHECK(second.logged("took the mount"));
+  CHECK(second.logged("handed the mount over"));
+  CHECK(third.logged("took the mount"));
   for (int id = 0; id < 2; ++id) {
     const std::string n = "/stream-" + std::to_string(id);
     CHECK(same_bytes(d.mnt() + n, d.src() + n));
@@ -138,7 +138,7 @@ TEST_CASE("a takeover that cannot happen says why in one line and leaves the run
   CHECK(out.find("RLIMIT_NOFILE") != std::string::npos);
   CHECK(std::count(out.begin(), out.end(), '\n') == 1);
   CHECK(exit_status(holder) == 0);
-  CHECK(first.log().find("failed") != std::string::npos);  // "handoff to pid N failed (...): serving on"
+  CHECK(first.logged("failed"));  // "handoff to pid N failed (...): serving on"
   // The first server still serves, and still takes a real successor afterwards.
   CHECK(corofuse::testing::in_client([&] {
           int fd = ::open((d.mnt() + "/after").c_str(), O_CREAT | O_WRONLY, 0644);
@@ -196,7 +196,7 @@ TEST_CASE("passthrough handed over between its inode schemes: descriptors to han
   CHECK(first.wait_exit(20));
   CHECK(first.exit_status() == 0);
   INFO("second server:\n" << second.log());
-  CHECK(second.log().find("took the mount") != std::string::npos);
+  CHECK(second.logged("took the mount"));
   // Back to descriptors: nodes recorded as handles cannot be served without them (a state this
   // server cannot take); the second serves on.
   CHECK(corofuse::testing::in_client([&] { return ::open((d.mnt() + "/new").c_str(), O_CREAT | O_WRONLY, 0644) >= 0 ? 0 : 1; }) == 0);
@@ -210,7 +210,7 @@ TEST_CASE("passthrough handed over between its inode schemes: descriptors to han
   CHECK(WIFEXITED(rc));
   CHECK(WEXITSTATUS(rc) == 1);
   CHECK(out.find("file handles") != std::string::npos);
-  CHECK(second.log().find("failed") != std::string::npos);
+  CHECK(second.logged("failed"));
 
   CHECK(::write(holder_pipe[1], "g", 1) == 1);
   ::close(holder_pipe[1]);

@@ -11,6 +11,10 @@ hide. So does a target whose loading or analysis was aborted, and a Bazel run th
 code other than 0 or 3, "tests failed") without any failure counted. Exits 1 when anything failed
 or nothing ran.
 
+A test that the run's --test_tag_filters left out (tools/test's plain clang configuration skips
+the tests tagged "slow") is not counted, only listed, when it built; when it did not build it
+counts as one failed case.
+
 A "lines:" file is a suite outside Bazel (tests/vm/run writes one): one line per test case,
 "PASS NAME ..." or "FAIL NAME ...", optionally prefixed by a word and ": " ("vm: PASS uname_7_3
 (0s)"); other lines (a closing "vm: N passed, N failed") are ignored. Each PASS line counts one
@@ -58,8 +62,24 @@ def counts_from_log(text):
     return None
 
 
+def tag_filter(cmdline):
+    """(required, excluded) tag sets from the last --test_tag_filters on a Bazel command line."""
+    required, excluded = set(), set()
+    for arg in cmdline:
+        if arg.startswith("--test_tag_filters="):
+            required, excluded = set(), set()
+            for t in filter(None, arg.split("=", 1)[1].split(",")):
+                (excluded if t.startswith("-") else required).add(t.lstrip("-+"))
+    return required, excluded
+
+
+def filtered_out(tags, required, excluded):
+    return bool(tags & excluded) or bool(required and not tags & required)
+
+
 def summarize(name, path, bazel_rc=None):
     tests, results, aborted = [], {}, []
+    tags, built, cmdline = {}, {}, []
     try:
         with open(path, encoding="utf-8") as f:
             lines = f.readlines()
@@ -75,7 +95,13 @@ def summarize(name, path, bazel_rc=None):
         if "targetConfigured" in eid:
             kind = ev.get("configured", {}).get("targetKind", "")
             if kind.endswith("_test rule"):
-                tests.append(eid["targetConfigured"]["label"])
+                label = eid["targetConfigured"]["label"]
+                tests.append(label)
+                tags[label] = set(ev.get("configured", {}).get("tag", []))
+        elif "targetCompleted" in eid:
+            built[eid["targetCompleted"]["label"]] = ev.get("completed", {}).get("success", False)
+        elif "optionsParsed" in eid:
+            cmdline = ev.get("optionsParsed", {}).get("cmdLine", [])
         elif "testResult" in eid:
             label = eid["testResult"]["label"]
             results[label] = ev.get("testResult", {})
@@ -85,8 +111,16 @@ def summarize(name, path, bazel_rc=None):
             if label and reason != "SKIPPED":
                 aborted.append((label, reason, ev["aborted"].get("description", "")))
     passed = failed = 0
+    required, excluded = tag_filter(cmdline)
     for label in sorted(set(tests)):
         res = results.get(label)
+        if res is None and filtered_out(tags.get(label, set()), required, excluded):
+            if built.get(label):
+                print(f"[{name}] {label}: built, not run in this configuration (--test_tag_filters)")
+            else:
+                print(f"[{name}] {label}: left out by --test_tag_filters and did not build -> 1 failed")
+                failed += 1
+            continue
         if res is None:
             print(f"[{name}] {label}: did not build or did not run -> 1 failed")
             failed += 1
